@@ -2,7 +2,7 @@
 
 Run (from the repository root)::
 
-    PYTHONPATH=. python bench/throughput.py                # everything, ~1-2 min
+    PYTHONPATH=. python bench/throughput.py                # everything, ~20 s per repeat
     PYTHONPATH=. python bench/throughput.py --quick        # smoke run, a few seconds
     PYTHONPATH=. python bench/throughput.py --only a,c --repeat 3
 
