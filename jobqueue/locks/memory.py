@@ -313,8 +313,12 @@ class KeyedMemoryLockManager(KeyedLockManagerBase):
             return entry
         if waiter is not None:
             assert waiter.event is not None
-            if waiter.event.wait(timeout):
-                return entry
+            try:
+                if waiter.event.wait(timeout):
+                    return entry
+            except BaseException:  # e.g. KeyboardInterrupt: leave the queue, leak nothing
+                self._give_up(key, entry, waiter)
+                raise
             with self._mutex:
                 if waiter.granted:  # handed over just as the wait timed out: keep it
                     return entry
@@ -337,15 +341,19 @@ class KeyedMemoryLockManager(KeyedLockManagerBase):
                 async with asyncio.timeout(limit):
                     await waiter.future
             except BaseException:
-                with self._mutex:
-                    if waiter.granted:
-                        self._hand_off(key, entry)
-                    else:
-                        entry.waiters.remove(waiter)
+                self._give_up(key, entry, waiter)
                 raise
         except TimeoutError:
             raise self._timeout_error(key, limit or 0.0) from None
         return entry
+
+    def _give_up(self, key: str, entry: _Entry, waiter: _Waiter) -> None:
+        """A waiter stops waiting: leave the queue, or pass the lock on if it was granted."""
+        with self._mutex:
+            if waiter.granted:
+                self._hand_off(key, entry)
+            else:
+                entry.waiters.remove(waiter)
 
     def _release(self, key: str, entry: _Entry) -> None:
         with self._mutex:
