@@ -1,0 +1,5 @@
+"""``python -m jobqueue``: see :mod:`jobqueue.cli.main`."""
+
+from jobqueue.cli.main import entrypoint
+
+entrypoint()

@@ -1,0 +1,25 @@
+"""Exceptions a handler raises on purpose to steer its own job.
+
+They are control flow, not errors, so they do not subclass
+:class:`jobqueue.errors.JobQueueError`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Cancel", "Retry"]
+
+
+class Retry(Exception):  # noqa: N818 - reads as a command: ``raise Retry(delay=5)``
+    """Ask for another attempt of this job after ``delay`` seconds.
+
+    The attempt counts against ``max_retries``; once they are used up the job
+    fails with the reason ``retries_exhausted``.
+    """
+
+    def __init__(self, delay: float | None = None, message: str = "") -> None:
+        self.delay = delay
+        super().__init__(message or f"retry requested (delay={delay})")
+
+
+class Cancel(Exception):  # noqa: N818 - reads as a command: ``raise Cancel()``
+    """End this job now with status ``cancelled`` (no retry)."""

@@ -1,0 +1,338 @@
+"""The service's machinery: opening and closing, wiring store, scheduler and runner.
+
+:class:`~jobqueue.service.JobQueueService` adds the public calls on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from jobqueue.errors import JobQueueError, ServiceClosedError
+from jobqueue.events import EventManager
+from jobqueue.hooks import HookKind, Hooks, Lifecycle
+from jobqueue.registry import Registry
+from jobqueue.runner import Handler, Runner
+from jobqueue.scheduler import Scheduler
+from jobqueue.status import TaskStatus
+from jobqueue.store import jobs
+from jobqueue.store.connection import MEMORY, Database
+from jobqueue.store.jobs import Claimed, Outcome
+from jobqueue.store.schema import apply_migrations
+from jobqueue.store.writer import Writer
+
+__all__ = ["ServiceCore"]
+
+log = logging.getLogger("jobqueue.service")
+T = TypeVar("T")
+_warned_memory = False
+
+
+class ServiceCore:
+    """State and lifecycle shared by the public calls."""
+
+    def __init__(self, path: str, **opts: Any) -> None:
+        self.path = path
+        self._concurrency: int = opts["concurrency"]
+        self._poll_interval: float = opts["poll_interval"]
+        self._cleanup_interval: float = opts["cleanup_interval"]
+        self._drain_timeout: float = opts["drain_timeout"]
+        self._cancel_grace: float = opts["cancel_grace"]
+        self._max_payload: int = opts["max_payload_bytes"]
+        self._opts = opts
+        self.hooks = Hooks()
+        self._handlers: dict[str, Handler] = {}
+        self._registry = Registry(
+            queue_size=opts["queue_size"], retention=opts["retention"],
+            strict_events=opts["strict_events"], on_consume=self._event_consumed,
+        )
+        self._counts: Counter[str] = Counter()
+        self._lag = 0.0
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._state = "new"  # new -> starting -> open -> closing -> closed (-> starting)
+        self._opening: asyncio.Task[Writer] | None = None
+        self._db: Database | None = None
+        self._writer: Writer | None = None
+        self._scheduler: Scheduler | None = None
+        self._runner: Runner | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.owner = ""
+        self.boot_at: float | None = None
+
+    # -- opening -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start opening the store and the background loops (idempotent).
+
+        Must be called with a running event loop. ``async with service`` calls
+        it and also waits until the store is open.
+        """
+        if self._state in ("starting", "open"):
+            return
+        if self._state == "closing":
+            raise ServiceClosedError("the service is closing")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ServiceClosedError("start() needs a running event loop") from None
+        from jobqueue.owner import owner_identity
+
+        self.owner = owner_identity()
+        self._state = "starting"
+        self._opening = loop.create_task(self._open(), name="jobqueue-open")
+
+    async def _open(self) -> Writer:
+        opts = self._opts
+        db = await Database.open(self.path, busy_timeout=opts["busy_timeout"],
+                                 synchronous=opts["synchronous"], check=opts["check_on_open"])
+        try:
+            await db.run(apply_migrations, self.path)
+            counts = await db.run(jobs.count_by_status)
+        except BaseException:
+            await db.close()
+            self._state = "closed"
+            raise
+        self._db, self._counts = db, Counter(counts)
+        writer = self._writer = Writer(db)
+        scheduler = self._scheduler = Scheduler(
+            writer, handlers=lambda: list(self._handlers), concurrency=self._concurrency,
+            owner=self.owner, start=self._start_claimed, poll_interval=self._poll_interval,
+        )
+        self._runner = Runner(
+            writer, handlers=self._handlers, hooks=self.hooks, manager_for=self._events_for,
+            release=scheduler.release, finished=self._runner_finished,
+            retried=self._retried, max_result_bytes=self._max_payload,
+            backoff=opts["retry_backoff"], backoff_max=opts["retry_backoff_max"],
+        )
+        writer.planner = scheduler
+        writer.start()
+        scheduler.start()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(),
+                                                             name="jobqueue-reaper")
+        self.boot_at = time.time()
+        self._state = "open"
+        global _warned_memory
+        if self.path == MEMORY and not _warned_memory:
+            _warned_memory = True
+            log.info("JobQueueService() without a path keeps jobs in memory only; they are "
+                     "lost when the process exits. Pass a file path to persist them.")
+        return writer
+
+    async def _ready(self) -> Writer:
+        if self._state == "new":
+            self.start()
+        if self._state in ("closing", "closed") or self._opening is None:
+            raise ServiceClosedError()
+        return await asyncio.shield(self._opening)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        await self._ready()
+        assert self._db is not None
+        return await self._db.run(fn, *args)
+
+    def _check_usable(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise ServiceClosedError()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        await self._ready()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Langflow's name for :meth:`close`."""
+        await self.close()
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Drain and close: stop claiming, let running jobs finish, then cancel and persist.
+
+        Jobs still running after ``drain_timeout`` are cancelled and go back to
+        ``pending`` (they run again at the next start). Idempotent.
+        """
+        if self._state in ("new", "closed", "closing"):
+            self._state = "closed" if self._state == "new" else self._state
+            return
+        self._state = "closing"
+        try:
+            if self._opening is not None and not self._opening.done():
+                await asyncio.wait([self._opening])
+            if self._opening is not None and not self._opening.cancelled() and (
+                self._opening.exception() is None
+            ):
+                await self._drain(self._drain_timeout if drain_timeout is None else drain_timeout)
+        finally:
+            if self._reaper is not None:
+                self._reaper.cancel()
+                await asyncio.wait([self._reaper])
+            for job_id in list(self._registry.entries):
+                await self._registry.cleanup(job_id)
+            if self._writer is not None:
+                await self._writer.close()
+            if self._db is not None:
+                await self._db.close()
+            for futs in self._waiters.values():
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_result(None)  # waiters re-check and get ServiceClosedError
+            self._db = self._writer = self._scheduler = self._runner = None
+            self._reaper = self._opening = None
+            self._state = "closed"
+
+    async def _drain(self, timeout: float) -> None:
+        assert self._scheduler is not None and self._runner is not None
+        self._scheduler.stop()
+        runs = [r.task for r in self._runner.active.values() if r.task is not None]
+        bare = [e.task for e in self._registry.entries.values() if e.task and not e.task.done()]
+        tasks: list[asyncio.Task[Any]] = [*runs, *bare]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if not pending:
+            return
+        log.warning("close: %d job(s) still running after %.1fs; cancelling", len(pending), timeout)
+        for job_id in list(self._runner.active):
+            self._runner.cancel(job_id, "shutdown")
+        for task in pending:
+            task.cancel()
+        _, stuck = await asyncio.wait(pending, timeout=self._cancel_grace)
+        for task in stuck:
+            log.error("close: task %s ignored cancellation for %.1fs; abandoning it",
+                      task.get_name(), self._cancel_grace)
+
+    # -- callbacks from scheduler and runner ------------------------------------------------
+
+    def _start_claimed(self, claimed: Claimed) -> None:
+        assert self._runner is not None
+        self._counts["pending"] -= 1
+        self._counts["running"] += 1
+        entry = self._registry.get(claimed.id)
+        task = self._runner.start(claimed)
+        if entry is not None:
+            entry.task, entry.finished = task, False  # type: ignore[assignment]
+
+    def _runner_finished(self, job_id: str, out: Outcome, value: Any) -> None:
+        self._counts["running"] -= 1
+        self._job_finished(job_id, out, value, None)
+
+    def _retried(self, run_at: float) -> None:
+        self._counts["running"] -= 1
+        self._counts["pending"] += 1
+        if self._scheduler is not None:
+            self._scheduler.want()
+
+    def _bare_finished(self, job_id: str, out: Outcome, value: Any) -> None:
+        self._counts[out.status.value] += 1
+        self._wake_waiters(job_id)
+
+    def _job_finished(self, job_id: str, out: Outcome, value: Any, handler: str | None) -> None:
+        """A durable job reached a terminal status (already committed)."""
+        self._counts[out.status.value] += 1
+        entry = self._registry.get(job_id)
+        if entry is not None and not entry.queue.ended:
+            self._end_events(entry.manager, out.status, value, out.error, out.reason)
+            entry.finished = True
+        self._wake_waiters(job_id)
+        if handler is not None and self.hooks:  # runner jobs emit their own FINISHED
+            self.hooks.emit(Lifecycle(HookKind.FINISHED, job_id, handler,
+                                      status=out.status.value, reason=out.reason))
+
+    @staticmethod
+    def _end_events(manager: EventManager, status: TaskStatus, result: Any, error: str | None,
+                    reason: str | None) -> None:
+        """Put the terminal event and the end sentinel on a job's queue."""
+        if status is TaskStatus.FAILED:
+            manager.send_event(event_type="error",
+                               data={"status": status.value, "error": error, "reason": reason})
+        else:
+            data: dict[str, Any] = {"status": status.value}
+            if status is TaskStatus.COMPLETED:
+                data["result"] = result
+            elif reason:
+                data["reason"] = reason
+            manager.send_event(event_type="end", data=data)
+        manager.end_stream()
+
+    def _wake_waiters(self, job_id: str) -> None:
+        for fut in self._waiters.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _forget_waiter(self, job_id: str, fut: asyncio.Future[None]) -> None:
+        futs = self._waiters.get(job_id)
+        if futs is not None:
+            futs.discard(fut)
+            if not futs:
+                del self._waiters[job_id]
+
+    def _event_consumed(self, seconds: float) -> None:
+        if self.hooks:
+            self.hooks.emit(Lifecycle(HookKind.EVENT_CONSUMED, wait_s=seconds))
+
+    def _runner_cancel(self, job_id: str) -> asyncio.Task[Any] | None:
+        if self._runner is not None:
+            task = self._runner.cancel(job_id, "cancel")
+            if task is not None:
+                return task
+        entry = self._registry.get(job_id)
+        if entry is not None and entry.task is not None and not entry.task.done():
+            entry.task.cancel()
+            return entry.task
+        return None
+
+    def _events_for(self, job_id: str) -> EventManager:
+        raise NotImplementedError
+
+    async def _until_idle(self) -> None:
+        while True:
+            scheduler, runner = self._scheduler, self._runner
+            if scheduler is None or runner is None:
+                raise ServiceClosedError()
+            scheduler.want()
+            await scheduler.idle.wait()
+            tasks = [r.task for r in runner.active.values() if r.task is not None]
+            if tasks:
+                await asyncio.wait(tasks)
+                continue
+            if scheduler.idle.is_set():
+                return
+
+    # -- reaper ------------------------------------------------------------------------------
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._cleanup_interval)
+            try:
+                await self._registry.reap()
+                await self.refresh_stats()
+            except JobQueueError as exc:
+                log.warning("reaper pass failed: %s", exc)
+            except Exception:
+                log.exception("reaper pass failed; it will run again")
+
+    async def refresh_stats(self) -> None:
+        """Re-read job counts and lag from the store (the reaper does this periodically)."""
+        assert self._db is not None
+        counts = await self._db.run(jobs.count_by_status)
+        oldest = await self._db.run(_oldest_due, time.time())
+        self._counts = Counter(counts)
+        self._lag = 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+
+def _oldest_due(conn: Any, now: float) -> float | None:
+    row = conn.execute(
+        "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?", (now,)
+    ).fetchone()
+    return None if row is None else row[0]
+

@@ -1,0 +1,244 @@
+"""Every error jobqueue raises, under one base class :class:`JobQueueError`.
+
+Errors raised by the Langflow-compatible calls also subclass the built-in
+exception Langflow raised in the same place (``ValueError``, ``RuntimeError``),
+so existing ``except`` clauses keep working.
+
+Control-flow exceptions that a *handler* raises on purpose (``Retry``,
+``Cancel``) are not errors and live in :mod:`jobqueue.control`.
+
+This module imports nothing from jobqueue.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DuplicateJobError",
+    "EventError",
+    "InvalidArgumentError",
+    "InvalidHandlerError",
+    "InvalidLockKey",
+    "InvalidStatusError",
+    "InvalidTransition",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobQueueError",
+    "JobQueueNotFoundError",
+    "LockError",
+    "LockTimeout",
+    "MetricLabelError",
+    "MetricsServerError",
+    "PayloadError",
+    "PayloadTooLargeError",
+    "QueueExistsError",
+    "ServiceClosedError",
+    "StoreCorruptedError",
+    "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+    "StoreReadOnlyError",
+    "UnknownHandlerError",
+]
+
+
+class JobQueueError(Exception):
+    """Base class of every error raised by jobqueue."""
+
+
+# --- jobs and queues --------------------------------------------------------
+
+
+class JobNotFoundError(JobQueueError, LookupError):
+    """No job with this id exists in the store."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"no job with id {job_id!r}; check the id (service.list() shows existing jobs)"
+        )
+
+
+class JobQueueNotFoundError(JobQueueError, LookupError, ValueError):
+    """Langflow layer: no event queue is registered for this job id.
+
+    Also a ``ValueError``, which is what Langflow's ``start_job`` raised here.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"Job queue not found for job_id: {job_id!r}; call create_queue() first "
+            "(queues of finished jobs are removed by the reaper)"
+        )
+
+
+class QueueExistsError(JobQueueError, ValueError):
+    """Langflow layer: ``create_queue`` was called for an id that already has a queue."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"Queue for job_id {job_id!r} already exists; use get_queue_data() to reuse it "
+            "or cleanup_job() to remove it first"
+        )
+
+
+class DuplicateJobError(JobQueueError, ValueError):
+    """A job with this id already exists in the store."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"a job with id {job_id!r} already exists; pass a new job_id, omit it to get a "
+            "generated one, or use idempotency_key to get the existing job back"
+        )
+
+
+class UnknownHandlerError(JobQueueError, LookupError):
+    """No handler is registered under this name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        known_txt = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"no handler registered as {name!r} (registered: {known_txt}); "
+            "register it with @service.handler(name) before submitting"
+        )
+
+
+class InvalidArgumentError(JobQueueError, ValueError):
+    """An option or identifier has an unusable value; the message says which and why."""
+
+
+class InvalidHandlerError(JobQueueError, TypeError):
+    """A handler that cannot be registered (not ``async def``, or a bad name)."""
+
+
+class InvalidTransition(JobQueueError, ValueError):  # noqa: N818 - name fixed by the spec
+    """A status change that the lifecycle table does not allow; nothing was written."""
+
+    def __init__(self, job_id: str, current: str, target: str, allowed: list[str]) -> None:
+        self.job_id = job_id
+        self.current = current
+        self.target = target
+        allowed_txt = ", ".join(allowed) or "none: it is final"
+        super().__init__(
+            f"job {job_id!r} cannot go from {current!r} to {target!r} "
+            f"(allowed from {current!r}: {allowed_txt}); nothing was changed"
+        )
+
+
+class InvalidStatusError(JobQueueError, ValueError):
+    """The database holds a status value that is not a known status."""
+
+    def __init__(self, value: object, job_id: str | None = None) -> None:
+        self.value = value
+        where = f" for job {job_id!r}" if job_id is not None else ""
+        super().__init__(
+            f"unknown job status {value!r}{where}; valid statuses are pending, running, "
+            "paused, completed, failed, cancelled, stopped. The file may have been written "
+            "by another program: run `python -m jobqueue check --db FILE`"
+        )
+
+
+class JobFailedError(JobQueueError):
+    """``wait()`` on a job that ended ``failed``."""
+
+    def __init__(self, job_id: str, error: str | None, reason: str | None = None) -> None:
+        self.job_id = job_id
+        self.error = error
+        self.reason = reason
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"job {job_id!r} failed{why}: {error}")
+
+
+class JobCancelledError(JobQueueError):
+    """``wait()`` on a job that ended ``cancelled`` or ``stopped``."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"job {job_id!r} ended {status} before producing a result")
+
+
+class PayloadError(JobQueueError, ValueError):
+    """A payload, result or event is not plain JSON (no NaN/Infinity, no custom types)."""
+
+
+class PayloadTooLargeError(PayloadError):
+    """An encoded payload or result is over the size cap."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} is {size} bytes of JSON, over the {limit}-byte cap; store large data "
+            "in a file and pass its path, or raise max_payload_bytes"
+        )
+
+
+class ServiceClosedError(JobQueueError, RuntimeError):
+    """The service is closed (or was never started)."""
+
+    def __init__(self, what: str = "the job queue service is closed") -> None:
+        super().__init__(
+            f"{what}; start it with `async with JobQueueService(...)` or service.start()"
+        )
+
+
+class EventError(JobQueueError, ValueError):
+    """An event name or callback that EventManager cannot register."""
+
+
+# --- store ------------------------------------------------------------------
+
+
+class StoreError(JobQueueError):
+    """The SQLite store failed; the message names the file."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class StoreCorruptedError(StoreError):
+    """The file is damaged or is not a jobqueue SQLite database. It was not modified."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or file size limit) is full; the write was rolled back."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The database file or its directory cannot be written."""
+
+
+class StoreLockedError(StoreError):
+    """Another connection held the write lock past ``busy_timeout``."""
+
+
+# --- locks ------------------------------------------------------------------
+
+
+class LockError(JobQueueError):
+    """A keyed lock could not be used."""
+
+
+class InvalidLockKey(LockError, ValueError):  # noqa: N818 - reads better at call sites
+    """A lock key that cannot be used (empty, too long, or unsafe as a file name)."""
+
+
+class LockTimeout(LockError, TimeoutError):  # noqa: N818 - mirrors filelock.Timeout
+    """A lock was not acquired within its timeout."""
+
+
+# --- telemetry --------------------------------------------------------------
+
+
+class MetricLabelError(JobQueueError, ValueError):
+    """A metric was recorded with a missing or unknown label."""
+
+
+class MetricsServerError(JobQueueError, OSError):
+    """The Prometheus endpoint could not be started (for example, the port is taken)."""

@@ -1,0 +1,316 @@
+"""Events a running job sends to its consumer, in Langflow's shapes.
+
+Queue items are ``(event_id, data, put_time)`` where ``data`` is
+``json.dumps({"event": type, "data": payload}) + "\\n\\n"`` as UTF-8 bytes and
+``put_time`` is ``time.time()``; ``(None, None, put_time)`` ends the stream.
+
+Full-queue policy of :class:`EventQueue` (bounded, 10,000 items by default):
+
+* ``token`` events are coalesced into the newest queued token event (their
+  ``chunk`` strings are joined), ``progress`` events replace the newest
+  queued progress event: nothing is lost, the item count stays bounded;
+* ``end``, ``error`` and the end sentinel are always admitted, so a consumer
+  never hangs waiting for an end that was dropped;
+* any other event raises :class:`EventQueueFull` from the synchronous
+  ``send_event``; ``await manager.asend(...)`` (and ``ctx.emit``) instead
+  waits for room, which applies back-pressure to the producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Final, Protocol
+
+from jobqueue import codec
+from jobqueue.errors import EventError, JobQueueError
+
+__all__ = [
+    "DEFAULT_EVENTS",
+    "DEFAULT_QUEUE_SIZE",
+    "Event",
+    "EventManager",
+    "EventQueue",
+    "EventQueueFull",
+    "create_default_event_manager",
+    "decode_item",
+]
+
+log = logging.getLogger("jobqueue.events")
+
+DEFAULT_QUEUE_SIZE: Final = 10_000
+#: Langflow's default events plus ``on_progress``: attribute name -> event type.
+DEFAULT_EVENTS: Final[dict[str, str]] = {
+    "on_token": "token",
+    "on_vertices_sorted": "vertices_sorted",
+    "on_error": "error",
+    "on_end": "end",
+    "on_message": "add_message",
+    "on_remove_message": "remove_message",
+    "on_end_vertex": "end_vertex",
+    "on_build_start": "build_start",
+    "on_build_end": "build_end",
+    "on_progress": "progress",
+}
+TERMINAL_EVENTS: Final = frozenset({"end", "error"})
+QueueItem = tuple[str | None, bytes | None, float]
+
+
+class EventQueueFull(JobQueueError, asyncio.QueueFull):  # noqa: N818 - mirrors asyncio.QueueFull
+    """A bounded event queue is full and the event cannot be coalesced."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as a durable-layer consumer sees it."""
+
+    id: str
+    type: str
+    data: Any
+    put_time: float
+    get_time: float
+
+    @property
+    def time_in_queue(self) -> float:
+        """Seconds the event waited in the queue (get - put)."""
+        return self.get_time - self.put_time
+
+
+def decode_item(item: QueueItem, get_time: float | None = None) -> Event | None:
+    """Turn a queue item into an :class:`Event`; ``None`` for the end sentinel."""
+    event_id, raw, put_time = item
+    if event_id is None or raw is None:
+        return None
+    body = json.loads(raw)
+    return Event(event_id, body["event"], body["data"], put_time, get_time or time.time())
+
+
+class EventQueue(asyncio.Queue[QueueItem]):
+    """A bounded ``asyncio.Queue`` with the coalescing policy described above."""
+
+    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
+        super().__init__(maxsize)
+        self._force = 0
+        self._tail: tuple[str, Any] | None = None  # (event type, data) of the newest item
+        self.ended = False  # the end sentinel was put
+        self.sentinel_taken = False  # ... and a consumer took it
+        self.on_consume: Callable[[float], None] | None = None
+        self.coalesced = 0
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: collections.deque[QueueItem] = collections.deque()
+
+    def full(self) -> bool:
+        """Full, unless a terminal item is being forced in."""
+        return self._force == 0 and super().full()
+
+    def put_nowait(self, item: QueueItem) -> None:
+        """Put an item; the end sentinel is always admitted."""
+        if item[0] is None:
+            self.ended = True
+            self._force_put(item)
+            return
+        super().put_nowait(item)
+        self._tail = None
+
+    def get_nowait(self) -> QueueItem:
+        """Take an item and report its time in queue to ``on_consume``."""
+        item = super().get_nowait()
+        if not self._queue:
+            self._tail = None
+        if item[0] is None:
+            self.sentinel_taken = True
+        elif self.on_consume is not None:
+            self.on_consume(time.time() - item[2])
+        return item
+
+    def _force_put(self, item: QueueItem) -> None:
+        self._force += 1
+        try:
+            super().put_nowait(item)
+        finally:
+            self._force -= 1
+        self._tail = None
+
+    def offer(self, event_type: str, data: Any, item: QueueItem) -> None:
+        """Put an event item applying the full-queue policy."""
+        if event_type in TERMINAL_EVENTS:
+            self._force_put(item)
+            return
+        if not super().full():
+            super().put_nowait(item)
+            self._tail = (event_type, data)
+            return
+        merged = _coalesce(self._tail, event_type, data)
+        if merged is None:
+            raise EventQueueFull(
+                f"event queue is full ({self.maxsize} items) and a {event_type!r} event cannot "
+                "be coalesced; the consumer is too slow. Use `await manager.asend(...)` "
+                "(or ctx.emit) to wait for room, or raise queue_size."
+            )
+        old_id, _, put_time = self._queue[-1]
+        self._queue[-1] = (old_id, _encode(event_type, merged), put_time)
+        self._tail = (event_type, merged)
+        self.coalesced += 1
+
+
+def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
+    if tail is None or tail[0] != event_type:
+        return None
+    old = tail[1]
+    if event_type == "progress":
+        return data
+    if (
+        event_type == "token"
+        and isinstance(old, dict)
+        and isinstance(data, dict)
+        and isinstance(old.get("chunk"), str)
+        and isinstance(data.get("chunk"), str)
+    ):
+        return {**old, **data, "chunk": old["chunk"] + data["chunk"]}
+    return None
+
+
+def _encode(event_type: str, data: Any) -> bytes:
+    body = codec.encode({"event": event_type, "data": data}, f"{event_type!r} event")
+    return (body + "\n\n").encode("utf-8")
+
+
+class PartialEventCallback(Protocol):
+    """What ``manager.on_token`` and friends are: call with ``data=...``."""
+
+    def __call__(self, *, data: Any) -> None: ...
+
+
+class EventManager:
+    """Registers named events and puts their items on a job's queue.
+
+    Args:
+        queue: the job's queue (an :class:`EventQueue` gets the full-queue policy).
+        strict: unknown ``on_*`` names raise ``AttributeError`` instead of being a
+            no-op that logs one warning per name.
+    """
+
+    def __init__(self, queue: asyncio.Queue[Any] | None, *, strict: bool = False) -> None:
+        self.queue = queue
+        self.events: dict[str, PartialEventCallback] = {}
+        self.strict = strict
+        self._warned: set[str] = set()
+        self._seq = 0
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.get_ident()
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest event put (event ids end with it)."""
+        return self._seq
+
+    @staticmethod
+    def _validate_callback(callback: Callable[..., Any]) -> None:
+        if not callable(callback):
+            raise EventError("callback must be callable")
+        params = inspect.signature(callback).parameters
+        missing = {"manager", "event_type", "data"} - set(params)
+        if missing and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise EventError(
+                f"callback must accept manager, event_type and data (missing: "
+                f"{', '.join(sorted(missing))})"
+            )
+
+    def register_event(
+        self, name: str, event_type: str, callback: Callable[..., Any] | None = None
+    ) -> None:
+        """Register ``name`` (``on_*``) so ``manager.<name>(data=...)`` sends ``event_type``."""
+        if not name:
+            raise EventError("Event name cannot be empty")
+        if not name.startswith("on_"):
+            raise EventError(f"Event name must start with 'on_', got {name!r}")
+        if callback is None:
+            self.events[name] = partial(self.send_event, event_type=event_type)
+        else:
+            self._validate_callback(callback)
+            self.events[name] = partial(callback, manager=self, event_type=event_type)
+
+    def send_event(self, *, event_type: str, data: Any) -> None:
+        """Put one event on the queue. Safe to call from any thread.
+
+        Raises:
+            PayloadError: ``data`` is not JSON.
+            EventQueueFull: the queue is full and the event cannot be coalesced.
+        """
+        raw = _encode(event_type, data)  # validate in the caller's thread: errors surface there
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._thread and not loop.is_closed():
+            loop.call_soon_threadsafe(self._put, event_type, data, raw)
+        else:
+            self._put(event_type, data, raw)
+
+    async def asend(self, event_type: str, data: Any) -> None:
+        """Put one event, waiting for room when the queue is full (back-pressure)."""
+        raw = _encode(event_type, data)
+        queue = self.queue
+        if queue is not None and event_type not in TERMINAL_EVENTS:
+            while queue.full():
+                await asyncio.sleep(0.005)  # the consumer makes room at its own pace
+        self._put(event_type, data, raw)
+
+    def _put(self, event_type: str, data: Any, raw: bytes) -> None:
+        if self.queue is None:
+            return
+        self._seq += 1
+        item: QueueItem = (f"{event_type}-{self._seq}", raw, time.time())
+        if isinstance(self.queue, EventQueue):
+            self.queue.offer(event_type, data, item)
+        else:
+            self.queue.put_nowait(item)
+
+    def end_stream(self) -> None:
+        """Put the end sentinel ``(None, None, t)`` once; later calls do nothing."""
+        q = self.queue
+        if q is None or (isinstance(q, EventQueue) and q.ended):
+            return
+        q.put_nowait((None, None, time.time()))
+
+    def noop(self, *, data: Any) -> None:
+        """What an unknown ``on_*`` name does outside strict mode."""
+
+    def __getattr__(self, name: str) -> PartialEventCallback:
+        events = self.__dict__.get("events")
+        if events is not None and name in events:
+            return events[name]  # type: ignore[no-any-return]
+        if events is None or not name.startswith("on_"):
+            raise AttributeError(name)
+        if self.strict:
+            raise AttributeError(
+                f"unknown event {name!r}; known events: {', '.join(sorted(events))}. "
+                "Register it with register_event()."
+            )
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning(
+                "unknown event %r ignored (known: %s); register it or fix the name",
+                name,
+                ", ".join(sorted(events)),
+            )
+        return self.noop
+
+
+def create_default_event_manager(
+    queue: asyncio.Queue[Any] | None = None, *, strict: bool = False
+) -> EventManager:
+    """An :class:`EventManager` with Langflow's default events and ``on_progress``."""
+    manager = EventManager(queue, strict=strict)
+    for name, event_type in DEFAULT_EVENTS.items():
+        manager.register_event(name, event_type)
+    return manager

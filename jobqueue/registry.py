@@ -1,0 +1,155 @@
+"""The in-memory registry ``job_id -> (queue, EventManager, task, cleanup_at)``.
+
+Only jobs that have a consumer or a running task are here; pending jobs
+live in the database alone. Finished entries are reaped once their end
+sentinel was consumed, or ``retention`` seconds after they finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jobqueue.errors import JobQueueNotFoundError, QueueExistsError
+from jobqueue.events import EventManager, EventQueue, create_default_event_manager
+
+__all__ = ["Entry", "QueueData", "Registry"]
+
+log = logging.getLogger("jobqueue.registry")
+
+QueueData = tuple[EventQueue, EventManager, "asyncio.Task[object] | None", float | None]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One registered job."""
+
+    queue: EventQueue
+    manager: EventManager
+    task: asyncio.Task[object] | None = None
+    cleanup_at: float | None = None
+    #: Created by ``create_queue`` (Langflow layer); reaped when idle too long.
+    langflow: bool = False
+    created: float = field(default_factory=time.monotonic)
+    #: Set when the job reached a terminal status (durable jobs).
+    finished: bool = False
+
+    @property
+    def done(self) -> bool:
+        """The job's work is over (task finished, or terminal status recorded)."""
+        return self.finished or (self.task is not None and self.task.done())
+
+    def as_tuple(self) -> QueueData:
+        """Langflow's tuple shape."""
+        return self.queue, self.manager, self.task, self.cleanup_at
+
+
+class Registry:
+    """Holds the entries and decides which are ready to reap."""
+
+    def __init__(
+        self,
+        *,
+        queue_size: int,
+        retention: float,
+        strict_events: bool = False,
+        on_consume: Callable[[float], None] | None = None,
+    ) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.queue_size = queue_size
+        self.retention = retention
+        self.strict_events = strict_events
+        self.on_consume = on_consume
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _new(self, langflow: bool) -> Entry:
+        queue = EventQueue(self.queue_size)
+        queue.on_consume = self.on_consume
+        return Entry(queue, create_default_event_manager(queue, strict=self.strict_events),
+                     langflow=langflow)
+
+    def create(self, job_id: str) -> Entry:
+        """Register a new entry (Langflow ``create_queue``)."""
+        if job_id in self.entries:
+            raise QueueExistsError(job_id)
+        entry = self.entries[job_id] = self._new(langflow=True)
+        return entry
+
+    def ensure(self, job_id: str) -> Entry:
+        """Return the entry, creating a durable one if missing."""
+        entry = self.entries.get(job_id)
+        if entry is None:
+            entry = self.entries[job_id] = self._new(langflow=False)
+        return entry
+
+    def get(self, job_id: str) -> Entry | None:
+        """The entry, or ``None``."""
+        return self.entries.get(job_id)
+
+    def data(self, job_id: str) -> QueueData:
+        """Langflow ``get_queue_data``."""
+        entry = self.entries.get(job_id)
+        if entry is None:
+            raise JobQueueNotFoundError(job_id)
+        return entry.as_tuple()
+
+    async def cleanup(self, job_id: str) -> None:
+        """Cancel the task, drain the queue, forget the job.
+
+        The job's own ``CancelledError`` never escapes; the entry is removed
+        even if the caller is cancelled while waiting for the task.
+        """
+        entry = self.entries.get(job_id)
+        if entry is None:
+            log.debug("cleanup_job: no queue for job_id %r", job_id)
+            return
+        try:
+            task = entry.task
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait([task])  # returns, never raises the task's outcome
+            if task is not None and task.done() and not task.cancelled():
+                task.exception()  # mark retrieved: its outcome was already recorded
+        finally:
+            while not entry.queue.empty():
+                entry.queue.get_nowait()
+            # A consumer still blocked on get() must see the end, not hang.
+            entry.manager.end_stream()
+            if self.entries.get(job_id) is entry:
+                del self.entries[job_id]
+
+    def due(self, now: float) -> list[str]:
+        """Mark finished entries and return those whose time has come."""
+        out: list[str] = []
+        for job_id, entry in list(self.entries.items()):
+            if entry.done:
+                if entry.queue.sentinel_taken or (entry.queue.empty() and entry.queue.ended):
+                    out.append(job_id)
+                elif entry.cleanup_at is None:
+                    entry.cleanup_at = now + self.retention
+                elif now >= entry.cleanup_at:
+                    out.append(job_id)
+            elif entry.task is None and entry.langflow and now - entry.created > self.retention:
+                out.append(job_id)  # create_queue() without start_job(): abandoned
+        return out
+
+    async def reap(self) -> int:
+        """One reaper pass; a failure on one job never stops the others."""
+        n = 0
+        for job_id in self.due(time.monotonic()):
+            try:
+                await self.cleanup(job_id)
+                n += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reaper: cleanup of job %r failed; continuing", job_id)
+                with contextlib.suppress(KeyError):
+                    del self.entries[job_id]
+        return n

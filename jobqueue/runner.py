@@ -1,0 +1,185 @@
+"""Runs one claimed job: calls its handler, maps how it ended, records the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobqueue import codec
+from jobqueue.context import JobContext
+from jobqueue.control import Cancel, Retry
+from jobqueue.errors import JobQueueError
+from jobqueue.events import EventManager
+from jobqueue.hooks import HookKind, Hooks, Lifecycle
+from jobqueue.status import TaskStatus
+from jobqueue.store import jobs
+from jobqueue.store.jobs import Claimed, Outcome
+from jobqueue.store.writer import Writer
+
+__all__ = ["Handler", "Runner"]
+
+log = logging.getLogger("jobqueue.runner")
+
+Handler = Callable[[JobContext, Any], Awaitable[Any]]
+_TRACEBACK_LIMIT = 8192
+
+
+@dataclass(slots=True)
+class Run:
+    """A job running in this process."""
+
+    claimed: Claimed
+    task: asyncio.Task[None] | None = None
+    #: Why we cancelled the task: "cancel" (user), "shutdown" (close past drain).
+    cancel_reason: str | None = None
+    started: float = field(default_factory=time.time)
+
+
+class Runner:
+    """Starts handler tasks for claimed jobs and records their outcomes."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        handlers: dict[str, Handler],
+        hooks: Hooks,
+        manager_for: Callable[[str], EventManager],
+        release: Callable[[], None],
+        finished: Callable[[str, Outcome, Any], None],
+        retried: Callable[[float], None],
+        max_result_bytes: int,
+        backoff: float,
+        backoff_max: float,
+    ) -> None:
+        self._writer = writer
+        self._handlers = handlers
+        self._hooks = hooks
+        self._manager_for = manager_for
+        self._release = release
+        self._finished = finished
+        self._retried = retried
+        self._max_result = max_result_bytes
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self.active: dict[str, Run] = {}
+
+    def start(self, claimed: Claimed) -> asyncio.Task[None]:
+        """Start the job's task (called by the scheduler for each claimed row)."""
+        run = Run(claimed)
+        self.active[claimed.id] = run
+        run.task = asyncio.get_running_loop().create_task(
+            self._execute(run), name=f"jobqueue-job-{claimed.id}"
+        )
+        return run.task
+
+    def cancel(self, job_id: str, reason: str) -> asyncio.Task[None] | None:
+        """Cancel a running job's task; returns it (to await) or None if not here."""
+        run = self.active.get(job_id)
+        if run is None or run.task is None:
+            return None
+        run.cancel_reason = reason
+        run.task.cancel()
+        return run.task
+
+    async def _execute(self, run: Run) -> None:
+        c = run.claimed
+        if self._hooks:
+            self._hooks.emit(
+                Lifecycle(HookKind.STARTED, c.id, c.handler, wait_s=max(0.0, run.started - c.run_at))
+            )
+        value: Any = None
+        try:
+            out, value = await self._call(run)
+        finally:
+            self._release()
+        now = time.time()
+        stored = await _unstoppable(self._writer.write(jobs.finish, c.id, out, now))
+        self.active.pop(c.id, None)
+        if not stored:
+            log.info("job %r was changed elsewhere while running; outcome %s not stored",
+                     c.id, out.status)
+            return
+        if out.status is TaskStatus.PENDING:
+            self._retried(out.run_at or now)
+            if self._hooks:
+                self._hooks.emit(Lifecycle(HookKind.RETRYING, c.id, c.handler,
+                                           error_type=out.error_type, reason=out.reason))
+            return
+        self._finished(c.id, out, value)
+        if self._hooks:
+            self._hooks.emit(Lifecycle(
+                HookKind.FINISHED, c.id, c.handler, status=out.status.value, reason=out.reason,
+                error_type=out.error_type, run_s=now - run.started,
+            ))
+
+    async def _call(self, run: Run) -> tuple[Outcome, Any]:
+        c = run.claimed
+        fn = self._handlers.get(c.handler)
+        if fn is None:  # unregistered between claim and start
+            return Outcome(TaskStatus.FAILED, error=f"no handler {c.handler!r}",
+                           error_type="UnknownHandlerError", reason="unknown_handler"), None
+        ctx = JobContext(c.id, c.handler, c.attempt, self._manager_for)
+        timer = asyncio.timeout(c.timeout) if c.timeout else None
+        try:
+            payload = codec.decode(c.payload)
+            if timer is None:
+                value = await fn(ctx, payload)
+            else:
+                async with timer:
+                    value = await fn(ctx, payload)
+            return Outcome(TaskStatus.COMPLETED, result=codec.encode(
+                value, f"result of job {c.id!r}", self._max_result)), value
+        except asyncio.CancelledError:
+            if run.cancel_reason == "shutdown":
+                return Outcome(TaskStatus.PENDING, reason="shutdown", run_at=time.time()), None
+            return Outcome(TaskStatus.CANCELLED, reason=run.cancel_reason or "cancelled"), None
+        except Cancel as exc:
+            return Outcome(TaskStatus.CANCELLED, error=str(exc) or None, reason="handler"), None
+        except TimeoutError as exc:
+            if timer is not None and timer.expired():
+                return self._failure(c, exc, "timeout"), None
+            return self._failure(c, exc, "error"), None
+        except Retry as exc:
+            return self._failure(c, exc, "retry", exc.delay), None
+        except Exception as exc:
+            return self._failure(c, exc, "error"), None
+
+    def _failure(
+        self, c: Claimed, exc: BaseException, reason: str, delay: float | None = None
+    ) -> Outcome:
+        error = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:]
+        etype = type(exc).__name__
+        if isinstance(exc, JobQueueError) and reason == "error":
+            reason = "invalid_result"  # e.g. a result that is not JSON: retrying won't help
+            return Outcome(TaskStatus.FAILED, error=error, error_type=etype, traceback=tb,
+                           reason=reason)
+        if c.attempt < c.max_retries:
+            if delay is None:
+                delay = min(self._backoff * 2**c.attempt, self._backoff_max)
+                delay *= random.uniform(0.5, 1.5)  # jitter: retries of a burst spread out
+            return Outcome(TaskStatus.PENDING, error=error, error_type=etype, traceback=tb,
+                           reason=reason, run_at=time.time() + max(0.0, delay))
+        if reason == "retry":
+            reason = "retries_exhausted"
+        return Outcome(TaskStatus.FAILED, error=error, error_type=etype, traceback=tb,
+                       reason=reason)
+
+
+async def _unstoppable(aw: Awaitable[bool]) -> bool:
+    """Await a store write to the end even if this task is cancelled meanwhile."""
+    fut = asyncio.ensure_future(aw)
+    while True:
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if fut.done():
+                return fut.result()
+            continue

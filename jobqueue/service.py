@@ -1,0 +1,465 @@
+"""``JobQueueService``: the Langflow-compatible layer and the durable layer in one facade."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import os
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any, Literal, TypeVar
+
+from jobqueue import codec
+from jobqueue.bare import run_bare
+from jobqueue.errors import (
+    InvalidArgumentError,
+    InvalidHandlerError,
+    JobCancelledError,
+    JobFailedError,
+    JobQueueError,
+    JobQueueNotFoundError,
+    ServiceClosedError,
+    UnknownHandlerError,
+)
+from jobqueue.events import TERMINAL_EVENTS, Event, EventManager, EventQueue, decode_item
+from jobqueue.hooks import HookKind, Hooks, Lifecycle
+from jobqueue.core import ServiceCore
+from jobqueue.registry import QueueData
+from jobqueue.runner import Handler
+from jobqueue.status import TaskStatus
+from jobqueue.store import jobs
+from jobqueue.store.connection import MEMORY
+from jobqueue.store.jobs import Job, NewJob, Outcome
+
+__all__ = ["JobQueueService"]
+
+log = logging.getLogger("jobqueue.service")
+H = TypeVar("H", bound=Handler)
+_MAX_ID = 255
+
+
+def _check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID or "\x00" in value:
+        raise InvalidArgumentError(
+            f"{what} must be a non-empty string of at most {_MAX_ID} characters without NUL; "
+            f"got {value!r:.80}"
+        )
+    return value
+
+
+def _check_number(value: float | None, what: str, *, positive: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise InvalidArgumentError(f"{what} must be a number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise InvalidArgumentError(f"{what} must be {'> 0' if positive else '>= 0'}, got {value}")
+
+
+class JobQueueService(ServiceCore):
+    """Runs jobs in this process and keeps them in a SQLite file.
+
+    Args:
+        path: database file; ``None`` keeps everything in memory (as Langflow did).
+        concurrency: at most this many jobs run at once.
+        poll_interval: how often to look for jobs submitted by other processes.
+        cleanup_interval: how often the reaper removes finished jobs' queues.
+        retention: seconds a finished job's unconsumed events are kept.
+        queue_size: bound of each job's event queue (see :mod:`jobqueue.events`).
+        drain_timeout: on close, seconds running jobs get to finish before cancellation.
+        cancel_grace: seconds a cancelled job gets to end before it is abandoned.
+        busy_timeout: seconds to wait for another process's write lock.
+        synchronous: ``"NORMAL"`` (default, WAL-safe) or ``"FULL"`` (fsync every commit).
+        check_on_open: run ``PRAGMA quick_check`` when opening.
+        max_payload_bytes: cap on an encoded payload or result.
+        retry_backoff: base delay of exponential retry backoff, in seconds.
+        retry_backoff_max: cap of a single backoff delay.
+        strict_events: unknown ``on_*`` event names raise instead of warning once.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        concurrency: int = 8,
+        poll_interval: float = 0.5,
+        cleanup_interval: float = 60.0,
+        retention: float = 300.0,
+        queue_size: int = 10_000,
+        drain_timeout: float = 10.0,
+        cancel_grace: float = 5.0,
+        busy_timeout: float = 5.0,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        check_on_open: bool = True,
+        max_payload_bytes: int = codec.DEFAULT_MAX_BYTES,
+        retry_backoff: float = 1.0,
+        retry_backoff_max: float = 300.0,
+        strict_events: bool = False,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        for name, value in (("poll_interval", poll_interval),
+                            ("cleanup_interval", cleanup_interval), ("queue_size", queue_size),
+                            ("max_payload_bytes", max_payload_bytes)):
+            _check_number(value, name, positive=True)
+        for name, value in (("retention", retention), ("drain_timeout", drain_timeout),
+                            ("cancel_grace", cancel_grace), ("busy_timeout", busy_timeout),
+                            ("retry_backoff", retry_backoff),
+                            ("retry_backoff_max", retry_backoff_max)):
+            _check_number(value, name)
+        if synchronous not in ("NORMAL", "FULL"):
+            raise InvalidArgumentError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        super().__init__(
+            MEMORY if path is None else os.fspath(path),
+            concurrency=concurrency, poll_interval=poll_interval,
+            cleanup_interval=cleanup_interval, retention=retention, queue_size=int(queue_size),
+            drain_timeout=drain_timeout, cancel_grace=cancel_grace, busy_timeout=busy_timeout,
+            synchronous=synchronous, check_on_open=check_on_open,
+            max_payload_bytes=int(max_payload_bytes), retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max, strict_events=strict_events,
+        )
+
+    # -- Langflow-compatible layer ------------------------------------------------
+
+    def create_queue(self, job_id: str) -> tuple[EventQueue, EventManager]:
+        """Register a queue and EventManager for ``job_id``.
+
+        Raises:
+            QueueExistsError: (a ``ValueError``) the id already has a queue.
+            ServiceClosedError: (a ``RuntimeError``) the service is closed.
+        """
+        self._check_usable()
+        entry = self._registry.create(_check_id(job_id, "job_id"))
+        return entry.queue, entry.manager
+
+    def start_job(self, job_id: str, task_coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``task_coro`` as the job's task, replacing (cancelling) a previous one.
+
+        The new coroutine starts only after a replaced task has finished, so
+        the two never write to the queue at the same time. The run is
+        recorded in the store (handler ``None``).
+
+        Raises:
+            JobQueueNotFoundError: (a ``ValueError``) no queue: call create_queue first.
+            ServiceClosedError: (a ``RuntimeError``) the service is closed.
+        """
+        try:
+            self._check_usable()
+            entry = self._registry.get(job_id)
+            if entry is None:
+                raise JobQueueNotFoundError(job_id)
+            self.start()
+        except BaseException:
+            task_coro.close()  # never awaited: close it so Python does not warn
+            raise
+        previous = entry.task
+        entry.finished, entry.cleanup_at = False, None
+        entry.task = asyncio.get_running_loop().create_task(
+            run_bare(job_id, entry, task_coro, previous, self._ready, self.owner,
+                     self._bare_finished),
+            name=f"jobqueue-bare-{job_id}",
+        )
+
+    def get_queue_data(self, job_id: str) -> QueueData:
+        """``(queue, event_manager, task, cleanup_at)`` of a registered job.
+
+        Raises:
+            JobQueueNotFoundError: no queue is registered for ``job_id``.
+            ServiceClosedError: (a ``RuntimeError``) the service is closed.
+        """
+        self._check_usable()
+        return self._registry.data(job_id)
+
+    async def cleanup_job(self, job_id: str) -> None:
+        """Cancel the job's task, drain its queue and forget it (unknown ids are ignored)."""
+        await self._registry.cleanup(job_id)
+
+    # -- durable layer ---------------------------------------------------------------
+
+    def handler(self, name: str | Callable[..., Any] | None = None) -> Callable[[H], H]:
+        """Decorator registering an ``async def handler(ctx, payload)`` under ``name``."""
+        if callable(name):  # used bare: @service.handler
+            fn = name
+            self.register(fn.__name__, fn)
+            return fn  # type: ignore[return-value]
+
+        def deco(fn: H) -> H:
+            self.register(name if isinstance(name, str) else fn.__name__, fn)
+            return fn
+
+        return deco
+
+    def register(self, name: str, fn: Handler) -> None:
+        """Register ``fn`` as the handler called ``name``.
+
+        Raises:
+            InvalidHandlerError: ``fn`` is not an ``async def`` function, or the name is taken.
+        """
+        _check_id(name, "handler name")
+        if not asyncio.iscoroutinefunction(fn):
+            raise InvalidHandlerError(
+                f"handler {name!r} must be an `async def` function taking (ctx, payload); "
+                f"got {fn!r}"
+            )
+        if name in self._handlers and self._handlers[name] is not fn:
+            raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
+        self._handlers[name] = fn
+        if self._scheduler is not None:
+            self._scheduler.want()
+
+    def _new_row(
+        self,
+        handler: str,
+        payload: Any,
+        *,
+        job_id: str | None,
+        priority: int,
+        timeout: float | None,
+        max_retries: int,
+        delay: float,
+        idempotency_key: str | None,
+        session_id: str | None,
+        description: str | None,
+        now: float,
+    ) -> NewJob:
+        if handler not in self._handlers:
+            raise UnknownHandlerError(handler, builtins.list(self._handlers))
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise InvalidArgumentError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        _check_number(timeout, "timeout", positive=True)
+        _check_number(delay, "delay")
+        if idempotency_key is not None:
+            _check_id(idempotency_key, "idempotency_key")
+        text = codec.encode(payload, "payload", self._max_payload)
+        return NewJob(
+            uuid.uuid4().hex if job_id is None else _check_id(job_id, "job_id"), handler, text,
+            TaskStatus.PENDING, now, now + delay, priority, max_retries, timeout,
+            idempotency_key, session_id, description,
+        )
+
+    async def submit(
+        self,
+        handler: str,
+        payload: Any = None,
+        *,
+        job_id: str | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        session_id: str | None = None,
+        description: str | None = None,
+    ) -> Job:
+        """Store a new pending job; returns once it is committed.
+
+        Higher ``priority`` runs first; ``delay`` postpones the first run; a
+        job that raises is retried up to ``max_retries`` times with
+        exponential backoff; ``timeout`` fails a run that takes longer. A
+        second submit with the same ``idempotency_key`` returns the first job.
+
+        Raises:
+            UnknownHandlerError: no handler registered under ``handler``.
+            PayloadError: the payload is not JSON or is over the size cap.
+            DuplicateJobError: ``job_id`` is taken.
+            InvalidArgumentError: an option is out of range.
+        """
+        row = self._new_row(
+            handler, payload, job_id=job_id, priority=priority, timeout=timeout,
+            max_retries=max_retries, delay=delay, idempotency_key=idempotency_key,
+            session_id=session_id, description=description, now=time.time(),
+        )
+        return (await self._insert([row], [payload]))[0]
+
+    async def submit_many(
+        self, handler: str, payloads: Sequence[Any], **options: Any
+    ) -> builtins.list[Job]:
+        """Submit one job per payload in a single transaction (same options for all).
+
+        ``job_id`` and ``idempotency_key`` are per job and cannot be given here.
+        """
+        if "job_id" in options or "idempotency_key" in options:
+            raise InvalidArgumentError("submit_many takes no job_id or idempotency_key; use submit")
+        defaults: dict[str, Any] = {"priority": 0, "timeout": None, "max_retries": 0,
+                                    "delay": 0.0, "session_id": None, "description": None}
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise InvalidArgumentError(f"unknown option(s) for submit_many: {sorted(unknown)}")
+        opts = {**defaults, **options}
+        now = time.time()
+        rows = [self._new_row(handler, p, job_id=None, idempotency_key=None, now=now, **opts)
+                for p in payloads]
+        return await self._insert(rows, payloads)
+
+    async def _insert(self, rows: Sequence[NewJob], payloads: Sequence[Any]) -> builtins.list[Job]:
+        writer = await self._ready()
+        existing = await writer.write(jobs.insert_jobs, rows)
+        out: builtins.list[Job] = []
+        added = 0
+        for row, payload, old in zip(rows, payloads, existing, strict=True):
+            if old is not None:
+                out.append(old)
+                continue
+            added += 1
+            out.append(Job(row.id, row.handler, TaskStatus.PENDING, payload, None, None, None,
+                           None, None, row.session_id, row.description, row.priority, 0,
+                           row.max_retries, row.timeout, row.run_at, row.idempotency_key, None,
+                           row.created_at, row.created_at, None, None, None, None))
+            if self.hooks:
+                self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
+        self._counts["pending"] += added
+        if added:
+            self._want_claim()
+        return out
+
+    async def get(self, job_id: str) -> Job:
+        """The stored job. Raises :class:`~jobqueue.errors.JobNotFoundError`."""
+        return await self._read(jobs.fetch, job_id)
+
+    async def list(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        handler: str | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[Job]:
+        """Stored jobs, newest first, optionally filtered."""
+        wanted = [status] if isinstance(status, str) else status
+        statuses = None if wanted is None else [self._parse_status(s) for s in wanted]
+        return await self._read(jobs.list_jobs, statuses, handler, session_id, limit, offset)
+
+    @staticmethod
+    def _parse_status(value: TaskStatus | str) -> TaskStatus:
+        try:
+            return TaskStatus(value)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"unknown status {value!r}; use one of {', '.join(TaskStatus)}"
+            ) from None
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait until the job is finished and return its result.
+
+        Raises:
+            JobFailedError: the job failed (``.error``, ``.reason``).
+            JobCancelledError: the job was cancelled or stopped.
+            TimeoutError: ``timeout`` seconds passed first (the job keeps running).
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.setdefault(job_id, set()).add(fut)
+                try:
+                    job = await self.get(job_id)
+                    if job.done:
+                        return self._result_of(job)
+                    # The store is polled too: another process may be running the job.
+                    await asyncio.wait([fut], timeout=max(self._poll_interval, 0.05) * 4)
+                finally:
+                    self._forget_waiter(job_id, fut)
+
+    @staticmethod
+    def _result_of(job: Job) -> Any:
+        if job.status is TaskStatus.COMPLETED:
+            return job.result
+        if job.status is TaskStatus.FAILED:
+            raise JobFailedError(job.id, job.error, job.reason)
+        raise JobCancelledError(job.id, job.status.value)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job now: a running one gets ``CancelledError``; ends ``cancelled``.
+
+        Raises:
+            JobNotFoundError: unknown id.
+            InvalidTransition: the job already finished.
+        """
+        writer = await self._ready()
+        task = self._runner_cancel(job_id)
+        if task is not None:
+            await asyncio.wait([task])
+            return await self.get(job_id)
+        job = await self.get(job_id)
+        if job.status is TaskStatus.RUNNING and job.owner not in (None, self.owner):
+            raise JobQueueError(
+                f"job {job_id!r} is running in another process ({job.owner}); cancel it "
+                "from that process"
+            )
+        await writer.write(jobs.set_status, job_id, TaskStatus.CANCELLED,
+                           expected=(TaskStatus.PENDING, TaskStatus.PAUSED))
+        self._counts[job.status.value] -= 1
+        self._job_finished(job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), None,
+                           job.handler)
+        return await self.get(job_id)
+
+    async def events(self, job_id: str) -> AsyncIterator[Event]:
+        """Stream a job's events; ends after its ``end`` or ``error`` event.
+
+        A job that already finished yields one final event built from its record.
+        """
+        await self._ready()
+        created = self._registry.get(job_id) is None
+        entry = self._registry.ensure(job_id)
+        try:
+            job = await self.get(job_id)
+        except BaseException:
+            if created and entry.task is None and self._registry.get(job_id) is entry:
+                del self._registry.entries[job_id]
+            raise
+        if job.done and not entry.queue.ended:
+            self._end_events(entry.manager, job.status, job.result, job.error, job.reason)
+            entry.finished = True
+        queue = entry.queue
+        while True:
+            item = await queue.get()
+            event = decode_item(item)
+            if event is None:
+                return
+            yield event
+            if event.type in TERMINAL_EVENTS:
+                if queue.ended and queue.qsize() == 1:
+                    queue.get_nowait()  # the sentinel: lets the reaper free the entry now
+                return
+
+    async def run_until_idle(self, timeout: float | None = None) -> None:
+        """Return once no job for this process's handlers is pending, delayed or running.
+
+        Meant for tests: submit, ``await service.run_until_idle()``, assert.
+        """
+        await self._ready()
+        async with asyncio.timeout(timeout):
+            await self._until_idle()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and health: pending, running, done, failed, cancelled, lag, boot_at.
+
+        Counts come from the store at start and the reaper's refresh, kept
+        current with this process's own changes in between.
+        """
+        c = self._counts
+        return {
+            "pending": c["pending"], "running": len(self._runner.active) if self._runner else 0,
+            "paused": c["paused"], "done": c["completed"], "failed": c["failed"],
+            "cancelled": c["cancelled"] + c["stopped"], "lag": self._lag,
+            "boot_at": self.boot_at, "registry": len(self._registry),
+            "concurrency": self._concurrency, "path": self.path,
+        }
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", "new") in ("starting", "open"):
+            warnings.warn(f"JobQueueService({self.path!r}) was not closed; use `async with` "
+                          "or `await service.close()`", ResourceWarning, stacklevel=2)
+
+    def _events_for(self, job_id: str) -> EventManager:
+        return self._registry.ensure(job_id).manager
+
+    def _want_claim(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.want()
+

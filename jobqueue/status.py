@@ -1,0 +1,79 @@
+"""The job status lifecycle: lowercase values, derived sets, one transition table.
+
+::
+
+    pending -> running -> completed | failed | cancelled | stopped
+    running <-> paused            pending -> cancelled
+    paused  -> cancelled | stopped
+    running -> pending            (only for a retry or crash recovery)
+
+This module imports nothing from jobqueue but :mod:`jobqueue.errors`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from jobqueue.errors import InvalidStatusError, InvalidTransition
+
+__all__ = ["ACTIVE", "TERMINAL", "TRANSITIONS", "TaskStatus", "check_transition", "parse_status"]
+
+
+class TaskStatus(StrEnum):
+    """Status of a job. Values are lowercase and are what the database stores."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+
+
+S = TaskStatus
+
+#: The one table of allowed status changes. Everything else is an illegal transition.
+TRANSITIONS: Final[dict[TaskStatus, frozenset[TaskStatus]]] = {
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RUNNING: frozenset(
+        {S.COMPLETED, S.FAILED, S.CANCELLED, S.STOPPED, S.PAUSED, S.PENDING}
+    ),
+    S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.STOPPED}),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.STOPPED: frozenset(),
+}
+
+#: Final statuses: the job will never change again.
+TERMINAL: Final[frozenset[TaskStatus]] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+#: Statuses of jobs that are not finished yet (pending, running, paused).
+ACTIVE: Final[frozenset[TaskStatus]] = frozenset(TaskStatus) - TERMINAL
+
+#: For each target status, the statuses it may be reached from (used in SQL guards).
+SOURCES: Final[dict[TaskStatus, tuple[TaskStatus, ...]]] = {
+    target: tuple(sorted(s for s, nxt in TRANSITIONS.items() if target in nxt))
+    for target in TaskStatus
+}
+
+
+def parse_status(value: object, job_id: str | None = None) -> TaskStatus:
+    """Turn a stored value into a :class:`TaskStatus`.
+
+    Raises:
+        InvalidStatusError: the value is not one of the lowercase statuses.
+    """
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        raise InvalidStatusError(value, job_id) from None
+
+
+def check_transition(job_id: str, current: TaskStatus, target: TaskStatus) -> None:
+    """Raise :class:`InvalidTransition` unless ``current -> target`` is in the table."""
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(
+            job_id, current.value, target.value, sorted(s.value for s in TRANSITIONS[current])
+        )

@@ -1,0 +1,1 @@
+"""SQLite persistence: connection, schema migrations, jobs table, group-commit writer."""

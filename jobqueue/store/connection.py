@@ -1,0 +1,205 @@
+"""One SQLite connection on its own thread (through aiosqlite), with typed errors.
+
+Every call into SQLite is one hop to the connection's thread. A hop costs
+hundreds of microseconds of latency, so callers hand over a whole unit of
+work (a function taking the raw ``sqlite3.Connection``) instead of one
+statement at a time: the group-commit writer runs a whole transaction per hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import aiosqlite
+
+from jobqueue.errors import (
+    StoreCorruptedError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreReadOnlyError,
+)
+
+__all__ = ["MEMORY", "Database", "map_sqlite_error"]
+
+log = logging.getLogger("jobqueue.store")
+T = TypeVar("T")
+
+MEMORY: Final = ":memory:"
+_HEADER: Final = b"SQLite format 3\x00"
+
+# Primary SQLite result codes (the low byte of the extended code).
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+
+def map_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError | None:
+    """Translate a sqlite3 error into the matching typed store error, if any."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    if primary == _FULL or "disk is full" in text:
+        return StoreFullError(
+            f"{path}: the disk or file size limit is full ({text}); the change was rolled "
+            "back and stored jobs are intact. Free space and retry.",
+            path,
+        )
+    if primary in (_BUSY, _LOCKED) or "database is locked" in text:
+        return StoreLockedError(
+            f"{path}: another connection held the write lock past busy_timeout ({text}); "
+            "retry, or raise busy_timeout if several processes write heavily.",
+            path,
+        )
+    if primary == _READONLY or "readonly" in text:
+        return StoreReadOnlyError(
+            f"{path}: the database cannot be written ({text}); check the permissions of "
+            "the file and of its directory (SQLite writes -wal and -shm files beside it).",
+            path,
+        )
+    if primary == _CANTOPEN:
+        return StoreReadOnlyError(
+            f"{path}: cannot open the database file ({text}); check that the directory "
+            "exists and is writable.",
+            path,
+        )
+    if primary in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
+        return StoreCorruptedError(
+            f"{path}: the database file is damaged or is not a SQLite database ({text}); "
+            "it was not modified. Restore it from a backup or point jobqueue at a new file.",
+            path,
+        )
+    if primary == _IOERR:
+        return StoreError(f"{path}: disk I/O error ({text}); the change was rolled back.", path)
+    return None
+
+
+class Database:
+    """An aiosqlite connection plus the raw connection its thread owns.
+
+    Use :meth:`open` to create one; :meth:`run` executes a function on the
+    connection thread; :meth:`close` stops the thread (no thread is left
+    behind, so the interpreter exits cleanly).
+    """
+
+    def __init__(self, path: str, aconn: aiosqlite.Connection) -> None:
+        self.path = path
+        self._aconn: aiosqlite.Connection | None = aconn
+        # The raw connection is only ever *used* on aiosqlite's thread (inside run()).
+        self._raw: sqlite3.Connection = aconn._conn
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        synchronous: Synchronous = "NORMAL",
+        check: bool = True,
+    ) -> Database:
+        """Open (creating if needed) and configure a database file.
+
+        Raises:
+            StoreCorruptedError: the file exists but is not a healthy SQLite database.
+            StoreReadOnlyError: the file or its directory cannot be opened for writing.
+        """
+        spath = str(path)
+        if spath != MEMORY:
+            _check_header(spath)
+        try:
+            aconn = await aiosqlite.connect(spath, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise map_sqlite_error(exc, spath) or StoreError(f"{spath}: {exc}", spath) from exc
+        db = cls(spath, aconn)
+        try:
+            await db.run(_configure, busy_timeout, synchronous, check, spath)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(raw_connection, *args)`` on the connection thread; map sqlite errors."""
+        aconn = self._aconn
+        if aconn is None:
+            raise StoreError(f"{self.path}: the database is closed", self.path)
+        try:
+            # aiosqlite's own unit of work: one queue hop, one future.
+            result: T = await aconn._execute(fn, self._raw, *args)
+        except sqlite3.Error as exc:
+            mapped = map_sqlite_error(exc, self.path)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        return result
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._aconn is None
+
+    async def close(self) -> None:
+        """Close the connection and join its thread. Safe to call twice."""
+        aconn, self._aconn = self._aconn, None
+        if aconn is None:
+            return
+        # Finish even if our caller is cancelled: a half-closed connection leaks a thread.
+        await asyncio.shield(aconn.close())
+
+    def __del__(self) -> None:
+        if getattr(self, "_aconn", None) is not None:
+            warnings.warn(
+                f"jobqueue Database {self.path!r} was not closed; use `async with "
+                "JobQueueService(...)` or `await service.close()`",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+
+def _check_header(path: str) -> None:
+    """Refuse a non-empty file that is not SQLite, before SQLite could touch it."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a directory; pass a file path such as jobs.db", path) from None
+    except PermissionError as exc:
+        raise StoreReadOnlyError(f"{path}: cannot read the file ({exc}); check permissions", path) from None
+    if head and head != _HEADER:
+        raise StoreCorruptedError(
+            f"{path} is not a SQLite database (its first bytes are {head[:16]!r}); it was "
+            "not modified. Point jobqueue at a new file or restore this one from a backup.",
+            path,
+        )
+
+
+def _configure(
+    conn: sqlite3.Connection, busy_timeout: float, synchronous: str, check: bool, path: str
+) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    if check:  # read-only, before anything could write to a damaged file
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            detail = "; ".join(str(r[0]) for r in rows[:3])
+            raise StoreCorruptedError(
+                f"{path}: integrity check failed ({detail}); the file was not modified. "
+                "Restore it from a backup or point jobqueue at a new file.",
+                path,
+            )
+    if path != MEMORY:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("%s: could not switch to WAL (journal_mode=%s)", path, mode)
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA temp_store = MEMORY")

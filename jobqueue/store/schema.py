@@ -1,0 +1,114 @@
+"""Schema migrations: numbered SQL files, ``PRAGMA user_version``, one transaction each.
+
+Each migration runs under ``BEGIN IMMEDIATE`` and re-reads ``user_version``
+once it holds the write lock, so several processes opening a new file at the
+same moment apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from jobqueue.errors import StoreCorruptedError, StoreError
+
+__all__ = ["Migration", "apply_migrations", "latest_version", "migrations"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: ``version`` is the ``user_version`` after it is applied."""
+
+    version: int
+    name: str
+    sql: str
+
+    def statements(self) -> list[str]:
+        """Split the script into single statements (``executescript`` would commit)."""
+        out: list[str] = []
+        buf = ""
+        for line in self.sql.splitlines(keepends=True):
+            buf += line
+            if sqlite3.complete_statement(buf):
+                if buf.strip():
+                    out.append(buf.strip())
+                buf = ""
+        if buf.strip() and not all(
+            ln.strip().startswith("--") for ln in buf.strip().splitlines()
+        ):
+            raise ValueError(f"migration {self.name}: trailing incomplete statement")
+        return out
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """All bundled migrations, in order."""
+    found: list[Migration] = []
+    for entry in resources.files("jobqueue.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        found.append(Migration(int(name.split("_", 1)[0]), name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    for i, m in enumerate(found, start=1):
+        if m.version != i:
+            raise RuntimeError(f"migrations must be numbered 1..n without gaps; got {m.name}")
+    return tuple(found)
+
+
+def latest_version() -> int:
+    """The schema version this jobqueue writes."""
+    return migrations()[-1].version
+
+
+def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
+    """Bring the schema up to date; return the final version. Runs on the db thread."""
+    latest = latest_version()
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        _refuse_foreign(conn, path)
+    if version > latest:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this jobqueue understands "
+            f"({latest}); upgrade jobqueue to open it.",
+            path,
+        )
+    for m in migrations():
+        if m.version <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if m.version <= version:
+                conn.execute("ROLLBACK")
+                continue
+            for stmt in m.statements():
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {m.version}")
+            conn.execute("COMMIT")
+            version = m.version
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return int(version)
+
+
+def _refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
+    """A version-0 file with tables of its own belongs to some other program."""
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    if tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StoreCorruptedError(
+            f"{path} is a SQLite database of another program (tables: {shown}), not a "
+            "jobqueue store; it was not modified. Use a separate file for jobqueue.",
+            path,
+        )

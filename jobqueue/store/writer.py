@@ -1,0 +1,160 @@
+"""The one writer path: group commit, one transaction per batch, one thread hop.
+
+Callers queue a unit of work (a function of the raw connection) and await
+its future. The writer task takes everything queued since its last flush,
+runs it inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the database
+thread, and resolves each future only after the commit. While a batch is in
+flight the next one fills up, so batches grow with load and the number of
+thread hops per job falls.
+
+An op that raises a :class:`~jobqueue.errors.JobQueueError` or an integrity
+error fails alone (its statements are atomic or use a savepoint); any other
+database error rolls the whole batch back and fails every op in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from jobqueue.errors import JobQueueError, ServiceClosedError
+from jobqueue.store.connection import Database
+
+__all__ = ["ClaimPlanner", "Writer"]
+
+log = logging.getLogger("jobqueue.store")
+T = TypeVar("T")
+DbFn = Callable[..., Any]
+
+
+class ClaimPlanner(Protocol):
+    """The scheduler side of the writer: it may add a claim to each batch."""
+
+    def plan_claim(self) -> Callable[[sqlite3.Connection], Any] | None:
+        """Return a claim to run at the end of the next batch, or None."""
+
+    def claimed(self, result: Any) -> None:
+        """Receive the claim's result after its batch committed."""
+
+    def claim_failed(self, exc: BaseException) -> None:
+        """The batch holding the claim was rolled back."""
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: DbFn
+    args: tuple[Any, ...]
+    fut: asyncio.Future[Any]
+
+
+def _run_batch(
+    conn: sqlite3.Connection,
+    ops: Sequence[tuple[DbFn, tuple[Any, ...]]],
+    claim: Callable[[sqlite3.Connection], Any] | None,
+) -> tuple[list[tuple[bool, Any]], Any]:
+    """Runs on the database thread: the whole batch in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        out: list[tuple[bool, Any]] = []
+        for fn, args in ops:
+            try:
+                out.append((True, fn(conn, *args)))
+            except (JobQueueError, sqlite3.IntegrityError) as exc:
+                out.append((False, exc))
+        claimed = claim(conn) if claim is not None else None
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return out, claimed
+
+
+class Writer:
+    """Group-commit writer over one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._ops: list[_Op] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.planner: ClaimPlanner | None = None
+        #: Counters for benchmarks and ``stats()``.
+        self.batches = 0
+        self.ops_written = 0
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name="jobqueue-writer"
+            )
+
+    def kick(self) -> None:
+        """Wake the writer (for example because the planner now wants to claim)."""
+        self._wake.set()
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in the next batch; return once it is committed.
+
+        If the caller is cancelled before the batch starts, the op is dropped
+        and nothing is written; once the batch started it commits regardless.
+        """
+        if self._closing or self._task is None:
+            raise ServiceClosedError("the store writer is closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Op(fn, args, fut))
+        self._wake.set()
+        return await fut
+
+    async def close(self) -> None:
+        """Flush what is queued, then stop. Safe to call twice."""
+        self._closing = True
+        task = self._task
+        if task is None:
+            return
+        self._wake.set()
+        await asyncio.shield(task)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ops = [op for op in self._ops if not op.fut.done()]
+            self._ops = []
+            planner = self.planner
+            claim = None if planner is None or self._closing else planner.plan_claim()
+            if not ops and claim is None:
+                if self._closing:
+                    return
+                continue
+            self._wake.set()  # look again after this batch: more may have queued
+            try:
+                # Shielded: the transaction always ends (commit or rollback) on its thread.
+                outcomes, claimed = await asyncio.shield(
+                    self._db.run(_run_batch, [(op.fn, op.args) for op in ops], claim)
+                )
+            except Exception as exc:
+                log.warning("store batch of %d ops rolled back: %s", len(ops), exc)
+                for op in ops:
+                    if not op.fut.done():
+                        op.fut.set_exception(exc)
+                if claim is not None and planner is not None:
+                    planner.claim_failed(exc)
+                continue
+            self.batches += 1
+            self.ops_written += len(ops)
+            for op, (ok, value) in zip(ops, outcomes, strict=True):
+                if op.fut.done():
+                    continue
+                if ok:
+                    op.fut.set_result(value)
+                else:
+                    op.fut.set_exception(value)
+            if claim is not None and planner is not None:
+                planner.claimed(claimed)
