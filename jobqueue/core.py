@@ -21,6 +21,7 @@ from jobqueue.runner import Handler, Runner
 from jobqueue.scheduler import Scheduler
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
+from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import MEMORY, Database
 from jobqueue.store.jobs import Claimed, Outcome
 from jobqueue.store.schema import apply_migrations
@@ -61,6 +62,7 @@ class ServiceCore:
         self._scheduler: Scheduler | None = None
         self._runner: Runner | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
         self.owner = ""
         self.boot_at: float | None = None
 
@@ -88,17 +90,25 @@ class ServiceCore:
 
     async def _open(self) -> Writer:
         opts = self._opts
+        memory = self.path == MEMORY
         db = await Database.open(self.path, busy_timeout=opts["busy_timeout"],
-                                 synchronous=opts["synchronous"], check=opts["check_on_open"])
+                                 synchronous=opts["synchronous"], check=opts["check_on_open"],
+                                 autocheckpoint=memory)
         try:
             await db.run(apply_migrations, self.path)
             counts = await db.run(jobs.count_by_status)
+            if not memory:
+                wal = await Database.open(self.path, busy_timeout=opts["busy_timeout"],
+                                          check=False)
         except BaseException:
             await db.close()
             self._state = "closed"
             raise
         self._db, self._counts = db, Counter(counts)
         writer = self._writer = Writer(db)
+        if not memory:
+            self._checkpointer = Checkpointer(wal, lambda: writer.batches)
+            self._checkpointer.start()
         scheduler = self._scheduler = Scheduler(
             writer, handlers=lambda: list(self._handlers), concurrency=self._concurrency,
             owner=self.owner, start=self._start_claimed, poll_interval=self._poll_interval,
@@ -180,6 +190,8 @@ class ServiceCore:
                 await self._registry.cleanup(job_id)
             if self._writer is not None:
                 await self._writer.close()
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
             if self._db is not None:
                 await self._db.close()
             for futs in self._waiters.values():
@@ -187,7 +199,7 @@ class ServiceCore:
                     if not fut.done():
                         fut.set_result(None)  # waiters re-check and get ServiceClosedError
             self._db = self._writer = self._scheduler = self._runner = None
-            self._reaper = self._opening = None
+            self._reaper = self._opening = self._checkpointer = None
             self._state = "closed"
 
     async def _drain(self, timeout: float) -> None:
@@ -301,9 +313,8 @@ class ServiceCore:
                 raise ServiceClosedError()
             scheduler.want()
             await scheduler.idle.wait()
-            tasks = [r.task for r in runner.active.values() if r.task is not None]
-            if tasks:
-                await asyncio.wait(tasks)
+            if not runner.drained.is_set():
+                await runner.drained.wait()  # outcomes committed; retries may be pending
                 continue
             if scheduler.idle.is_set():
                 return

@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from jobqueue import codec
@@ -69,11 +70,15 @@ class Runner:
         self._backoff = backoff
         self._backoff_max = backoff_max
         self.active: dict[str, Run] = {}
+        #: Set whenever no job of this runner is running or awaiting its commit.
+        self.drained = asyncio.Event()
+        self.drained.set()
 
     def start(self, claimed: Claimed) -> asyncio.Task[None]:
         """Start the job's task (called by the scheduler for each claimed row)."""
         run = Run(claimed)
         self.active[claimed.id] = run
+        self.drained.clear()
         run.task = asyncio.get_running_loop().create_task(
             self._execute(run), name=f"jobqueue-job-{claimed.id}"
         )
@@ -99,9 +104,23 @@ class Runner:
             out, value = await self._call(run)
         finally:
             self._release()
+        # The task ends here; the commit callback finishes the job's bookkeeping.
         now = time.time()
-        stored = await _unstoppable(self._writer.write(jobs.finish, c.id, out, now))
+        try:
+            self._writer.then(jobs.finish, (c.id, out, now),
+                              partial(self._recorded, run, out, value, now))
+        except JobQueueError as exc:  # closed under a job that ignored cancellation
+            self._recorded(run, out, value, now, False, exc)
+
+    def _recorded(self, run: Run, out: Outcome, value: Any, now: float, ok: bool,
+                  stored: Any) -> None:
+        c = run.claimed
         self.active.pop(c.id, None)
+        if not self.active:
+            self.drained.set()
+        if not ok:  # store failure: the row stays running; crash recovery redoes it
+            log.error("could not record the outcome of job %r: %s", c.id, stored)
+            return
         if not stored:
             log.info("job %r was changed elsewhere while running; outcome %s not stored",
                      c.id, out.status)
@@ -134,8 +153,9 @@ class Runner:
             else:
                 async with timer:
                     value = await fn(ctx, payload)
-            return Outcome(TaskStatus.COMPLETED, result=codec.encode(
-                value, f"result of job {c.id!r}", self._max_result)), value
+            text = "null" if value is None else codec.encode(
+                value, f"result of job {c.id!r}", self._max_result)
+            return Outcome(TaskStatus.COMPLETED, result=text), value
         except asyncio.CancelledError:
             if run.cancel_reason == "shutdown":
                 return Outcome(TaskStatus.PENDING, reason="shutdown", run_at=time.time()), None
@@ -171,15 +191,3 @@ class Runner:
             reason = "retries_exhausted"
         return Outcome(TaskStatus.FAILED, error=error, error_type=etype, traceback=tb,
                        reason=reason)
-
-
-async def _unstoppable(aw: Awaitable[bool]) -> bool:
-    """Await a store write to the end even if this task is cancelled meanwhile."""
-    fut = asyncio.ensure_future(aw)
-    while True:
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            if fut.done():
-                return fut.result()
-            continue

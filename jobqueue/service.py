@@ -298,6 +298,9 @@ class JobQueueService(ServiceCore):
 
     async def _insert(self, rows: Sequence[NewJob], payloads: Sequence[Any]) -> builtins.list[Job]:
         writer = await self._ready()
+        # Ask for a claim before the insert is queued: both go into the same
+        # transaction, so a job submitted while a slot is free starts after one hop.
+        self._want_claim()
         existing = await writer.write(jobs.insert_jobs, rows)
         out: builtins.list[Job] = []
         added = 0
@@ -313,8 +316,6 @@ class JobQueueService(ServiceCore):
             if self.hooks:
                 self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
         self._counts["pending"] += added
-        if added:
-            self._want_claim()
         return out
 
     async def get(self, job_id: str) -> Job:

@@ -103,6 +103,7 @@ class Database:
         busy_timeout: float = 5.0,
         synchronous: Synchronous = "NORMAL",
         check: bool = True,
+        autocheckpoint: bool = True,
     ) -> Database:
         """Open (creating if needed) and configure a database file.
 
@@ -120,6 +121,8 @@ class Database:
         db = cls(spath, aconn)
         try:
             await db.run(_configure, busy_timeout, synchronous, check, spath)
+            if not autocheckpoint:  # a Checkpointer does it off the commit path
+                await db.run(_no_autocheckpoint)
         except BaseException:
             await db.close()
             raise
@@ -203,3 +206,7 @@ def _configure(
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA temp_store = MEMORY")
+
+
+def _no_autocheckpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_autocheckpoint = 0")

@@ -283,6 +283,38 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
     return cur.rowcount == 1
 
 
+_FINISH_CHUNK: Final = 3000  # keeps a statement under SQLite's 32766 parameters
+
+
+def _finish_many(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> list[bool]:
+    """Bulk :func:`finish`: terminal outcomes in one statement per chunk; retries alone."""
+    done: set[str] = set()
+    terminal = [it for it in items if it[1].status is not TaskStatus.PENDING]
+    for start in range(0, len(terminal), _FINISH_CHUNK):
+        chunk = terminal[start : start + _FINISH_CHUNK]
+        params: list[Any] = []
+        for job_id, out, now in chunk:
+            params += (job_id, out.status.value, out.result, out.error, out.error_type,
+                       out.traceback, out.reason, now, now)
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+        rows = conn.execute(
+            "UPDATE jobs SET status = v.column2, result = v.column3, error_message = v.column4, "
+            "error_type = v.column5, traceback = v.column6, reason = v.column7, "
+            "completed_at = v.column8, updated_at = v.column9, owner = NULL, heartbeat = NULL "
+            f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
+            "AND jobs.status IN ('running', 'paused') RETURNING jobs.id",
+            params,
+        ).fetchall()
+        done.update(r[0] for r in rows)
+    return [
+        finish(conn, *it) if it[1].status is TaskStatus.PENDING else it[0] in done
+        for it in items
+    ]
+
+
+finish.many = _finish_many  # type: ignore[attr-defined]
+
+
 def claim(
     conn: sqlite3.Connection, handlers: Sequence[str], limit: int, owner: str, now: float
 ) -> tuple[list[Claimed], float | None]:

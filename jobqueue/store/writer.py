@@ -7,7 +7,9 @@ thread, and resolves each future only after the commit. While a batch is in
 flight the next one fills up, so batches grow with load and the number of
 thread hops per job falls.
 
-An op that raises a :class:`~jobqueue.errors.JobQueueError` or an integrity
+A function with a ``many`` attribute is bulk-capable: consecutive ops of it
+in a batch are handed over together (``fn.many(conn, [args, ...])``) and
+run as one statement. An op that raises a :class:`~jobqueue.errors.JobQueueError` or an integrity
 error fails alone (its statements are atomic or use a savepoint); any other
 database error rolls the whole batch back and fails every op in it.
 """
@@ -44,11 +46,15 @@ class ClaimPlanner(Protocol):
         """The batch holding the claim was rolled back."""
 
 
+Callback = Callable[[bool, Any], None]
+
+
 @dataclass(slots=True)
 class _Op:
     fn: DbFn
     args: tuple[Any, ...]
-    fut: asyncio.Future[Any]
+    fut: asyncio.Future[Any] | None
+    cb: Callback | None = None
 
 
 def _run_batch(
@@ -60,11 +66,22 @@ def _run_batch(
     conn.execute("BEGIN IMMEDIATE")
     try:
         out: list[tuple[bool, Any]] = []
-        for fn, args in ops:
+        i, n = 0, len(ops)
+        while i < n:
+            fn, args = ops[i]
+            many = getattr(fn, "many", None)
+            if many is not None:  # consecutive ops of a bulk-capable kind: one statement
+                j = i + 1
+                while j < n and ops[j][0] is fn:
+                    j += 1
+                out.extend((True, r) for r in many(conn, [a for _, a in ops[i:j]]))
+                i = j
+                continue
             try:
                 out.append((True, fn(conn, *args)))
             except (JobQueueError, sqlite3.IntegrityError) as exc:
                 out.append((False, exc))
+            i += 1
         claimed = claim(conn) if claim is not None else None
         conn.execute("COMMIT")
     except BaseException:
@@ -105,12 +122,27 @@ class Writer:
         If the caller is cancelled before the batch starts, the op is dropped
         and nothing is written; once the batch started it commits regardless.
         """
+        return await self.enqueue(fn, *args)
+
+    def enqueue(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(conn, *args)`` for the next batch; the future resolves after commit."""
         if self._closing or self._task is None:
             raise ServiceClosedError("the store writer is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.append(_Op(fn, args, fut))
         self._wake.set()
-        return await fut
+        return fut
+
+    def then(self, fn: DbFn, args: tuple[Any, ...], callback: Callback) -> None:
+        """Queue ``fn(conn, *args)``; after the batch, call ``callback(ok, result_or_error)``.
+
+        Unlike :meth:`write` nothing awaits it, so it cannot be cancelled: it is
+        written even if its submitter goes away (used for job outcomes).
+        """
+        if self._task is None or self._task.done():
+            raise ServiceClosedError("the store writer is closed")
+        self._ops.append(_Op(fn, args, None, callback))
+        self._wake.set()
 
     async def close(self) -> None:
         """Flush what is queued, then stop. Safe to call twice."""
@@ -125,7 +157,7 @@ class Writer:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            ops = [op for op in self._ops if not op.fut.done()]
+            ops = [op for op in self._ops if op.fut is None or not op.fut.done()]
             self._ops = []
             planner = self.planner
             claim = None if planner is None or self._closing else planner.plan_claim()
@@ -142,19 +174,26 @@ class Writer:
             except Exception as exc:
                 log.warning("store batch of %d ops rolled back: %s", len(ops), exc)
                 for op in ops:
-                    if not op.fut.done():
-                        op.fut.set_exception(exc)
+                    _resolve(op, False, exc)
                 if claim is not None and planner is not None:
                     planner.claim_failed(exc)
                 continue
             self.batches += 1
             self.ops_written += len(ops)
             for op, (ok, value) in zip(ops, outcomes, strict=True):
-                if op.fut.done():
-                    continue
-                if ok:
-                    op.fut.set_result(value)
-                else:
-                    op.fut.set_exception(value)
+                _resolve(op, ok, value)
             if claim is not None and planner is not None:
                 planner.claimed(claimed)
+
+
+def _resolve(op: _Op, ok: bool, value: Any) -> None:
+    if op.cb is not None:
+        try:
+            op.cb(ok, value)
+        except Exception:
+            log.exception("store callback %r failed", op.cb)
+    elif op.fut is not None and not op.fut.done():
+        if ok:
+            op.fut.set_result(value)
+        else:
+            op.fut.set_exception(value)

@@ -33,5 +33,4 @@ CREATE TABLE jobs (
 -- Claim order: highest priority first, then earliest run_at, then FIFO.
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, seq) WHERE status = 'pending';
 CREATE INDEX jobs_pending_run_at ON jobs (run_at) WHERE status = 'pending';
-CREATE INDEX jobs_status ON jobs (status);
 CREATE INDEX jobs_session ON jobs (session_id) WHERE session_id IS NOT NULL;
