@@ -48,8 +48,9 @@ async def run_bare(
             await asyncio.wait([previous])
         desc = getattr(coro, "__qualname__", type(coro).__name__)
         now = time.time()
-        row = NewJob(job_id, None, None, TaskStatus.RUNNING, now, now, description=desc,
-                     owner=owner)
+        row = NewJob(
+            job_id, None, None, TaskStatus.RUNNING, now, now, description=desc, owner=owner
+        )
         await _record(writer, jobs.upsert_running, row)
         started = True
         value = await coro
@@ -57,10 +58,13 @@ async def run_bare(
         await _end(writer, job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), finished)
         raise
     except Exception as exc:
-        out = Outcome(TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
-                      error_type=type(exc).__name__,
-                      traceback="".join(traceback.format_exception(exc))[-8192:],
-                      reason="error")
+        out = Outcome(
+            TaskStatus.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            error_type=type(exc).__name__,
+            traceback="".join(traceback.format_exception(exc))[-8192:],
+            reason="error",
+        )
         await _end(writer, job_id, out, finished)
         raise
     finally:
@@ -71,8 +75,9 @@ async def run_bare(
     return value
 
 
-async def _record(writer: Callable[[], Awaitable[Writer]], fn: Callable[..., Any],
-                  *args: Any) -> None:
+async def _record(
+    writer: Callable[[], Awaitable[Writer]], fn: Callable[..., Any], *args: Any
+) -> None:
     try:
         w = await writer()
         await asyncio.shield(w.write(fn, *args))

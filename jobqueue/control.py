@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = ["Cancel", "Retry"]
 
 
-class Retry(Exception):  # noqa: N818 - reads as a command: ``raise Retry(delay=5)``
+class Retry(Exception):
     """Ask for another attempt of this job after ``delay`` seconds.
 
     The attempt counts against ``max_retries``; once they are used up the job
@@ -21,5 +21,5 @@ class Retry(Exception):  # noqa: N818 - reads as a command: ``raise Retry(delay=
         super().__init__(message or f"retry requested (delay={delay})")
 
 
-class Cancel(Exception):  # noqa: N818 - reads as a command: ``raise Cancel()``
+class Cancel(Exception):
     """End this job now with status ``cancelled`` (no retry)."""

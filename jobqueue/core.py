@@ -49,8 +49,10 @@ class ServiceCore:
         self.hooks = Hooks()
         self._handlers: dict[str, Handler] = {}
         self._registry = Registry(
-            queue_size=opts["queue_size"], retention=opts["retention"],
-            strict_events=opts["strict_events"], on_consume=self._event_consumed,
+            queue_size=opts["queue_size"],
+            retention=opts["retention"],
+            strict_events=opts["strict_events"],
+            on_consume=self._event_consumed,
         )
         self._counts: Counter[str] = Counter()
         self._lag = 0.0
@@ -91,15 +93,18 @@ class ServiceCore:
     async def _open(self) -> Writer:
         opts = self._opts
         memory = self.path == MEMORY
-        db = await Database.open(self.path, busy_timeout=opts["busy_timeout"],
-                                 synchronous=opts["synchronous"], check=opts["check_on_open"],
-                                 autocheckpoint=memory)
+        db = await Database.open(
+            self.path,
+            busy_timeout=opts["busy_timeout"],
+            synchronous=opts["synchronous"],
+            check=opts["check_on_open"],
+            autocheckpoint=memory,
+        )
         try:
             await db.run(apply_migrations, self.path)
             counts = await db.run(jobs.count_by_status)
             if not memory:
-                wal = await Database.open(self.path, busy_timeout=opts["busy_timeout"],
-                                          check=False)
+                wal = await Database.open(self.path, busy_timeout=opts["busy_timeout"], check=False)
         except BaseException:
             await db.close()
             self._state = "closed"
@@ -110,27 +115,40 @@ class ServiceCore:
             self._checkpointer = Checkpointer(wal, lambda: writer.batches)
             self._checkpointer.start()
         scheduler = self._scheduler = Scheduler(
-            writer, handlers=lambda: list(self._handlers), concurrency=self._concurrency,
-            owner=self.owner, start=self._start_claimed, poll_interval=self._poll_interval,
+            writer,
+            handlers=lambda: list(self._handlers),
+            concurrency=self._concurrency,
+            owner=self.owner,
+            start=self._start_claimed,
+            poll_interval=self._poll_interval,
         )
         self._runner = Runner(
-            writer, handlers=self._handlers, hooks=self.hooks, manager_for=self._events_for,
-            release=scheduler.release, finished=self._runner_finished,
-            retried=self._retried, max_result_bytes=self._max_payload,
-            backoff=opts["retry_backoff"], backoff_max=opts["retry_backoff_max"],
+            writer,
+            handlers=self._handlers,
+            hooks=self.hooks,
+            manager_for=self._events_for,
+            release=scheduler.release,
+            finished=self._runner_finished,
+            retried=self._retried,
+            max_result_bytes=self._max_payload,
+            backoff=opts["retry_backoff"],
+            backoff_max=opts["retry_backoff_max"],
         )
         writer.planner = scheduler
         writer.start()
         scheduler.start()
-        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop(),
-                                                             name="jobqueue-reaper")
+        self._reaper = asyncio.get_running_loop().create_task(
+            self._reap_loop(), name="jobqueue-reaper"
+        )
         self.boot_at = time.time()
         self._state = "open"
         global _warned_memory
         if self.path == MEMORY and not _warned_memory:
             _warned_memory = True
-            log.info("JobQueueService() without a path keeps jobs in memory only; they are "
-                     "lost when the process exits. Pass a file path to persist them.")
+            log.info(
+                "JobQueueService() without a path keeps jobs in memory only; they are "
+                "lost when the process exits. Pass a file path to persist them."
+            )
         return writer
 
     async def _ready(self) -> Writer:
@@ -178,8 +196,10 @@ class ServiceCore:
         try:
             if self._opening is not None and not self._opening.done():
                 await asyncio.wait([self._opening])
-            if self._opening is not None and not self._opening.cancelled() and (
-                self._opening.exception() is None
+            if (
+                self._opening is not None
+                and not self._opening.cancelled()
+                and (self._opening.exception() is None)
             ):
                 await self._drain(self._drain_timeout if drain_timeout is None else drain_timeout)
         finally:
@@ -203,7 +223,8 @@ class ServiceCore:
             self._state = "closed"
 
     async def _drain(self, timeout: float) -> None:
-        assert self._scheduler is not None and self._runner is not None
+        assert self._scheduler is not None
+        assert self._runner is not None
         self._scheduler.stop()
         runs = [r.task for r in self._runner.active.values() if r.task is not None]
         bare = [e.task for e in self._registry.entries.values() if e.task and not e.task.done()]
@@ -220,8 +241,11 @@ class ServiceCore:
             task.cancel()
         _, stuck = await asyncio.wait(pending, timeout=self._cancel_grace)
         for task in stuck:
-            log.error("close: task %s ignored cancellation for %.1fs; abandoning it",
-                      task.get_name(), self._cancel_grace)
+            log.error(
+                "close: task %s ignored cancellation for %.1fs; abandoning it",
+                task.get_name(),
+                self._cancel_grace,
+            )
 
     # -- callbacks from scheduler and runner ------------------------------------------------
 
@@ -232,7 +256,7 @@ class ServiceCore:
         entry = self._registry.get(claimed.id)
         task = self._runner.start(claimed)
         if entry is not None:
-            entry.task, entry.finished = task, False  # type: ignore[assignment]
+            entry.task, entry.finished = task, False
 
     def _runner_finished(self, job_id: str, out: Outcome, value: Any) -> None:
         self._counts["running"] -= 1
@@ -257,16 +281,25 @@ class ServiceCore:
             entry.finished = True
         self._wake_waiters(job_id)
         if handler is not None and self.hooks:  # runner jobs emit their own FINISHED
-            self.hooks.emit(Lifecycle(HookKind.FINISHED, job_id, handler,
-                                      status=out.status.value, reason=out.reason))
+            self.hooks.emit(
+                Lifecycle(
+                    HookKind.FINISHED, job_id, handler, status=out.status.value, reason=out.reason
+                )
+            )
 
     @staticmethod
-    def _end_events(manager: EventManager, status: TaskStatus, result: Any, error: str | None,
-                    reason: str | None) -> None:
+    def _end_events(
+        manager: EventManager,
+        status: TaskStatus,
+        result: Any,
+        error: str | None,
+        reason: str | None,
+    ) -> None:
         """Put the terminal event and the end sentinel on a job's queue."""
         if status is TaskStatus.FAILED:
-            manager.send_event(event_type="error",
-                               data={"status": status.value, "error": error, "reason": reason})
+            manager.send_event(
+                event_type="error", data={"status": status.value, "error": error, "reason": reason}
+            )
         else:
             data: dict[str, Any] = {"status": status.value}
             if status is TaskStatus.COMPLETED:
@@ -346,4 +379,3 @@ def _oldest_due(conn: Any, now: float) -> float | None:
         "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?", (now,)
     ).fetchone()
     return None if row is None else row[0]
-

@@ -115,7 +115,7 @@ class InvalidHandlerError(JobQueueError, TypeError):
     """A handler that cannot be registered (not ``async def``, or a bad name)."""
 
 
-class InvalidTransition(JobQueueError, ValueError):  # noqa: N818 - name fixed by the spec
+class InvalidTransition(JobQueueError, ValueError):
     """A status change that the lifecycle table does not allow; nothing was written."""
 
     def __init__(self, job_id: str, current: str, target: str, allowed: list[str]) -> None:
@@ -225,11 +225,11 @@ class LockError(JobQueueError):
     """A keyed lock could not be used."""
 
 
-class InvalidLockKey(LockError, ValueError):  # noqa: N818 - reads better at call sites
+class InvalidLockKey(LockError, ValueError):
     """A lock key that cannot be used (empty, too long, or unsafe as a file name)."""
 
 
-class LockTimeout(LockError, TimeoutError):  # noqa: N818 - mirrors filelock.Timeout
+class LockTimeout(LockError, TimeoutError):
     """A lock was not acquired within its timeout."""
 
 

@@ -64,7 +64,7 @@ TERMINAL_EVENTS: Final = frozenset({"end", "error"})
 QueueItem = tuple[str | None, bytes | None, float]
 
 
-class EventQueueFull(JobQueueError, asyncio.QueueFull):  # noqa: N818 - mirrors asyncio.QueueFull
+class EventQueueFull(JobQueueError, asyncio.QueueFull):
     """A bounded event queue is full and the event cannot be coalesced."""
 
 
@@ -260,10 +260,12 @@ class EventManager:
         """Put one event, waiting for room when the queue is full (back-pressure)."""
         raw = _encode(event_type, data)
         queue = self.queue
-        if queue is not None and event_type not in TERMINAL_EVENTS:
-            while queue.full():
-                await asyncio.sleep(0.005)  # the consumer makes room at its own pace
-        self._put(event_type, data, raw)
+        if queue is None or event_type in TERMINAL_EVENTS:
+            self._put(event_type, data, raw)
+            return
+        self._seq += 1
+        # asyncio.Queue.put waits (without polling) until a get() makes room.
+        await queue.put((f"{event_type}-{self._seq}", raw, time.time()))
 
     def _put(self, event_type: str, data: Any, raw: bytes) -> None:
         if self.queue is None:

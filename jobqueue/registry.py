@@ -71,8 +71,9 @@ class Registry:
     def _new(self, langflow: bool) -> Entry:
         queue = EventQueue(self.queue_size)
         queue.on_consume = self.on_consume
-        return Entry(queue, create_default_event_manager(queue, strict=self.strict_events),
-                     langflow=langflow)
+        return Entry(
+            queue, create_default_event_manager(queue, strict=self.strict_events), langflow=langflow
+        )
 
     def create(self, job_id: str) -> Entry:
         """Register a new entry (Langflow ``create_queue``)."""

@@ -97,7 +97,9 @@ class Runner:
         c = run.claimed
         if self._hooks:
             self._hooks.emit(
-                Lifecycle(HookKind.STARTED, c.id, c.handler, wait_s=max(0.0, run.started - c.run_at))
+                Lifecycle(
+                    HookKind.STARTED, c.id, c.handler, wait_s=max(0.0, run.started - c.run_at)
+                )
             )
         value: Any = None
         try:
@@ -107,13 +109,15 @@ class Runner:
         # The task ends here; the commit callback finishes the job's bookkeeping.
         now = time.time()
         try:
-            self._writer.then(jobs.finish, (c.id, out, now),
-                              partial(self._recorded, run, out, value, now))
+            self._writer.then(
+                jobs.finish, (c.id, out, now), partial(self._recorded, run, out, value, now)
+            )
         except JobQueueError as exc:  # closed under a job that ignored cancellation
             self._recorded(run, out, value, now, False, exc)
 
-    def _recorded(self, run: Run, out: Outcome, value: Any, now: float, ok: bool,
-                  stored: Any) -> None:
+    def _recorded(
+        self, run: Run, out: Outcome, value: Any, now: float, ok: bool, stored: Any
+    ) -> None:
         c = run.claimed
         self.active.pop(c.id, None)
         if not self.active:
@@ -122,28 +126,49 @@ class Runner:
             log.error("could not record the outcome of job %r: %s", c.id, stored)
             return
         if not stored:
-            log.info("job %r was changed elsewhere while running; outcome %s not stored",
-                     c.id, out.status)
+            log.info(
+                "job %r was changed elsewhere while running; outcome %s not stored",
+                c.id,
+                out.status,
+            )
             return
         if out.status is TaskStatus.PENDING:
             self._retried(out.run_at or now)
             if self._hooks:
-                self._hooks.emit(Lifecycle(HookKind.RETRYING, c.id, c.handler,
-                                           error_type=out.error_type, reason=out.reason))
+                self._hooks.emit(
+                    Lifecycle(
+                        HookKind.RETRYING,
+                        c.id,
+                        c.handler,
+                        error_type=out.error_type,
+                        reason=out.reason,
+                    )
+                )
             return
         self._finished(c.id, out, value)
         if self._hooks:
-            self._hooks.emit(Lifecycle(
-                HookKind.FINISHED, c.id, c.handler, status=out.status.value, reason=out.reason,
-                error_type=out.error_type, run_s=now - run.started,
-            ))
+            self._hooks.emit(
+                Lifecycle(
+                    HookKind.FINISHED,
+                    c.id,
+                    c.handler,
+                    status=out.status.value,
+                    reason=out.reason,
+                    error_type=out.error_type,
+                    run_s=now - run.started,
+                )
+            )
 
     async def _call(self, run: Run) -> tuple[Outcome, Any]:
         c = run.claimed
         fn = self._handlers.get(c.handler)
         if fn is None:  # unregistered between claim and start
-            return Outcome(TaskStatus.FAILED, error=f"no handler {c.handler!r}",
-                           error_type="UnknownHandlerError", reason="unknown_handler"), None
+            return Outcome(
+                TaskStatus.FAILED,
+                error=f"no handler {c.handler!r}",
+                error_type="UnknownHandlerError",
+                reason="unknown_handler",
+            ), None
         ctx = JobContext(c.id, c.handler, c.attempt, self._manager_for)
         timer = asyncio.timeout(c.timeout) if c.timeout else None
         try:
@@ -153,8 +178,11 @@ class Runner:
             else:
                 async with timer:
                     value = await fn(ctx, payload)
-            text = "null" if value is None else codec.encode(
-                value, f"result of job {c.id!r}", self._max_result)
+            text = (
+                "null"
+                if value is None
+                else codec.encode(value, f"result of job {c.id!r}", self._max_result)
+            )
             return Outcome(TaskStatus.COMPLETED, result=text), value
         except asyncio.CancelledError:
             if run.cancel_reason == "shutdown":
@@ -179,15 +207,23 @@ class Runner:
         etype = type(exc).__name__
         if isinstance(exc, JobQueueError) and reason == "error":
             reason = "invalid_result"  # e.g. a result that is not JSON: retrying won't help
-            return Outcome(TaskStatus.FAILED, error=error, error_type=etype, traceback=tb,
-                           reason=reason)
+            return Outcome(
+                TaskStatus.FAILED, error=error, error_type=etype, traceback=tb, reason=reason
+            )
         if c.attempt < c.max_retries:
             if delay is None:
                 delay = min(self._backoff * 2**c.attempt, self._backoff_max)
                 delay *= random.uniform(0.5, 1.5)  # jitter: retries of a burst spread out
-            return Outcome(TaskStatus.PENDING, error=error, error_type=etype, traceback=tb,
-                           reason=reason, run_at=time.time() + max(0.0, delay))
+            return Outcome(
+                TaskStatus.PENDING,
+                error=error,
+                error_type=etype,
+                traceback=tb,
+                reason=reason,
+                run_at=time.time() + max(0.0, delay),
+            )
         if reason == "retry":
             reason = "retries_exhausted"
-        return Outcome(TaskStatus.FAILED, error=error, error_type=etype, traceback=tb,
-                       reason=reason)
+        return Outcome(
+            TaskStatus.FAILED, error=error, error_type=etype, traceback=tb, reason=reason
+        )

@@ -10,10 +10,12 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from jobqueue import codec
 from jobqueue.bare import run_bare
+from jobqueue.core import ServiceCore
 from jobqueue.errors import (
     InvalidArgumentError,
     InvalidHandlerError,
@@ -21,12 +23,10 @@ from jobqueue.errors import (
     JobFailedError,
     JobQueueError,
     JobQueueNotFoundError,
-    ServiceClosedError,
     UnknownHandlerError,
 )
 from jobqueue.events import TERMINAL_EVENTS, Event, EventManager, EventQueue, decode_item
-from jobqueue.hooks import HookKind, Hooks, Lifecycle
-from jobqueue.core import ServiceCore
+from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.registry import QueueData
 from jobqueue.runner import Handler
 from jobqueue.status import TaskStatus
@@ -101,25 +101,42 @@ class JobQueueService(ServiceCore):
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        for name, value in (("poll_interval", poll_interval),
-                            ("cleanup_interval", cleanup_interval), ("queue_size", queue_size),
-                            ("max_payload_bytes", max_payload_bytes)):
+        for name, value in (
+            ("poll_interval", poll_interval),
+            ("cleanup_interval", cleanup_interval),
+            ("queue_size", queue_size),
+            ("max_payload_bytes", max_payload_bytes),
+        ):
             _check_number(value, name, positive=True)
-        for name, value in (("retention", retention), ("drain_timeout", drain_timeout),
-                            ("cancel_grace", cancel_grace), ("busy_timeout", busy_timeout),
-                            ("retry_backoff", retry_backoff),
-                            ("retry_backoff_max", retry_backoff_max)):
+        for name, value in (
+            ("retention", retention),
+            ("drain_timeout", drain_timeout),
+            ("cancel_grace", cancel_grace),
+            ("busy_timeout", busy_timeout),
+            ("retry_backoff", retry_backoff),
+            ("retry_backoff_max", retry_backoff_max),
+        ):
             _check_number(value, name)
         if synchronous not in ("NORMAL", "FULL"):
-            raise InvalidArgumentError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+            raise InvalidArgumentError(
+                f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
+            )
         super().__init__(
             MEMORY if path is None else os.fspath(path),
-            concurrency=concurrency, poll_interval=poll_interval,
-            cleanup_interval=cleanup_interval, retention=retention, queue_size=int(queue_size),
-            drain_timeout=drain_timeout, cancel_grace=cancel_grace, busy_timeout=busy_timeout,
-            synchronous=synchronous, check_on_open=check_on_open,
-            max_payload_bytes=int(max_payload_bytes), retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max, strict_events=strict_events,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            cleanup_interval=cleanup_interval,
+            retention=retention,
+            queue_size=int(queue_size),
+            drain_timeout=drain_timeout,
+            cancel_grace=cancel_grace,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            check_on_open=check_on_open,
+            max_payload_bytes=int(max_payload_bytes),
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            strict_events=strict_events,
         )
 
     # -- Langflow-compatible layer ------------------------------------------------
@@ -158,8 +175,9 @@ class JobQueueService(ServiceCore):
         previous = entry.task
         entry.finished, entry.cleanup_at = False, None
         entry.task = asyncio.get_running_loop().create_task(
-            run_bare(job_id, entry, task_coro, previous, self._ready, self.owner,
-                     self._bare_finished),
+            run_bare(
+                job_id, entry, task_coro, previous, self._ready, self.owner, self._bare_finished
+            ),
             name=f"jobqueue-bare-{job_id}",
         )
 
@@ -184,7 +202,7 @@ class JobQueueService(ServiceCore):
         if callable(name):  # used bare: @service.handler
             fn = name
             self.register(fn.__name__, fn)
-            return fn  # type: ignore[return-value]
+            return fn
 
         def deco(fn: H) -> H:
             self.register(name if isinstance(name, str) else fn.__name__, fn)
@@ -237,9 +255,18 @@ class JobQueueService(ServiceCore):
             _check_id(idempotency_key, "idempotency_key")
         text = codec.encode(payload, "payload", self._max_payload)
         return NewJob(
-            uuid.uuid4().hex if job_id is None else _check_id(job_id, "job_id"), handler, text,
-            TaskStatus.PENDING, now, now + delay, priority, max_retries, timeout,
-            idempotency_key, session_id, description,
+            uuid.uuid4().hex if job_id is None else _check_id(job_id, "job_id"),
+            handler,
+            text,
+            TaskStatus.PENDING,
+            now,
+            now + delay,
+            priority,
+            max_retries,
+            timeout,
+            idempotency_key,
+            session_id,
+            description,
         )
 
     async def submit(
@@ -270,9 +297,17 @@ class JobQueueService(ServiceCore):
             InvalidArgumentError: an option is out of range.
         """
         row = self._new_row(
-            handler, payload, job_id=job_id, priority=priority, timeout=timeout,
-            max_retries=max_retries, delay=delay, idempotency_key=idempotency_key,
-            session_id=session_id, description=description, now=time.time(),
+            handler,
+            payload,
+            job_id=job_id,
+            priority=priority,
+            timeout=timeout,
+            max_retries=max_retries,
+            delay=delay,
+            idempotency_key=idempotency_key,
+            session_id=session_id,
+            description=description,
+            now=time.time(),
         )
         return (await self._insert([row], [payload]))[0]
 
@@ -285,15 +320,23 @@ class JobQueueService(ServiceCore):
         """
         if "job_id" in options or "idempotency_key" in options:
             raise InvalidArgumentError("submit_many takes no job_id or idempotency_key; use submit")
-        defaults: dict[str, Any] = {"priority": 0, "timeout": None, "max_retries": 0,
-                                    "delay": 0.0, "session_id": None, "description": None}
+        defaults: dict[str, Any] = {
+            "priority": 0,
+            "timeout": None,
+            "max_retries": 0,
+            "delay": 0.0,
+            "session_id": None,
+            "description": None,
+        }
         unknown = set(options) - set(defaults)
         if unknown:
             raise InvalidArgumentError(f"unknown option(s) for submit_many: {sorted(unknown)}")
         opts = {**defaults, **options}
         now = time.time()
-        rows = [self._new_row(handler, p, job_id=None, idempotency_key=None, now=now, **opts)
-                for p in payloads]
+        rows = [
+            self._new_row(handler, p, job_id=None, idempotency_key=None, now=now, **opts)
+            for p in payloads
+        ]
         return await self._insert(rows, payloads)
 
     async def _insert(self, rows: Sequence[NewJob], payloads: Sequence[Any]) -> builtins.list[Job]:
@@ -309,10 +352,34 @@ class JobQueueService(ServiceCore):
                 out.append(old)
                 continue
             added += 1
-            out.append(Job(row.id, row.handler, TaskStatus.PENDING, payload, None, None, None,
-                           None, None, row.session_id, row.description, row.priority, 0,
-                           row.max_retries, row.timeout, row.run_at, row.idempotency_key, None,
-                           row.created_at, row.created_at, None, None, None, None))
+            out.append(
+                Job(
+                    row.id,
+                    row.handler,
+                    TaskStatus.PENDING,
+                    payload,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    row.session_id,
+                    row.description,
+                    row.priority,
+                    0,
+                    row.max_retries,
+                    row.timeout,
+                    row.run_at,
+                    row.idempotency_key,
+                    None,
+                    row.created_at,
+                    row.created_at,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
             if self.hooks:
                 self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
         self._counts["pending"] += added
@@ -392,11 +459,15 @@ class JobQueueService(ServiceCore):
                 f"job {job_id!r} is running in another process ({job.owner}); cancel it "
                 "from that process"
             )
-        await writer.write(jobs.set_status, job_id, TaskStatus.CANCELLED,
-                           expected=(TaskStatus.PENDING, TaskStatus.PAUSED))
+        await writer.write(
+            partial(jobs.set_status, expected=(TaskStatus.PENDING, TaskStatus.PAUSED)),
+            job_id,
+            TaskStatus.CANCELLED,
+        )
         self._counts[job.status.value] -= 1
-        self._job_finished(job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), None,
-                           job.handler)
+        self._job_finished(
+            job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), None, job.handler
+        )
         return await self.get(job_id)
 
     async def events(self, job_id: str) -> AsyncIterator[Event]:
@@ -445,17 +516,27 @@ class JobQueueService(ServiceCore):
         """
         c = self._counts
         return {
-            "pending": c["pending"], "running": len(self._runner.active) if self._runner else 0,
-            "paused": c["paused"], "done": c["completed"], "failed": c["failed"],
-            "cancelled": c["cancelled"] + c["stopped"], "lag": self._lag,
-            "boot_at": self.boot_at, "registry": len(self._registry),
-            "concurrency": self._concurrency, "path": self.path,
+            "pending": c["pending"],
+            "running": len(self._runner.active) if self._runner else 0,
+            "paused": c["paused"],
+            "done": c["completed"],
+            "failed": c["failed"],
+            "cancelled": c["cancelled"] + c["stopped"],
+            "lag": self._lag,
+            "boot_at": self.boot_at,
+            "registry": len(self._registry),
+            "concurrency": self._concurrency,
+            "path": self.path,
         }
 
     def __del__(self) -> None:
         if getattr(self, "_state", "new") in ("starting", "open"):
-            warnings.warn(f"JobQueueService({self.path!r}) was not closed; use `async with` "
-                          "or `await service.close()`", ResourceWarning, stacklevel=2)
+            warnings.warn(
+                f"JobQueueService({self.path!r}) was not closed; use `async with` "
+                "or `await service.close()`",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
     def _events_for(self, job_id: str) -> EventManager:
         return self._registry.ensure(job_id).manager
@@ -463,4 +544,3 @@ class JobQueueService(ServiceCore):
     def _want_claim(self) -> None:
         if self._scheduler is not None:
             self._scheduler.want()
-

@@ -37,9 +37,7 @@ S = TaskStatus
 #: The one table of allowed status changes. Everything else is an illegal transition.
 TRANSITIONS: Final[dict[TaskStatus, frozenset[TaskStatus]]] = {
     S.PENDING: frozenset({S.RUNNING, S.CANCELLED}),
-    S.RUNNING: frozenset(
-        {S.COMPLETED, S.FAILED, S.CANCELLED, S.STOPPED, S.PAUSED, S.PENDING}
-    ),
+    S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.STOPPED, S.PAUSED, S.PENDING}),
     S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.STOPPED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),
@@ -66,7 +64,7 @@ def parse_status(value: object, job_id: str | None = None) -> TaskStatus:
         InvalidStatusError: the value is not one of the lowercase statuses.
     """
     try:
-        return TaskStatus(value)
+        return TaskStatus(value if isinstance(value, str) else repr(value))
     except ValueError:
         raise InvalidStatusError(value, job_id) from None
 

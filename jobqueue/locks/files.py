@@ -163,7 +163,7 @@ class KeyedWorkerLockManager(KeyedLockManagerBase):
     async def alock(
         self,
         key: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - bounds only the wait, like lock()'s
+        timeout: float | None = None,
     ) -> AsyncIterator[None]:
         """Hold the lock for ``key`` across processes for an ``async with`` block.
 

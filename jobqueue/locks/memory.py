@@ -261,7 +261,7 @@ class KeyedMemoryLockManager(KeyedLockManagerBase):
     async def alock(
         self,
         key: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - bounds only the wait, like lock()'s
+        timeout: float | None = None,
     ) -> AsyncIterator[None]:
         """Hold the lock for ``key`` for the duration of an ``async with`` block.
 

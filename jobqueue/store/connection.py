@@ -135,7 +135,7 @@ class Database:
             raise StoreError(f"{self.path}: the database is closed", self.path)
         try:
             # aiosqlite's own unit of work: one queue hop, one future.
-            result: T = await aconn._execute(fn, self._raw, *args)
+            result: T = await aconn._execute(fn, self._raw, *args)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
             mapped = map_sqlite_error(exc, self.path)
             if mapped is None:
@@ -177,7 +177,9 @@ def _check_header(path: str) -> None:
     except IsADirectoryError:
         raise StoreError(f"{path} is a directory; pass a file path such as jobs.db", path) from None
     except PermissionError as exc:
-        raise StoreReadOnlyError(f"{path}: cannot read the file ({exc}); check permissions", path) from None
+        raise StoreReadOnlyError(
+            f"{path}: cannot read the file ({exc}); check permissions", path
+        ) from None
     if head and head != _HEADER:
         raise StoreCorruptedError(
             f"{path} is not a SQLite database (its first bytes are {head[:16]!r}); it was "

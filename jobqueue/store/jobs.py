@@ -269,16 +269,24 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
             "UPDATE jobs SET status = 'pending', attempt = attempt + 1, run_at = ?, "
             "error_message = ?, error_type = ?, traceback = ?, reason = ?, updated_at = ?, "
             "owner = NULL, heartbeat = NULL WHERE id = ? AND status IN ('running', 'paused')",
-            (out.run_at or now, out.error, out.error_type, out.traceback, out.reason, now,
-             job_id),
+            (out.run_at or now, out.error, out.error_type, out.traceback, out.reason, now, job_id),
         )
     else:
         cur = conn.execute(
             "UPDATE jobs SET status = ?, result = ?, error_message = ?, error_type = ?, "
             "traceback = ?, reason = ?, completed_at = ?, updated_at = ?, owner = NULL, "
             "heartbeat = NULL WHERE id = ? AND status IN ('running', 'paused')",
-            (out.status.value, out.result, out.error, out.error_type, out.traceback,
-             out.reason, now, now, job_id),
+            (
+                out.status.value,
+                out.result,
+                out.error,
+                out.error_type,
+                out.traceback,
+                out.reason,
+                now,
+                now,
+                job_id,
+            ),
         )
     return cur.rowcount == 1
 
@@ -294,8 +302,17 @@ def _finish_many(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> 
         chunk = terminal[start : start + _FINISH_CHUNK]
         params: list[Any] = []
         for job_id, out, now in chunk:
-            params += (job_id, out.status.value, out.result, out.error, out.error_type,
-                       out.traceback, out.reason, now, now)
+            params += (
+                job_id,
+                out.status.value,
+                out.result,
+                out.error,
+                out.error_type,
+                out.traceback,
+                out.reason,
+                now,
+                now,
+            )
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
         rows = conn.execute(
             "UPDATE jobs SET status = v.column2, result = v.column3, error_message = v.column4, "
@@ -307,8 +324,7 @@ def _finish_many(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> 
         ).fetchall()
         done.update(r[0] for r in rows)
     return [
-        finish(conn, *it) if it[1].status is TaskStatus.PENDING else it[0] in done
-        for it in items
+        finish(conn, *it) if it[1].status is TaskStatus.PENDING else it[0] in done for it in items
     ]
 
 

@@ -35,9 +35,7 @@ class Migration:
                 if buf.strip():
                     out.append(buf.strip())
                 buf = ""
-        if buf.strip() and not all(
-            ln.strip().startswith("--") for ln in buf.strip().splitlines()
-        ):
+        if buf.strip() and not all(ln.strip().startswith("--") for ln in buf.strip().splitlines()):
             raise ValueError(f"migration {self.name}: trailing incomplete statement")
         return out
 

@@ -1,0 +1,107 @@
+"""``python -m jobqueue``: demo, list, show, cancel, stats, check.
+
+Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 the command
+failed (unknown job, illegal transition), 2 bad usage or an unusable database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
+from jobqueue.service import JobQueueService
+from jobqueue.store.jobs import Job
+
+__all__ = ["entrypoint", "main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobqueue", description="Embedded crash-safe job queue.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    demo = sub.add_parser("demo", help="run a short showcase (about 5 s)")
+    demo.add_argument("--db", help="database file to use (default: a temporary file)")
+
+    def with_db(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--db", required=True, help="the jobqueue database file")
+        return sp
+
+    ls = with_db("list", "list jobs, newest first")
+    ls.add_argument("--status", help="only this status")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = with_db("show", "show one job")
+    show.add_argument("job")
+    cancel = with_db("cancel", "cancel a pending or paused job")
+    cancel.add_argument("job")
+    with_db("stats", "job counts and lag")
+    with_db("check", "integrity check and schema version")
+    return p
+
+
+def _job_dict(job: Job) -> dict[str, Any]:
+    d = asdict(job)
+    d["status"] = job.status.value
+    return d
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with JobQueueService(args.db, check_on_open=args.cmd == "check") as svc:
+        if args.cmd == "list":
+            for job in await svc.list(status=args.status, limit=args.limit):
+                if args.json:
+                    print(json.dumps(_job_dict(job)))
+                else:
+                    print(
+                        f"{job.id}  {job.handler or '-':16} {job.status:10} attempt={job.attempt}"
+                    )
+        elif args.cmd == "show":
+            print(json.dumps(_job_dict(await svc.get(args.job)), indent=2))
+        elif args.cmd == "cancel":
+            job = await svc.cancel(args.job)
+            print(f"{job.id} {job.status}")
+        elif args.cmd == "stats":
+            await svc.refresh_stats()
+            print(json.dumps(svc.stats(), indent=2))
+        elif args.cmd == "check":
+            from jobqueue.store.schema import latest_version
+
+            print(
+                json.dumps({"integrity": "ok", "schema_version": latest_version(), "path": args.db})
+            )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv``; returns the exit code (tests call this)."""
+    args = _parser().parse_args(argv)
+    if args.cmd == "demo":
+        from jobqueue.cli.demo import run_demo
+
+        return run_demo(args.db)
+    if not Path(args.db).exists():
+        print(f"jobqueue: no database file at {args.db}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args))
+    except JobNotFoundError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 2
+    except JobQueueError as exc:
+        print(f"jobqueue: {exc}", file=sys.stderr)
+        return 1
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
