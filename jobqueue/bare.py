@@ -55,7 +55,8 @@ async def run_bare(
         started = True
         value = await coro
     except asyncio.CancelledError:
-        await _end(writer, job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), finished)
+        await _end(writer, job_id, entry, Outcome(TaskStatus.CANCELLED, reason="cancelled"),
+                   finished)
         raise
     except Exception as exc:
         out = Outcome(
@@ -65,13 +66,12 @@ async def run_bare(
             traceback="".join(traceback.format_exception(exc))[-8192:],
             reason="error",
         )
-        await _end(writer, job_id, out, finished)
+        await _end(writer, job_id, entry, out, finished)
         raise
     finally:
         if not started:
             coro.close()  # never awaited: close it so Python does not warn
-        entry.manager.end_stream()
-    await _end(writer, job_id, Outcome(TaskStatus.COMPLETED), finished, value)
+    await _end(writer, job_id, entry, Outcome(TaskStatus.COMPLETED), finished, value)
     return value
 
 
@@ -88,12 +88,16 @@ async def _record(
 async def _end(
     writer: Callable[[], Awaitable[Writer]],
     job_id: str,
+    entry: Entry,
     out: Outcome,
     finished: Callable[[str, Outcome, Any], None],
     value: Any = None,
 ) -> None:
-    finished(job_id, out, value)
+    """Record the outcome, then end the stream: a consumer that saw the end reads it stored."""
     try:
         await _record(writer, jobs.finish, job_id, out, time.time())
     except asyncio.CancelledError:
         log.warning("recording the end of job %r was interrupted", job_id)
+    finally:
+        finished(job_id, out, value)
+        entry.manager.end_stream()

@@ -91,6 +91,13 @@ class ServiceCore:
         self._opening = loop.create_task(self._open(), name="jobqueue-open")
 
     async def _open(self) -> Writer:
+        try:
+            return await self._open_store()
+        except BaseException:
+            self._state = "closed"  # nothing is left open; close() has nothing to do
+            raise
+
+    async def _open_store(self) -> Writer:
         opts = self._opts
         memory = self.path == MEMORY
         db = await Database.open(
@@ -107,7 +114,6 @@ class ServiceCore:
                 wal = await Database.open(self.path, busy_timeout=opts["busy_timeout"], check=False)
         except BaseException:
             await db.close()
-            self._state = "closed"
             raise
         self._db, self._counts = db, Counter(counts)
         writer = self._writer = Writer(db)
@@ -154,9 +160,13 @@ class ServiceCore:
     async def _ready(self) -> Writer:
         if self._state == "new":
             self.start()
-        if self._state in ("closing", "closed") or self._opening is None:
+        opening = self._opening
+        if opening is not None and opening.done() and not opening.cancelled():
+            if opening.exception() is not None:
+                raise opening.exception()  # type: ignore[misc]  # why the open failed
+        if self._state in ("closing", "closed") or opening is None:
             raise ServiceClosedError()
-        return await asyncio.shield(self._opening)
+        return await asyncio.shield(opening)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         await self._ready()

@@ -1,0 +1,75 @@
+"""The command line against real database files, including bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobqueue import JobContext, JobQueueService
+from jobqueue.cli.main import main
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "jobs.db"
+
+    async def fill() -> None:
+        async with JobQueueService(path) as svc:
+
+            @svc.handler("echo")
+            async def echo(ctx: JobContext, payload: Any) -> Any:
+                return payload
+
+            job = await svc.submit("echo", {"x": 1}, job_id="done-1")
+            await svc.wait(job.id)
+            await svc.submit("echo", {"x": 2}, job_id="later-1", delay=3600)
+
+    asyncio.run(fill())
+    return path
+
+
+def test_list_json(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--db", str(db), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["id"]: r["status"] for r in rows} == {"done-1": "completed", "later-1": "pending"}
+
+
+def test_show_and_cancel(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "--db", str(db), "done-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == {"x": 1}
+    assert main(["cancel", "--db", str(db), "later-1"]) == 0
+    assert "later-1 cancelled" in capsys.readouterr().out
+    assert main(["cancel", "--db", str(db), "done-1"]) == 1  # already finished
+    assert "cannot go from 'completed'" in capsys.readouterr().err
+
+
+def test_stats_and_check(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", "--db", str(db)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["done"], stats["pending"]) == (1, 1)
+    assert main(["check", "--db", str(db)]) == 0
+    assert json.loads(capsys.readouterr().out)["integrity"] == "ok"
+
+
+def test_unknown_job(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "--db", str(db), "nope"]) == 1
+    assert "no job with id 'nope'" in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--db", str(tmp_path / "absent.db")]) == 2
+    assert "no database file" in capsys.readouterr().err
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_corrupted_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    before = bad.read_bytes()
+    assert main(["list", "--db", str(bad)]) == 2
+    assert "not a SQLite database" in capsys.readouterr().err
+    assert bad.read_bytes() == before

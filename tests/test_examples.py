@@ -1,0 +1,48 @@
+"""Every example runs on its own and prints what it promises (so the docs never rot)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXPECT = {
+    "langflow_streaming.py": ["token-1", "end", "stored status: completed"],
+    "quickstart.py": ["result: {'words': 4}", "failed as expected", "ValueError: bad input"],
+}
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+    )
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(path: Path) -> None:
+    proc = _run([str(path)])
+    assert proc.returncode == 0, proc.stderr
+    for text in EXPECT.get(path.name, []):
+        assert text in proc.stdout, f"{path.name} output lacks {text!r}:\n{proc.stdout}"
+
+
+def test_every_example_is_checked() -> None:
+    assert len(EXAMPLES) >= 3
+    assert set(EXPECT) <= {p.name for p in EXAMPLES}
+
+
+def test_demo_command() -> None:
+    proc = _run(["-m", "jobqueue", "demo"])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "final statuses read back from the database file" in out
+    tail = out.split("final statuses read back from the database file:")[1]
+    assert tail.count("completed") == 4
+    assert tail.count("cancelled") == 1
+    assert "token" in out
