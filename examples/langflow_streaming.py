@@ -16,7 +16,7 @@ from jobqueue import EventManager, JobQueueService
 
 async def build_flow(em: EventManager) -> None:
     """A producer written against Langflow's EventManager."""
-    for word in "tokens stream to the consumer".split():
+    for word in ["tokens", "stream", "to", "the", "consumer"]:
         em.on_token(data={"chunk": word + " "})
         await asyncio.sleep(0.02)
     em.on_end(data={"status": "done"})

@@ -55,8 +55,9 @@ async def run_bare(
         started = True
         value = await coro
     except asyncio.CancelledError:
-        await _end(writer, job_id, entry, Outcome(TaskStatus.CANCELLED, reason="cancelled"),
-                   finished)
+        await _end(
+            writer, job_id, entry, Outcome(TaskStatus.CANCELLED, reason="cancelled"), finished
+        )
         raise
     except Exception as exc:
         out = Outcome(

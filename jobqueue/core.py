@@ -161,9 +161,9 @@ class ServiceCore:
         if self._state == "new":
             self.start()
         opening = self._opening
-        if opening is not None and opening.done() and not opening.cancelled():
-            if opening.exception() is not None:
-                raise opening.exception()  # type: ignore[misc]  # why the open failed
+        failed = opening is not None and opening.done() and not opening.cancelled()
+        if failed and opening is not None and (exc := opening.exception()) is not None:
+            raise exc  # why the open failed
         if self._state in ("closing", "closed") or opening is None:
             raise ServiceClosedError()
         return await asyncio.shield(opening)
