@@ -222,6 +222,7 @@ class ServiceCore:
                 await self._writer.close()
             if self._checkpointer is not None:
                 await self._checkpointer.close()
+            self._close_extras()
             if self._db is not None:
                 await self._db.close()
             for futs in self._waiters.values():
@@ -348,6 +349,9 @@ class ServiceCore:
 
     def _events_for(self, job_id: str) -> EventManager:
         raise NotImplementedError
+
+    def _close_extras(self) -> None:
+        """Release what the public layer added (metrics); overridden there."""
 
     async def _until_idle(self) -> None:
         while True:

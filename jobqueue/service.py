@@ -11,10 +11,11 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from jobqueue import codec
 from jobqueue.bare import run_bare
+from jobqueue.context import JobContext
 from jobqueue.core import ServiceCore
 from jobqueue.errors import (
     InvalidArgumentError,
@@ -33,6 +34,10 @@ from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.connection import MEMORY
 from jobqueue.store.jobs import Job, NewJob, Outcome
+
+if TYPE_CHECKING:
+    from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
+    from jobqueue.telemetry import JobMetrics
 
 __all__ = ["JobQueueService"]
 
@@ -78,6 +83,12 @@ class JobQueueService(ServiceCore):
         retry_backoff: base delay of exponential retry backoff, in seconds.
         retry_backoff_max: cap of a single backoff delay.
         strict_events: unknown ``on_*`` event names raise instead of warning once.
+        metrics: ``True`` records OpenTelemetry metrics with a Prometheus reader (see
+            ``serve_metrics``); a :class:`~jobqueue.telemetry.JobMetrics` uses that one.
+            Off by default, and then the telemetry packages are not even imported.
+        locks: the lock manager behind ``handler(..., lock_key=...)``; by default a
+            ``KeyedWorkerLockManager`` in ``<path>.locks/`` (works across processes),
+            or a ``KeyedMemoryLockManager`` for an in-memory service.
     """
 
     def __init__(
@@ -98,6 +109,8 @@ class JobQueueService(ServiceCore):
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         strict_events: bool = False,
+        metrics: JobMetrics | bool = False,
+        locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -138,6 +151,16 @@ class JobQueueService(ServiceCore):
             retry_backoff_max=retry_backoff_max,
             strict_events=strict_events,
         )
+        self._locks = locks
+        self._metrics: JobMetrics | None = None
+        self._owns_metrics = metrics is True
+        if metrics is not False:
+            if metrics is True:
+                from jobqueue.telemetry import JobMetrics as _JobMetrics
+
+                metrics = _JobMetrics()
+            self._metrics = metrics
+            metrics.attach(self.hooks)
 
     # -- Langflow-compatible layer ------------------------------------------------
 
@@ -197,24 +220,49 @@ class JobQueueService(ServiceCore):
 
     # -- durable layer ---------------------------------------------------------------
 
-    def handler(self, name: str | Callable[..., Any] | None = None) -> Callable[[H], H]:
-        """Decorator registering an ``async def handler(ctx, payload)`` under ``name``."""
+    def handler(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        lock_key: str | Callable[[Any], str] | None = None,
+        lock_timeout: float | None = None,
+    ) -> Callable[[H], H]:
+        """Decorator registering an ``async def handler(ctx, payload)`` under ``name``.
+
+        ``lock_key`` (a string, or a function of the payload returning one) makes
+        runs that share a key take turns, across processes by default (see
+        ``locks``); waiting for the lock never blocks the event loop, and
+        ``lock_timeout`` fails the run with ``LockTimeout`` (retried if allowed).
+        """
         if callable(name):  # used bare: @service.handler
             fn = name
             self.register(fn.__name__, fn)
             return fn
 
         def deco(fn: H) -> H:
-            self.register(name if isinstance(name, str) else fn.__name__, fn)
+            self.register(
+                name if isinstance(name, str) else fn.__name__,
+                fn,
+                lock_key=lock_key,
+                lock_timeout=lock_timeout,
+            )
             return fn
 
         return deco
 
-    def register(self, name: str, fn: Handler) -> None:
-        """Register ``fn`` as the handler called ``name``.
+    def register(
+        self,
+        name: str,
+        fn: Handler,
+        *,
+        lock_key: str | Callable[[Any], str] | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
+        """Register ``fn`` as the handler called ``name`` (see :meth:`handler`).
 
         Raises:
             InvalidHandlerError: ``fn`` is not an ``async def`` function, or the name is taken.
+            InvalidLockKey: a fixed ``lock_key`` that cannot be used.
         """
         _check_id(name, "handler name")
         if not asyncio.iscoroutinefunction(fn):
@@ -224,7 +272,7 @@ class JobQueueService(ServiceCore):
             )
         if name in self._handlers and self._handlers[name] is not fn:
             raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
-        self._handlers[name] = fn
+        self._handlers[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
         if self._scheduler is not None:
             self._scheduler.want()
 
@@ -537,6 +585,40 @@ class JobQueueService(ServiceCore):
                 ResourceWarning,
                 stacklevel=2,
             )
+
+    def _close_extras(self) -> None:
+        if self._metrics is not None and self._owns_metrics:
+            self._metrics.shutdown()  # unregisters its Prometheus collector
+
+    @property
+    def locks(self) -> KeyedMemoryLockManager | KeyedWorkerLockManager:
+        """The lock manager used by ``lock_key`` handlers (created on first use)."""
+        if self._locks is None:
+            from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
+
+            self._locks = (
+                KeyedMemoryLockManager()
+                if self.path == MEMORY
+                else KeyedWorkerLockManager(self.path + ".locks")
+            )
+        return self._locks
+
+    def _locked(
+        self, fn: Handler, lock_key: str | Callable[[Any], str], timeout: float | None
+    ) -> Handler:
+        if isinstance(lock_key, str):
+            from jobqueue.locks import validate_lock_key
+
+            validate_lock_key(lock_key)
+        locks = self.locks
+
+        async def locked(ctx: JobContext, payload: Any) -> Any:
+            key = lock_key if isinstance(lock_key, str) else lock_key(payload)
+            async with locks.alock(key, timeout=timeout):
+                return await fn(ctx, payload)
+
+        locked.__qualname__ = getattr(fn, "__qualname__", "handler")
+        return locked
 
     def _events_for(self, job_id: str) -> EventManager:
         return self._registry.ensure(job_id).manager
