@@ -9,31 +9,26 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from jobqueue import codec
-from jobqueue.bare import run_bare
-from jobqueue.context import JobContext
-from jobqueue.core import ServiceCore
 from jobqueue.errors import (
     InvalidArgumentError,
-    InvalidHandlerError,
     JobCancelledError,
     JobFailedError,
     JobQueueError,
-    JobQueueNotFoundError,
     UnknownHandlerError,
 )
-from jobqueue.events import TERMINAL_EVENTS, Event, EventManager, EventQueue, decode_item
+from jobqueue.events import TERMINAL_EVENTS, Event, EventManager, decode_item
+from jobqueue.handlers import HandlerLayer
 from jobqueue.hooks import HookKind, Lifecycle
-from jobqueue.registry import QueueData
-from jobqueue.runner import Handler
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.connection import MEMORY
 from jobqueue.store.jobs import Job, NewJob, Outcome
+from jobqueue.validation import check_id, check_number, parse_status_arg
 
 if TYPE_CHECKING:
     from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
@@ -42,29 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["JobQueueService"]
 
 log = logging.getLogger("jobqueue.service")
-H = TypeVar("H", bound=Handler)
-_MAX_ID = 255
 
 
-def _check_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID or "\x00" in value:
-        raise InvalidArgumentError(
-            f"{what} must be a non-empty string of at most {_MAX_ID} characters without NUL; "
-            f"got {value!r:.80}"
-        )
-    return value
-
-
-def _check_number(value: float | None, what: str, *, positive: bool = False) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise InvalidArgumentError(f"{what} must be a number, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise InvalidArgumentError(f"{what} must be {'> 0' if positive else '>= 0'}, got {value}")
-
-
-class JobQueueService(ServiceCore):
+class JobQueueService(HandlerLayer):
     """Runs jobs in this process and keeps them in a SQLite file.
 
     Args:
@@ -120,7 +95,7 @@ class JobQueueService(ServiceCore):
             ("queue_size", queue_size),
             ("max_payload_bytes", max_payload_bytes),
         ):
-            _check_number(value, name, positive=True)
+            check_number(value, name, positive=True)
         for name, value in (
             ("retention", retention),
             ("drain_timeout", drain_timeout),
@@ -129,7 +104,7 @@ class JobQueueService(ServiceCore):
             ("retry_backoff", retry_backoff),
             ("retry_backoff_max", retry_backoff_max),
         ):
-            _check_number(value, name)
+            check_number(value, name)
         if synchronous not in ("NORMAL", "FULL"):
             raise InvalidArgumentError(
                 f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
@@ -162,119 +137,7 @@ class JobQueueService(ServiceCore):
             self._metrics = metrics
             metrics.attach(self.hooks)
 
-    # -- Langflow-compatible layer ------------------------------------------------
-
-    def create_queue(self, job_id: str) -> tuple[EventQueue, EventManager]:
-        """Register a queue and EventManager for ``job_id``.
-
-        Raises:
-            QueueExistsError: (a ``ValueError``) the id already has a queue.
-            ServiceClosedError: (a ``RuntimeError``) the service is closed.
-        """
-        self._check_usable()
-        entry = self._registry.create(_check_id(job_id, "job_id"))
-        return entry.queue, entry.manager
-
-    def start_job(self, job_id: str, task_coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``task_coro`` as the job's task, replacing (cancelling) a previous one.
-
-        The new coroutine starts only after a replaced task has finished, so
-        the two never write to the queue at the same time. The run is
-        recorded in the store (handler ``None``).
-
-        Raises:
-            JobQueueNotFoundError: (a ``ValueError``) no queue: call create_queue first.
-            ServiceClosedError: (a ``RuntimeError``) the service is closed.
-        """
-        try:
-            self._check_usable()
-            entry = self._registry.get(job_id)
-            if entry is None:
-                raise JobQueueNotFoundError(job_id)
-            self.start()
-        except BaseException:
-            task_coro.close()  # never awaited: close it so Python does not warn
-            raise
-        previous = entry.task
-        entry.finished, entry.cleanup_at = False, None
-        entry.task = asyncio.get_running_loop().create_task(
-            run_bare(
-                job_id, entry, task_coro, previous, self._ready, self.owner, self._bare_finished
-            ),
-            name=f"jobqueue-bare-{job_id}",
-        )
-
-    def get_queue_data(self, job_id: str) -> QueueData:
-        """``(queue, event_manager, task, cleanup_at)`` of a registered job.
-
-        Raises:
-            JobQueueNotFoundError: no queue is registered for ``job_id``.
-            ServiceClosedError: (a ``RuntimeError``) the service is closed.
-        """
-        self._check_usable()
-        return self._registry.data(job_id)
-
-    async def cleanup_job(self, job_id: str) -> None:
-        """Cancel the job's task, drain its queue and forget it (unknown ids are ignored)."""
-        await self._registry.cleanup(job_id)
-
     # -- durable layer ---------------------------------------------------------------
-
-    def handler(
-        self,
-        name: str | Callable[..., Any] | None = None,
-        *,
-        lock_key: str | Callable[[Any], str] | None = None,
-        lock_timeout: float | None = None,
-    ) -> Callable[[H], H]:
-        """Decorator registering an ``async def handler(ctx, payload)`` under ``name``.
-
-        ``lock_key`` (a string, or a function of the payload returning one) makes
-        runs that share a key take turns, across processes by default (see
-        ``locks``); waiting for the lock never blocks the event loop, and
-        ``lock_timeout`` fails the run with ``LockTimeout`` (retried if allowed).
-        """
-        if callable(name):  # used bare: @service.handler
-            fn = name
-            self.register(fn.__name__, fn)
-            return fn
-
-        def deco(fn: H) -> H:
-            self.register(
-                name if isinstance(name, str) else fn.__name__,
-                fn,
-                lock_key=lock_key,
-                lock_timeout=lock_timeout,
-            )
-            return fn
-
-        return deco
-
-    def register(
-        self,
-        name: str,
-        fn: Handler,
-        *,
-        lock_key: str | Callable[[Any], str] | None = None,
-        lock_timeout: float | None = None,
-    ) -> None:
-        """Register ``fn`` as the handler called ``name`` (see :meth:`handler`).
-
-        Raises:
-            InvalidHandlerError: ``fn`` is not an ``async def`` function, or the name is taken.
-            InvalidLockKey: a fixed ``lock_key`` that cannot be used.
-        """
-        _check_id(name, "handler name")
-        if not asyncio.iscoroutinefunction(fn):
-            raise InvalidHandlerError(
-                f"handler {name!r} must be an `async def` function taking (ctx, payload); "
-                f"got {fn!r}"
-            )
-        if name in self._handlers and self._handlers[name] is not fn:
-            raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
-        self._handlers[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
-        if self._scheduler is not None:
-            self._scheduler.want()
 
     def _new_row(
         self,
@@ -297,13 +160,13 @@ class JobQueueService(ServiceCore):
             raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidArgumentError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        _check_number(timeout, "timeout", positive=True)
-        _check_number(delay, "delay")
+        check_number(timeout, "timeout", positive=True)
+        check_number(delay, "delay")
         if idempotency_key is not None:
-            _check_id(idempotency_key, "idempotency_key")
+            check_id(idempotency_key, "idempotency_key")
         text = codec.encode(payload, "payload", self._max_payload)
         return NewJob(
-            uuid.uuid4().hex if job_id is None else _check_id(job_id, "job_id"),
+            uuid.uuid4().hex if job_id is None else check_id(job_id, "job_id"),
             handler,
             text,
             TaskStatus.PENDING,
@@ -448,17 +311,8 @@ class JobQueueService(ServiceCore):
     ) -> builtins.list[Job]:
         """Stored jobs, newest first, optionally filtered."""
         wanted = [status] if isinstance(status, str) else status
-        statuses = None if wanted is None else [self._parse_status(s) for s in wanted]
+        statuses = None if wanted is None else [parse_status_arg(s) for s in wanted]
         return await self._read(jobs.list_jobs, statuses, handler, session_id, limit, offset)
-
-    @staticmethod
-    def _parse_status(value: TaskStatus | str) -> TaskStatus:
-        try:
-            return TaskStatus(value)
-        except ValueError:
-            raise InvalidArgumentError(
-                f"unknown status {value!r}; use one of {', '.join(TaskStatus)}"
-            ) from None
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Any:
         """Wait until the job is finished and return its result.
@@ -585,40 +439,6 @@ class JobQueueService(ServiceCore):
                 ResourceWarning,
                 stacklevel=2,
             )
-
-    def _close_extras(self) -> None:
-        if self._metrics is not None and self._owns_metrics:
-            self._metrics.shutdown()  # unregisters its Prometheus collector
-
-    @property
-    def locks(self) -> KeyedMemoryLockManager | KeyedWorkerLockManager:
-        """The lock manager used by ``lock_key`` handlers (created on first use)."""
-        if self._locks is None:
-            from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
-
-            self._locks = (
-                KeyedMemoryLockManager()
-                if self.path == MEMORY
-                else KeyedWorkerLockManager(self.path + ".locks")
-            )
-        return self._locks
-
-    def _locked(
-        self, fn: Handler, lock_key: str | Callable[[Any], str], timeout: float | None
-    ) -> Handler:
-        if isinstance(lock_key, str):
-            from jobqueue.locks import validate_lock_key
-
-            validate_lock_key(lock_key)
-        locks = self.locks
-
-        async def locked(ctx: JobContext, payload: Any) -> Any:
-            key = lock_key if isinstance(lock_key, str) else lock_key(payload)
-            async with locks.alock(key, timeout=timeout):
-                return await fn(ctx, payload)
-
-        locked.__qualname__ = getattr(fn, "__qualname__", "handler")
-        return locked
 
     def _events_for(self, job_id: str) -> EventManager:
         return self._registry.ensure(job_id).manager

@@ -26,6 +26,7 @@ from jobqueue.errors import (
     StoreLockedError,
     StoreReadOnlyError,
 )
+from jobqueue.store.schema import refuse_foreign
 
 __all__ = ["MEMORY", "Database", "map_sqlite_error"]
 
@@ -201,6 +202,9 @@ def _configure(
                 "Restore it from a backup or point jobqueue at a new file.",
                 path,
             )
+    # Still read-only: a file of another program must be refused before WAL rewrites its header.
+    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+        refuse_foreign(conn, path)
     if path != MEMORY:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":

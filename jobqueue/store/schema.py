@@ -14,7 +14,7 @@ from importlib import resources
 
 from jobqueue.errors import StoreCorruptedError, StoreError
 
-__all__ = ["Migration", "apply_migrations", "latest_version", "migrations"]
+__all__ = ["Migration", "apply_migrations", "latest_version", "migrations", "refuse_foreign"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
     latest = latest_version()
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == 0:
-        _refuse_foreign(conn, path)
+        refuse_foreign(conn, path)
     if version > latest:
         raise StoreError(
             f"{path} has schema version {version}, newer than this jobqueue understands "
@@ -95,7 +95,7 @@ def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
     return int(version)
 
 
-def _refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
+def refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
     """A version-0 file with tables of its own belongs to some other program."""
     tables = [
         r[0]
