@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -206,7 +207,7 @@ def _configure(
     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
         refuse_foreign(conn, path)
     if path != MEMORY:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _set_wal(conn, busy_timeout)
         if str(mode).lower() != "wal":
             log.warning("%s: could not switch to WAL (journal_mode=%s)", path, mode)
     conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -216,3 +217,22 @@ def _configure(
 
 def _no_autocheckpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+
+def _set_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """Switch to WAL, retrying while another process holds the new file's lock.
+
+    SQLite does not call the busy handler for this pragma, so several
+    processes opening a new file at once would fail at once without this.
+    Runs on the connection's thread, so waiting here never blocks the event loop.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)  # on the db thread, not the loop
+        delay = min(delay * 2, 0.05)

@@ -271,24 +271,8 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
             "owner = NULL, heartbeat = NULL WHERE id = ? AND status IN ('running', 'paused')",
             (out.run_at or now, out.error, out.error_type, out.traceback, out.reason, now, job_id),
         )
-    else:
-        cur = conn.execute(
-            "UPDATE jobs SET status = ?, result = ?, error_message = ?, error_type = ?, "
-            "traceback = ?, reason = ?, completed_at = ?, updated_at = ?, owner = NULL, "
-            "heartbeat = NULL WHERE id = ? AND status IN ('running', 'paused')",
-            (
-                out.status.value,
-                out.result,
-                out.error,
-                out.error_type,
-                out.traceback,
-                out.reason,
-                now,
-                now,
-                job_id,
-            ),
-        )
-    return cur.rowcount == 1
+        return cur.rowcount == 1
+    return _finish_many(conn, [(job_id, out, now)])[0]
 
 
 _FINISH_CHUNK: Final = 3000  # keeps a statement under SQLite's 32766 parameters
