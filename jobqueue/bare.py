@@ -101,4 +101,5 @@ async def _end(
         log.warning("recording the end of job %r was interrupted", job_id)
     finally:
         finished(job_id, out, value)
-        entry.manager.end_stream()
+        if entry.task is asyncio.current_task():  # a run replaced by start_job ends no stream
+            entry.manager.end_stream()

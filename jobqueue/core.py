@@ -23,6 +23,7 @@ from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import MEMORY, Database
+from jobqueue.store.initlock import init_lock
 from jobqueue.store.jobs import Claimed, Outcome
 from jobqueue.store.schema import apply_migrations
 from jobqueue.store.writer import Writer
@@ -100,21 +101,24 @@ class ServiceCore:
     async def _open_store(self) -> Writer:
         opts = self._opts
         memory = self.path == MEMORY
-        db = await Database.open(
-            self.path,
-            busy_timeout=opts["busy_timeout"],
-            synchronous=opts["synchronous"],
-            check=opts["check_on_open"],
-            autocheckpoint=memory,
-        )
-        try:
-            await db.run(apply_migrations, self.path)
-            counts = await db.run(jobs.count_by_status)
-            if not memory:
-                wal = await Database.open(self.path, busy_timeout=opts["busy_timeout"], check=False)
-        except BaseException:
-            await db.close()
-            raise
+        async with init_lock(self.path, max(opts["busy_timeout"], 30.0)):
+            db = await Database.open(
+                self.path,
+                busy_timeout=opts["busy_timeout"],
+                synchronous=opts["synchronous"],
+                check=opts["check_on_open"],
+                autocheckpoint=memory,
+            )
+            try:
+                await db.run(apply_migrations, self.path)
+                counts = await db.run(jobs.count_by_status)
+                if not memory:
+                    wal = await Database.open(
+                        self.path, busy_timeout=opts["busy_timeout"], check=False
+                    )
+            except BaseException:
+                await db.close()
+                raise
         self._db, self._counts = db, Counter(counts)
         writer = self._writer = Writer(db)
         if not memory:

@@ -182,16 +182,6 @@ async def test_restart_job(make_service) -> None:
     assert rec2.attempt == rec1.attempt + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: jobqueue/bare.py run_bare/_end: the replaced task's CancelledError branch "
-        "calls entry.manager.end_stream(), so the end sentinel lands between the two runs "
-        "and the new run's end never gets one (EventQueue.ended is already True). Fix: in "
-        "_end, only end the stream when the finishing task is still the entry's task "
-        "(`if entry.task is asyncio.current_task(): entry.manager.end_stream()`)."
-    ),
-)
 async def test_restart_keeps_one_stream(make_service) -> None:
     """A consumer reading across a restart sees the second run's events before the end."""
     svc = await make_service()

@@ -99,17 +99,6 @@ async def test_open_waits_for_a_writer_on_a_new_file(db_path: Path) -> None:
     assert _user_version(db_path) == latest_version()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "BUG (intermittent, ~1 run in 4 on 2 cores): concurrent first open by 4 processes "
-        "(a) loses a committed job although every process printed ok and exited 0; "
-        "(b) connection.py _configure -> schema.refuse_foreign races a concurrent migration "
-        "(user_version read as 0, then sqlite_master already shows `jobs`) and raises "
-        "StoreCorruptedError 'database of another program (tables: jobs)'; "
-        "(c) close logs 'final WAL checkpoint failed: disk I/O error'."
-    ),
-)
 def test_concurrent_first_open_by_processes(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     n = 4

@@ -15,7 +15,6 @@ import sqlite3
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 import aiosqlite
@@ -35,7 +34,6 @@ log = logging.getLogger("jobqueue.store")
 T = TypeVar("T")
 
 MEMORY: Final = ":memory:"
-_HEADER: Final = b"SQLite format 3\x00"
 
 # Primary SQLite result codes (the low byte of the extended code).
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
@@ -114,8 +112,10 @@ class Database:
             StoreReadOnlyError: the file or its directory cannot be opened for writing.
         """
         spath = str(path)
-        if spath != MEMORY:
-            _check_header(spath)
+        if spath != MEMORY and os.path.isdir(spath):
+            raise StoreError(f"{spath} is a directory; pass a file path such as jobs.db", spath)
+        # No Python open() of the file here: on POSIX, closing any descriptor of a file
+        # drops every lock this process holds on it, SQLite's included.
         try:
             aconn = await aiosqlite.connect(spath, isolation_level=None)
         except sqlite3.Error as exc:
@@ -168,32 +168,12 @@ class Database:
             )
 
 
-def _check_header(path: str) -> None:
-    """Refuse a non-empty file that is not SQLite, before SQLite could touch it."""
-    p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(len(_HEADER))
-    except FileNotFoundError:
-        return
-    except IsADirectoryError:
-        raise StoreError(f"{path} is a directory; pass a file path such as jobs.db", path) from None
-    except PermissionError as exc:
-        raise StoreReadOnlyError(
-            f"{path}: cannot read the file ({exc}); check permissions", path
-        ) from None
-    if head and head != _HEADER:
-        raise StoreCorruptedError(
-            f"{path} is not a SQLite database (its first bytes are {head[:16]!r}); it was "
-            "not modified. Point jobqueue at a new file or restore this one from a backup.",
-            path,
-        )
-
-
 def _configure(
     conn: sqlite3.Connection, busy_timeout: float, synchronous: str, check: bool, path: str
 ) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    # Read-only probe of the header: a file that is not SQLite fails here, untouched.
+    conn.execute("PRAGMA schema_version").fetchone()
     if check:  # read-only, before anything could write to a damaged file
         rows = conn.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
