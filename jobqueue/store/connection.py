@@ -112,7 +112,7 @@ class Database:
             StoreReadOnlyError: the file or its directory cannot be opened for writing.
         """
         spath = str(path)
-        if spath != MEMORY and os.path.isdir(spath):
+        if spath != MEMORY and os.path.isdir(spath):  # noqa: ASYNC240 - one stat, microseconds
             raise StoreError(f"{spath} is a directory; pass a file path such as jobs.db", spath)
         # No Python open() of the file here: on POSIX, closing any descriptor of a file
         # drops every lock this process holds on it, SQLite's included.

@@ -28,7 +28,7 @@ async def init_lock(path: str, timeout: float) -> AsyncIterator[None]:
     if path == MEMORY:
         yield
         return
-    db = os.path.abspath(path)
+    db = os.path.abspath(path)  # noqa: ASYNC240 - string work and one getcwd
     locks = KeyedWorkerLockManager(os.path.dirname(db), poll_interval=0.005)
     try:
         async with locks.alock(f"jobqueue-init-{os.path.basename(db)}", timeout=timeout):
