@@ -31,6 +31,7 @@ from jobqueue.store.writer import Writer
 __all__ = ["ServiceCore"]
 
 log = logging.getLogger("jobqueue.service")
+_FINISHED, _EVENT_CONSUMED = HookKind.FINISHED, HookKind.EVENT_CONSUMED
 T = TypeVar("T")
 _warned_memory = False
 
@@ -56,6 +57,7 @@ class ServiceCore:
             on_consume=self._event_consumed,
         )
         self._counts: Counter[str] = Counter()
+        self._pending: Counter[str] = Counter()  # pending jobs by handler (metrics gauge)
         self._lag = 0.0
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._state = "new"  # new -> starting -> open -> closing -> closed (-> starting)
@@ -120,6 +122,7 @@ class ServiceCore:
                 await db.close()
                 raise
         self._db, self._counts = db, Counter(counts)
+        self._pending = Counter(await db.run(_pending_by_handler))
         writer = self._writer = Writer(db)
         if not memory:
             self._checkpointer = Checkpointer(wal, lambda: writer.batches)
@@ -268,6 +271,7 @@ class ServiceCore:
         assert self._runner is not None
         self._counts["pending"] -= 1
         self._counts["running"] += 1
+        self._pending[claimed.handler] -= 1
         entry = self._registry.get(claimed.id)
         task = self._runner.start(claimed)
         if entry is not None:
@@ -277,11 +281,23 @@ class ServiceCore:
         self._counts["running"] -= 1
         self._job_finished(job_id, out, value, None)
 
-    def _retried(self, run_at: float) -> None:
+    def _retried(self, run_at: float, handler: str) -> None:
         self._counts["running"] -= 1
         self._counts["pending"] += 1
+        self._pending[handler] += 1
         if self._scheduler is not None:
             self._scheduler.want()
+
+    def _uncount(self, status: TaskStatus, handler: str | None) -> None:
+        """A job left ``status`` other than by running (e.g. cancelled while pending)."""
+        self._counts[status.value] -= 1
+        if status is TaskStatus.PENDING:
+            self._pending[handler or ""] -= 1
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Pending jobs by handler, from in-memory counts (safe from another thread)."""
+        counts = dict(self._pending)  # one C-level copy: atomic under the GIL
+        return {h: n if n > 0 else 0 for h, n in counts.items()}
 
     def _bare_finished(self, job_id: str, out: Outcome, value: Any) -> None:
         self._counts[out.status.value] += 1
@@ -295,12 +311,8 @@ class ServiceCore:
             self._end_events(entry.manager, out.status, value, out.error, out.reason)
             entry.finished = True
         self._wake_waiters(job_id)
-        if handler is not None and self.hooks:  # runner jobs emit their own FINISHED
-            self.hooks.emit(
-                Lifecycle(
-                    HookKind.FINISHED, job_id, handler, status=out.status.value, reason=out.reason
-                )
-            )
+        if handler is not None and self.hooks.wants(_FINISHED):  # runner jobs emit their own
+            self.hooks.emit(Lifecycle(_FINISHED, job_id, handler, out.status.value, out.reason))
 
     @staticmethod
     def _end_events(
@@ -337,8 +349,8 @@ class ServiceCore:
                 del self._waiters[job_id]
 
     def _event_consumed(self, seconds: float) -> None:
-        if self.hooks:
-            self.hooks.emit(Lifecycle(HookKind.EVENT_CONSUMED, wait_s=seconds))
+        if self.hooks.wants(_EVENT_CONSUMED):
+            self.hooks.emit(Lifecycle(_EVENT_CONSUMED, wait_s=seconds))
 
     def _runner_cancel(self, job_id: str) -> asyncio.Task[Any] | None:
         if self._runner is not None:
@@ -389,7 +401,15 @@ class ServiceCore:
         counts = await self._db.run(jobs.count_by_status)
         oldest = await self._db.run(_oldest_due, time.time())
         self._counts = Counter(counts)
+        self._pending = Counter(await self._db.run(_pending_by_handler))
         self._lag = 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+
+def _pending_by_handler(conn: Any) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT coalesce(handler, ''), count(*) FROM jobs WHERE status = 'pending' GROUP BY 1"
+    ).fetchall()
+    return {handler: n for handler, n in rows}
 
 
 def _oldest_due(conn: Any, now: float) -> float | None:

@@ -4,13 +4,14 @@ The service emits one :class:`Lifecycle` record at each point of a job's life;
 subscribers (the metrics recorder, a logger, a test) receive them
 synchronously on the event-loop thread. A subscriber that raises is logged
 and skipped: observers must never break jobs. With no subscriber the bus is
-falsy and emit sites skip building records, so telemetry off costs nothing.
+falsy, and emit sites skip building records of a kind no subscriber asked for
+(:meth:`Hooks.wants`), so telemetry off costs nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,9 +30,13 @@ class HookKind(StrEnum):
     EVENT_CONSUMED = "event_consumed"  #: a consumer took an event (``wait_s`` = time in queue)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lifecycle:
-    """One lifecycle record. Fields that do not apply to ``kind`` are ``None``."""
+    """One lifecycle record. Fields that do not apply to ``kind`` are ``None``.
+
+    Not frozen (a frozen dataclass's ``__init__`` costs several times more, and
+    records are built on every job's hot path); subscribers must not modify it.
+    """
 
     kind: HookKind
     job_id: str | None = None
@@ -47,29 +52,54 @@ Subscriber = Callable[[Lifecycle], None]
 
 
 class Hooks:
-    """A tiny synchronous publish/subscribe bus."""
+    """A tiny synchronous publish/subscribe bus.
 
-    __slots__ = ("_subs",)
+    Subscribers may ask for some kinds only; emit sites test
+    :meth:`wants` before building a record, so a kind nobody asked for costs
+    one set lookup.
+    """
+
+    __slots__ = ("_subs", "_wanted")
 
     def __init__(self) -> None:
-        self._subs: tuple[Subscriber, ...] = ()
+        self._subs: tuple[tuple[Subscriber, frozenset[HookKind]], ...] = ()
+        self._wanted: frozenset[HookKind] = frozenset()
 
     def __bool__(self) -> bool:
         return bool(self._subs)
 
-    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
-        """Add a subscriber; returns a function that removes it again."""
-        self._subs = (*self._subs, fn)
+    def wants(self, kind: HookKind) -> bool:
+        """True if some subscriber receives records of ``kind``."""
+        return kind in self._wanted
+
+    def subscribe(
+        self, fn: Subscriber, kinds: Iterable[HookKind] | None = None
+    ) -> Callable[[], None]:
+        """Add a subscriber; returns a function that removes it again.
+
+        Args:
+            fn: Called with each record, on the event-loop thread.
+            kinds: The kinds ``fn`` receives (default: all).
+        """
+        entry = (fn, frozenset(HookKind) if kinds is None else frozenset(kinds))
+        self._subs = (*self._subs, entry)
+        self._rewant()
 
         def unsubscribe() -> None:
-            self._subs = tuple(s for s in self._subs if s is not fn)
+            self._subs = tuple(s for s in self._subs if s is not entry)
+            self._rewant()
 
         return unsubscribe
 
+    def _rewant(self) -> None:
+        self._wanted = frozenset().union(*(kinds for _, kinds in self._subs))
+
     def emit(self, record: Lifecycle) -> None:
-        """Deliver ``record`` to every subscriber; their errors are logged, not raised."""
-        for fn in self._subs:
-            try:
-                fn(record)
-            except Exception:
-                log.exception("lifecycle subscriber %r failed on %s", fn, record.kind)
+        """Deliver ``record`` to every subscriber of its kind; their errors are logged."""
+        kind = record.kind
+        for fn, kinds in self._subs:
+            if kind in kinds:
+                try:
+                    fn(record)
+                except Exception:
+                    log.exception("lifecycle subscriber %r failed on %s", fn, kind)

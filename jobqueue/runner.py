@@ -26,6 +26,7 @@ from jobqueue.store.writer import Writer
 __all__ = ["Handler", "Runner"]
 
 log = logging.getLogger("jobqueue.runner")
+_STARTED, _RETRYING, _FINISHED = HookKind.STARTED, HookKind.RETRYING, HookKind.FINISHED
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
 _TRACEBACK_LIMIT = 8192
@@ -54,7 +55,7 @@ class Runner:
         manager_for: Callable[[str], EventManager],
         release: Callable[[], None],
         finished: Callable[[str, Outcome, Any], None],
-        retried: Callable[[float], None],
+        retried: Callable[[float, str], None],
         max_result_bytes: int,
         backoff: float,
         backoff_max: float,
@@ -95,11 +96,10 @@ class Runner:
 
     async def _execute(self, run: Run) -> None:
         c = run.claimed
-        if self._hooks:
+        if self._hooks.wants(_STARTED):
+            wait = run.started - c.run_at
             self._hooks.emit(
-                Lifecycle(
-                    HookKind.STARTED, c.id, c.handler, wait_s=max(0.0, run.started - c.run_at)
-                )
+                Lifecycle(_STARTED, c.id, c.handler, None, None, None, wait if wait > 0.0 else 0.0)
             )
         value: Any = None
         try:
@@ -133,29 +133,24 @@ class Runner:
             )
             return
         if out.status is TaskStatus.PENDING:
-            self._retried(out.run_at or now)
-            if self._hooks:
+            self._retried(out.run_at or now, c.handler)
+            if self._hooks.wants(_RETRYING):
                 self._hooks.emit(
-                    Lifecycle(
-                        HookKind.RETRYING,
-                        c.id,
-                        c.handler,
-                        error_type=out.error_type,
-                        reason=out.reason,
-                    )
+                    Lifecycle(_RETRYING, c.id, c.handler, None, out.reason, out.error_type)
                 )
             return
         self._finished(c.id, out, value)
-        if self._hooks:
+        if self._hooks.wants(_FINISHED):
             self._hooks.emit(
                 Lifecycle(
-                    HookKind.FINISHED,
+                    _FINISHED,
                     c.id,
                     c.handler,
-                    status=out.status.value,
-                    reason=out.reason,
-                    error_type=out.error_type,
-                    run_s=now - run.started,
+                    out.status.value,
+                    out.reason,
+                    out.error_type,
+                    None,
+                    now - run.started,
                 )
             )
 

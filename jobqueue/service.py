@@ -135,7 +135,7 @@ class JobQueueService(HandlerLayer):
 
                 metrics = _JobMetrics()
             self._metrics = metrics
-            metrics.attach(self.hooks)
+            metrics.attach(self.hooks, queue_lengths=self.queue_lengths)
 
     # -- durable layer ---------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class JobQueueService(HandlerLayer):
         self._want_claim()
         existing = await writer.write(jobs.insert_jobs, rows)
         out: builtins.list[Job] = []
-        added = 0
+        added, pending = 0, self._pending
         for row, payload, old in zip(rows, payloads, existing, strict=True):
             if old is not None:
                 out.append(old)
@@ -291,7 +291,8 @@ class JobQueueService(HandlerLayer):
                     None,
                 )
             )
-            if self.hooks:
+            pending[row.handler or ""] += 1
+            if self.hooks.wants(HookKind.SUBMITTED):
                 self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
         self._counts["pending"] += added
         return out
@@ -366,7 +367,7 @@ class JobQueueService(HandlerLayer):
             job_id,
             TaskStatus.CANCELLED,
         )
-        self._counts[job.status.value] -= 1
+        self._uncount(job.status, job.handler)
         self._job_finished(
             job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), None, job.handler
         )

@@ -90,7 +90,7 @@ def _memory() -> list[tuple[float, Mapping[str, str]]]:
 
 
 class _Recorder(Protocol):
-    def record(self, values: tuple[str, ...], x: float) -> None: ...
+    def record_known(self, values: tuple[str, ...], x: float) -> None: ...
 
 
 class _SyncHistogram:
@@ -102,7 +102,7 @@ class _SyncHistogram:
         self._name = name
         self._labels = labels
 
-    def record(self, values: tuple[str, ...], x: float) -> None:
+    def record_known(self, values: tuple[str, ...], x: float) -> None:
         self._record(self._name, x, dict(zip(self._labels, values, strict=True)))
 
 
@@ -208,7 +208,10 @@ class JobMetrics:
         self.detach()
         if queue_lengths is not None:
             self._queue_lengths = queue_lengths
-        self._unsubscribe = hooks.subscribe(self._on_record)
+        kinds = set(self._dispatch)
+        if self._queue_lengths is not None:  # live state: submissions need no record
+            kinds.discard(HookKind.SUBMITTED)
+        self._unsubscribe = hooks.subscribe(self._on_record, kinds)
 
     def detach(self) -> None:
         """Stop receiving lifecycle records (idempotent)."""
@@ -251,19 +254,19 @@ class JobMetrics:
 
     def _started(self, rec: Lifecycle, handler: str) -> None:
         if rec.wait_s is not None:
-            self._wait.record((handler,), rec.wait_s if rec.wait_s > 0.0 else 0.0)
+            self._wait.record_known((handler,), rec.wait_s if rec.wait_s > 0.0 else 0.0)
         job_id = rec.job_id
         if job_id is None or job_id not in self._running:
             if job_id is not None:
                 self._running.add(job_id)
-            self._active.add((handler,), 1)
+            self._active.add_known((handler,), 1)
             self._tally(handler, -1)
 
     def _finished_job(self, rec: Lifecycle, handler: str) -> None:
         status = rec.status if rec.status in _STATUSES else "other"
-        self._finished.add((handler, status))
+        self._finished.add_known((handler, status))
         if rec.run_s is not None:
-            self._duration.record((handler, status), rec.run_s if rec.run_s > 0.0 else 0.0)
+            self._duration.record_known((handler, status), rec.run_s if rec.run_s > 0.0 else 0.0)
         if status == "failed":
             self._error(handler, rec.error_type or rec.reason or "unknown")
         if not self._stop_running(handler, rec):
@@ -280,10 +283,10 @@ class JobMetrics:
 
     def _event_consumed(self, rec: Lifecycle, handler: str) -> None:
         if rec.wait_s is not None:
-            self._event_time.record((), rec.wait_s if rec.wait_s > 0.0 else 0.0)
+            self._event_time.record_known((), rec.wait_s if rec.wait_s > 0.0 else 0.0)
 
     def _error(self, handler: str, error_type: str) -> None:
-        self._errors.add((handler, self._error_type(error_type)))
+        self._errors.add_known((handler, self._error_type(error_type)))
 
     def _stop_running(self, handler: str, rec: Lifecycle) -> bool:
         """Count the job out of ``jobs.active`` if it was running; True if it was."""
@@ -293,7 +296,7 @@ class JobMetrics:
             self._running.discard(rec.job_id)
         elif rec.run_s is None:
             return False
-        self._active.add((handler,), -1)
+        self._active.add_known((handler,), -1)
         return True
 
     def _tally(self, handler: str, delta: int) -> None:

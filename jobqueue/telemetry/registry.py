@@ -213,6 +213,10 @@ class Tally(_Aggregate):
             raise self._wrong(values)
         self._totals[values] = self._totals.get(values, 0) + amount
 
+    def add_known(self, values: tuple[str, ...], amount: float = 1) -> None:
+        """:meth:`add` without the label count check, for callers whose tuples are fixed."""
+        self._totals[values] = self._totals.get(values, 0) + amount
+
     def observe(self) -> list[tuple[float, Mapping[str, str]]]:
         """The totals as ``(value, labels)`` pairs; safe to call from another thread."""
         return [(v, dict(zip(self._names, k, strict=True))) for k, v in self._totals.copy().items()]
@@ -248,6 +252,10 @@ class HistogramTally(_Aggregate):
         """Add one value to the label set ``values`` (one thread only)."""
         if len(values) != len(self._names):
             raise self._wrong(values)
+        self.record_known(values, x)
+
+    def record_known(self, values: tuple[str, ...], x: float) -> None:
+        """:meth:`record` without the label count check, for callers whose tuples are fixed."""
         p = self._points.get(values)
         if p is None:
             p = self._points[values] = [0.0, x, x, *([0] * (len(self._bounds) + 1))]
