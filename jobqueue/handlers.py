@@ -90,6 +90,11 @@ class HandlerLayer(LangflowLayer):
             self._metrics.shutdown()  # unregisters its Prometheus collector
 
     @property
+    def metrics(self) -> JobMetrics | None:
+        """The attached :class:`~jobqueue.telemetry.JobMetrics` (``None`` when off)."""
+        return self._metrics
+
+    @property
     def locks(self) -> KeyedMemoryLockManager | KeyedWorkerLockManager:
         """The lock manager used by ``lock_key`` handlers (created on first use)."""
         if self._locks is None:

@@ -73,3 +73,43 @@ def test_corrupted_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["list", "--db", str(bad)]) == 2
     assert "not a SQLite database" in capsys.readouterr().err
     assert bad.read_bytes() == before
+
+
+def test_metrics_command_serves_prometheus_until_sigterm(db: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
+    cmd = [sys.executable, "-m", "jobqueue", "metrics", "--db", str(db), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        text, deadline = "", time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    text = resp.read().decode()
+                if "jobqueue_queue_length" in text:
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        assert "# TYPE jobqueue_queue_length gauge" in text or "jobqueue_queue_length" in text
+        assert 'jobqueue_queue_length{handler="echo"' in text  # the delayed job is pending
+        assert "process_cpu_time" in text
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert f"127.0.0.1:{port}" in out

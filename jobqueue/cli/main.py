@@ -1,4 +1,4 @@
-"""``python -m jobqueue``: demo, list, show, cancel, stats, check.
+"""``python -m jobqueue``: demo, list, show, cancel, stats, check, metrics.
 
 Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 the command
 failed (unknown job, illegal transition), 2 bad usage or an unusable database.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -43,7 +45,30 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("job")
     with_db("stats", "job counts and lag")
     with_db("check", "integrity check and schema version")
+    met = with_db("metrics", "serve Prometheus metrics until SIGINT/SIGTERM")
+    met.add_argument("--port", type=int, required=True, help="TCP port (0: a free one)")
+    met.add_argument("--addr", default="127.0.0.1", help="bind address (default: loopback)")
+    met.add_argument("--interval", type=float, default=5.0, help="stats refresh, seconds")
     return p
+
+
+async def _serve_metrics(args: argparse.Namespace) -> int:
+    from jobqueue.telemetry import serve_metrics
+
+    async with JobQueueService(args.db, metrics=True) as svc:
+        metrics = svc.metrics
+        assert metrics is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with serve_metrics(args.port, args.addr, registry=metrics.prometheus_registry) as srv:
+            print(f"serving metrics at {srv.url}", flush=True)
+            while not stop.is_set():
+                await svc.refresh_stats()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.interval)
+    return 0
 
 
 def _job_dict(job: Job) -> dict[str, Any]:
@@ -90,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jobqueue: no database file at {args.db}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_serve_metrics(args) if args.cmd == "metrics" else _run(args))
     except JobNotFoundError as exc:
         print(f"jobqueue: {exc}", file=sys.stderr)
         return 1
