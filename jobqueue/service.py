@@ -263,34 +263,7 @@ class JobQueueService(HandlerLayer):
                 out.append(old)
                 continue
             added += 1
-            out.append(
-                Job(
-                    row.id,
-                    row.handler,
-                    TaskStatus.PENDING,
-                    payload,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    row.session_id,
-                    row.description,
-                    row.priority,
-                    0,
-                    row.max_retries,
-                    row.timeout,
-                    row.run_at,
-                    row.idempotency_key,
-                    None,
-                    row.created_at,
-                    row.created_at,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-            )
+            out.append(row.as_pending(payload))
             pending[row.handler or ""] += 1
             if self.hooks.wants(HookKind.SUBMITTED):
                 self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))

@@ -106,6 +106,35 @@ class NewJob:
     description: str | None = None
     owner: str | None = None
 
+    def as_pending(self, payload: Any) -> Job:
+        """The :class:`Job` this row is once inserted (``payload`` as the caller gave it)."""
+        return Job(
+            id=self.id,
+            handler=self.handler,
+            status=TaskStatus.PENDING,
+            payload=payload,
+            result=None,
+            error=None,
+            error_type=None,
+            traceback=None,
+            reason=None,
+            session_id=self.session_id,
+            description=self.description,
+            priority=self.priority,
+            attempt=0,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+            run_at=self.run_at,
+            idempotency_key=self.idempotency_key,
+            owner=None,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            started_at=None,
+            completed_at=None,
+            report_path=None,
+            workspace=None,
+        )
+
     def params(self) -> tuple[Any, ...]:
         """Parameters for :data:`_INSERT`."""
         started = self.created_at if self.status is TaskStatus.RUNNING else None
