@@ -30,8 +30,21 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict", "jobqueue")
 
 
+BENCH_SCRIPTS = ("throughput", "recovery")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (JSON lines on stdout)."""
+    """Run the benchmarks (JSON lines on stdout).
+
+    ``nox -s bench -- [--quick]`` runs throughput.py then recovery.py;
+    ``nox -s bench -- recovery --repeat 3`` runs one script with its own options.
+    """
     session.install("-e", ".")
-    session.run("python", "bench/throughput.py", *session.posargs)
+    args = list(session.posargs)
+    if args and args[0] in BENCH_SCRIPTS:
+        session.run("python", f"bench/{args[0]}.py", *args[1:])
+        return
+    session.run("python", "bench/throughput.py", *args)
+    if not any(a.startswith("--only") for a in args):  # a throughput.py selection: that only
+        session.run("python", "bench/recovery.py", *[a for a in args if a == "--quick"])

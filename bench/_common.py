@@ -26,6 +26,7 @@ __all__ = [
     "SCHEMA",
     "count_statuses",
     "emit",
+    "figure",
     "log",
     "mem_snapshot",
     "percentile",
@@ -93,6 +94,43 @@ def emit(record: dict[str, Any]) -> None:
     """Print one figure as one JSON line on stdout."""
     sys.stdout.write(json.dumps(record, separators=(", ", ": ")) + "\n")
     sys.stdout.flush()
+
+
+def figure(
+    name: str,
+    value: float | None,
+    unit: str,
+    target: float,
+    *,
+    baseline: str | None = None,
+    baseline_value: float | None = None,
+    higher_is_better: bool = False,
+    ok: bool = True,
+) -> dict[str, Any]:
+    """The fields that make a JSON line a figure with a target (see ``bench/README.md``).
+
+    ``ratio`` is ``value / baseline_value`` (``None`` without a baseline);
+    ``meets_target`` compares ``value`` with ``target`` and is false when
+    ``ok`` is false (the run did not do what it was measuring, e.g. a
+    verification failed) and ``None`` when there is no value.
+    """
+    ratio = None
+    if value is not None and baseline_value:
+        ratio = round(value / baseline_value, 3)
+    meets: bool | None = None
+    if value is not None:
+        meets = ok and (value >= target if higher_is_better else value <= target)
+    return {
+        "figure": name,
+        "value": value,
+        "unit": unit,
+        "target": target,
+        "target_is": "min" if higher_is_better else "max",
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "ratio": ratio,
+        "meets_target": meets,
+    }
 
 
 def log(message: str) -> None:

@@ -6,7 +6,7 @@ They are control flow, not errors, so they do not subclass
 
 from __future__ import annotations
 
-__all__ = ["Cancel", "Retry"]
+__all__ = ["Cancel", "Interrupt", "Retry"]
 
 
 class Retry(Exception):
@@ -23,3 +23,18 @@ class Retry(Exception):
 
 class Cancel(Exception):
     """End this job now with status ``cancelled`` (no retry)."""
+
+
+class Interrupt(BaseException):
+    """Raised inside a handler at ``await ctx.checkpoint()`` after ``stop()`` or ``pause()``.
+
+    A ``BaseException`` (like ``CancelledError``) so that a handler's
+    ``except Exception`` does not swallow it. Handlers should let it propagate.
+
+    Attributes:
+        kind: ``"stop"`` or ``"pause"``.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"job {kind} requested")

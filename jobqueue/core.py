@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 from jobqueue.errors import JobQueueError, ServiceClosedError
 from jobqueue.events import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
+from jobqueue.limits import Limiter, Limits
 from jobqueue.registry import Registry
 from jobqueue.runner import Handler, Runner
 from jobqueue.scheduler import Scheduler
@@ -25,8 +26,10 @@ from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import MEMORY, Database
 from jobqueue.store.initlock import init_lock
 from jobqueue.store.jobs import Claimed, Outcome
+from jobqueue.store.recovery import SweepResult
 from jobqueue.store.schema import apply_migrations
 from jobqueue.store.writer import Writer
+from jobqueue.supervisor import Supervisor, recover_on_open
 
 __all__ = ["ServiceCore"]
 
@@ -50,6 +53,7 @@ class ServiceCore:
         self._opts = opts
         self.hooks = Hooks()
         self._handlers: dict[str, Handler] = {}
+        self._limits: dict[str, Limits] = {}
         self._registry = Registry(
             queue_size=opts["queue_size"],
             retention=opts["retention"],
@@ -68,6 +72,9 @@ class ServiceCore:
         self._runner: Runner | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._checkpointer: Checkpointer | None = None
+        self._supervisor: Supervisor | None = None
+        #: What the crash sweep at the last start did.
+        self.recovered = SweepResult()
         self.owner = ""
         self.boot_at: float | None = None
 
@@ -113,6 +120,8 @@ class ServiceCore:
             )
             try:
                 await db.run(apply_migrations, self.path)
+                boot = time.time()
+                self.recovered = await db.run(recover_on_open, self.owner, boot)
                 counts = await db.run(jobs.count_by_status)
                 if not memory:
                     wal = await Database.open(
@@ -124,6 +133,8 @@ class ServiceCore:
         self._db, self._counts = db, Counter(counts)
         self._pending = Counter(await db.run(_pending_by_handler))
         writer = self._writer = Writer(db)
+        if opts["persist_events"]:
+            self._registry.attach_log(writer, db)
         if not memory:
             self._checkpointer = Checkpointer(wal, lambda: writer.batches)
             self._checkpointer.start()
@@ -134,6 +145,8 @@ class ServiceCore:
             owner=self.owner,
             start=self._start_claimed,
             poll_interval=self._poll_interval,
+            limiter=Limiter(self._limits),
+            event_seq=opts["persist_events"],
         )
         self._runner = Runner(
             writer,
@@ -143,9 +156,11 @@ class ServiceCore:
             release=scheduler.release,
             finished=self._runner_finished,
             retried=self._retried,
+            paused=self._paused,
             max_result_bytes=self._max_payload,
             backoff=opts["retry_backoff"],
             backoff_max=opts["retry_backoff_max"],
+            cancel_grace=self._cancel_grace,
         )
         writer.planner = scheduler
         writer.start()
@@ -153,7 +168,17 @@ class ServiceCore:
         self._reaper = asyncio.get_running_loop().create_task(
             self._reap_loop(), name="jobqueue-reaper"
         )
-        self.boot_at = time.time()
+        self.boot_at = boot
+        self._supervisor = Supervisor(
+            db,
+            writer,
+            owner=self.owner,
+            boot_at=boot,
+            poll_interval=self._poll_interval,
+            apply=self._apply_control,
+            swept=self._swept,
+        )
+        self._supervisor.start()
         self._state = "open"
         global _warned_memory
         if self.path == MEMORY and not _warned_memory:
@@ -225,6 +250,8 @@ class ServiceCore:
                 await asyncio.wait([self._reaper])
             for job_id in list(self._registry.entries):
                 await self._registry.cleanup(job_id)
+            if self._supervisor is not None:
+                await self._supervisor.close()
             if self._writer is not None:
                 await self._writer.close()
             if self._checkpointer is not None:
@@ -237,7 +264,7 @@ class ServiceCore:
                     if not fut.done():
                         fut.set_result(None)  # waiters re-check and get ServiceClosedError
             self._db = self._writer = self._scheduler = self._runner = None
-            self._reaper = self._opening = self._checkpointer = None
+            self._reaper = self._opening = self._checkpointer = self._supervisor = None
             self._state = "closed"
 
     async def _drain(self, timeout: float) -> None:
@@ -272,6 +299,8 @@ class ServiceCore:
         self._counts["pending"] -= 1
         self._counts["running"] += 1
         self._pending[claimed.handler] -= 1
+        if self._opts["persist_events"]:
+            self._registry.begin_run(claimed.id, claimed.event_seq)
         entry = self._registry.get(claimed.id)
         task = self._runner.start(claimed)
         if entry is not None:
@@ -287,6 +316,21 @@ class ServiceCore:
         self._pending[handler] += 1
         if self._scheduler is not None:
             self._scheduler.want()
+
+    def _paused(self, job_id: str, handler: str) -> None:
+        self._counts["running"] -= 1
+        self._counts["paused"] += 1
+        self._wake_waiters(job_id)  # pause() waits for this
+
+    def _swept(self, result: SweepResult) -> None:
+        """The watch loop settled a dead process's jobs: recount, and claim them."""
+        if self._scheduler is not None:
+            self._scheduler.want()
+        asyncio.get_running_loop().create_task(self.refresh_stats(), name="jobqueue-recount")
+
+    def _apply_control(self, job_id: str, kind: str) -> None:
+        """A control request for a job of ours came from another process."""
+        raise NotImplementedError
 
     def _uncount(self, status: TaskStatus, handler: str | None) -> None:
         """A job left ``status`` other than by running (e.g. cancelled while pending)."""

@@ -39,6 +39,7 @@ __all__ = [
     "StoreLockedError",
     "StoreReadOnlyError",
     "UnknownHandlerError",
+    "WorkerAppError",
 ]
 
 
@@ -189,6 +190,19 @@ class ServiceClosedError(JobQueueError, RuntimeError):
 
 class EventError(JobQueueError, ValueError):
     """An event name or callback that EventManager cannot register."""
+
+
+class WorkerAppError(JobQueueError):
+    """``python -m jobqueue worker module:attr`` cannot use ``module:attr``.
+
+    The module is missing or failed to import, the attribute is missing, or it
+    is not a :class:`~jobqueue.JobQueueService` (or a function returning one)
+    with handlers registered. The message says which, and what to do.
+    """
+
+    def __init__(self, target: str, message: str) -> None:
+        self.target = target
+        super().__init__(message)
 
 
 # --- store ------------------------------------------------------------------

@@ -14,6 +14,11 @@ Full-queue policy of :class:`EventQueue` (bounded, 10,000 items by default):
 * any other event raises :class:`EventQueueFull` from the synchronous
   ``send_event``; ``await manager.asend(...)`` (and ``ctx.emit``) instead
   waits for room, which applies back-pressure to the producer.
+
+A queue whose events are also in the persisted event log (``backed``) never
+coalesces: when it is full the live copy of a non-terminal event is dropped
+(and counted), and ``service.events()`` reads it from the log instead, so
+every event keeps its own id and nothing is lost or merged.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobqueue import codec
 from jobqueue.errors import EventError, JobQueueError
+
+if TYPE_CHECKING:
+    from jobqueue.store.eventlog import JobLog
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -42,6 +50,7 @@ __all__ = [
     "EventQueueFull",
     "create_default_event_manager",
     "decode_item",
+    "seq_of",
 ]
 
 log = logging.getLogger("jobqueue.events")
@@ -83,6 +92,20 @@ class Event:
         """Seconds the event waited in the queue (get - put)."""
         return self.get_time - self.put_time
 
+    @property
+    def seq(self) -> int:
+        """The event's sequence number within its job (the ``n`` of id ``"<type>-<n>"``)."""
+        return seq_of(self.id)
+
+
+def seq_of(event_id: str) -> int:
+    """The sequence number at the end of an event id such as ``"token-42"``.
+
+    Raises:
+        ValueError: the id does not end with ``-<n>``.
+    """
+    return int(event_id.rpartition("-")[2])
+
 
 def decode_item(item: QueueItem, get_time: float | None = None) -> Event | None:
     """Turn a queue item into an :class:`Event`; ``None`` for the end sentinel."""
@@ -104,6 +127,9 @@ class EventQueue(asyncio.Queue[QueueItem]):
         self.sentinel_taken = False  # ... and a consumer took it
         self.on_consume: Callable[[float], None] | None = None
         self.coalesced = 0
+        #: The events are also in the persisted log: when full, drop instead of coalescing.
+        self.backed = False
+        self.dropped = 0
 
     def _init(self, maxsize: int) -> None:
         self._queue: collections.deque[QueueItem] = collections.deque()
@@ -149,6 +175,9 @@ class EventQueue(asyncio.Queue[QueueItem]):
             super().put_nowait(item)
             self._tail = (event_type, data)
             return
+        if self.backed:  # the log holds it; a merge would give two events one id
+            self.dropped += 1
+            return
         merged = _coalesce(self._tail, event_type, data)
         if merged is None:
             raise EventQueueFull(
@@ -157,7 +186,7 @@ class EventQueue(asyncio.Queue[QueueItem]):
                 "(or ctx.emit) to wait for room, or raise queue_size."
             )
         old_id, _, put_time = self._queue[-1]
-        self._queue[-1] = (old_id, _encode(event_type, merged), put_time)
+        self._queue[-1] = (old_id, _encode(event_type, merged)[1], put_time)
         self._tail = (event_type, merged)
         self.coalesced += 1
 
@@ -179,9 +208,12 @@ def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
     return None
 
 
-def _encode(event_type: str, data: Any) -> bytes:
-    body = codec.encode({"event": event_type, "data": data}, f"{event_type!r} event")
-    return (body + "\n\n").encode("utf-8")
+def _encode(event_type: str, data: Any) -> tuple[str, bytes]:
+    """``(data JSON, queue bytes)``; the bytes equal ``json.dumps({"event": .., "data": ..})``."""
+    text = codec.encode(data, f"{event_type!r} event")
+    head = codec.encode(event_type, "event type")
+    # Built around the data text so the log stores it without a second encoding.
+    return text, f'{{"event":{head},"data":{text}}}\n\n'.encode()
 
 
 class PartialEventCallback(Protocol):
@@ -205,6 +237,10 @@ class EventManager:
         self.strict = strict
         self._warned: set[str] = set()
         self._seq = 0
+        self._log: JobLog | None = None  # kept after the end, for flush()
+        self._logging = False
+        #: Called once when the end sentinel is put (the registry forgets logged entries).
+        self.end_hook: Callable[[], None] | None = None
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -215,6 +251,32 @@ class EventManager:
     def last_seq(self) -> int:
         """Sequence number of the newest event put (event ids end with it)."""
         return self._seq
+
+    @property
+    def log(self) -> JobLog | None:
+        """The persisted log events are (or were, until the end) also appended to."""
+        return self._log
+
+    @property
+    def logging(self) -> bool:
+        """Events are also appended to the persisted log (ids are then log seqs)."""
+        return self._logging
+
+    def attach_log(self, sink: JobLog, last_seq: int) -> None:
+        """Also write every later event to ``sink``, numbering on from ``last_seq``.
+
+        Called before each run of a durable job; ``last_seq`` is the job's
+        highest persisted seq, so ids continue across runs and processes.
+        """
+        self._seq = max(self._seq, last_seq)
+        self._log, self._logging = sink, True
+        if isinstance(self.queue, EventQueue):
+            self.queue.backed = True
+
+    async def flush(self) -> None:
+        """Return once every event sent so far is in the persisted log (no-op without it)."""
+        if self._log is not None:
+            await self._log.flush()
 
     @staticmethod
     def _validate_callback(callback: Callable[..., Any]) -> None:
@@ -249,40 +311,63 @@ class EventManager:
             PayloadError: ``data`` is not JSON.
             EventQueueFull: the queue is full and the event cannot be coalesced.
         """
-        raw = _encode(event_type, data)  # validate in the caller's thread: errors surface there
+        # Validate in the caller's thread: errors surface there.
+        text, raw = _encode(event_type, data)
         loop = self._loop
         if loop is not None and threading.get_ident() != self._thread and not loop.is_closed():
-            loop.call_soon_threadsafe(self._put, event_type, data, raw)
+            loop.call_soon_threadsafe(self._put, event_type, data, text, raw)
         else:
-            self._put(event_type, data, raw)
+            self._put(event_type, data, text, raw)
 
     async def asend(self, event_type: str, data: Any) -> None:
-        """Put one event, waiting for room when the queue is full (back-pressure)."""
-        raw = _encode(event_type, data)
+        """Put one event, waiting for room when the queue is full (back-pressure).
+
+        With the persisted log the log is the buffer: this waits while too many
+        of the job's events are not committed yet, never for a slow consumer.
+        """
+        text, raw = _encode(event_type, data)
         queue = self.queue
+        sink = self._log
+        if sink is not None and self._logging:
+            self._put(event_type, data, text, raw)
+            limit = queue.maxsize if queue is not None and queue.maxsize > 0 else DEFAULT_QUEUE_SIZE
+            if sink.inflight >= limit:
+                await sink.flush()
+            return
         if queue is None or event_type in TERMINAL_EVENTS:
-            self._put(event_type, data, raw)
+            self._put(event_type, data, text, raw)
             return
         self._seq += 1
         # asyncio.Queue.put waits (without polling) until a get() makes room.
         await queue.put((f"{event_type}-{self._seq}", raw, time.time()))
 
-    def _put(self, event_type: str, data: Any, raw: bytes) -> None:
+    def _put(self, event_type: str, data: Any, text: str, raw: bytes) -> None:
         if self.queue is None:
             return
         self._seq += 1
-        item: QueueItem = (f"{event_type}-{self._seq}", raw, time.time())
+        now = time.time()
+        item: QueueItem = (f"{event_type}-{self._seq}", raw, now)
+        sink = self._log
+        if self._logging and sink is not None:
+            sink.append(self._seq, event_type, text, now)
         if isinstance(self.queue, EventQueue):
             self.queue.offer(event_type, data, item)
         else:
             self.queue.put_nowait(item)
 
     def end_stream(self) -> None:
-        """Put the end sentinel ``(None, None, t)`` once; later calls do nothing."""
+        """Put the end sentinel ``(None, None, t)`` once; later calls do nothing.
+
+        The persisted log, if any, takes no events after this.
+        """
         q = self.queue
         if q is None or (isinstance(q, EventQueue) and q.ended):
             return
         q.put_nowait((None, None, time.time()))
+        self._logging = False
+        hook, self.end_hook = self.end_hook, None
+        if hook is not None:
+            hook()
 
     def noop(self, *, data: Any) -> None:
         """What an unknown ``on_*`` name does outside strict mode."""

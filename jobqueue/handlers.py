@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobqueue.context import JobContext
-from jobqueue.errors import InvalidHandlerError
+from jobqueue.errors import InvalidArgumentError, InvalidHandlerError
 from jobqueue.langflow import LangflowLayer
+from jobqueue.limits import Limits, parse_rate
 from jobqueue.runner import Handler
 from jobqueue.store.connection import MEMORY
 from jobqueue.validation import check_id
@@ -35,6 +36,10 @@ class HandlerLayer(LangflowLayer):
         *,
         lock_key: str | Callable[[Any], str] | None = None,
         lock_timeout: float | None = None,
+        concurrency: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        key_concurrency: int = 1,
+        key_rate_limit: tuple[int, float] | None = None,
     ) -> Callable[[H], H]:
         """Decorator registering an ``async def handler(ctx, payload)`` under ``name``.
 
@@ -42,6 +47,16 @@ class HandlerLayer(LangflowLayer):
         runs that share a key take turns, across processes by default (see
         ``locks``); waiting for the lock never blocks the event loop, and
         ``lock_timeout`` fails the run with ``LockTimeout`` (retried if allowed).
+
+        Limits (none by default; jobs held back stay pending in the database):
+
+        - ``concurrency``: at most this many of its jobs run at once in this process.
+        - ``rate_limit=(n, seconds)``: at most ``n`` starts per ``seconds`` in this process.
+        - ``key_concurrency``: at most this many of its jobs sharing one
+          ``concurrency_key`` (given at submit) run at once, across all processes
+          on the database file (default 1: one per user, browser profile, ...).
+        - ``key_rate_limit=(n, seconds)``: at most ``n`` starts per ``seconds`` per
+          ``concurrency_key``, in this process.
         """
         if callable(name):  # used bare: @service.handler
             fn = name
@@ -54,6 +69,10 @@ class HandlerLayer(LangflowLayer):
                 fn,
                 lock_key=lock_key,
                 lock_timeout=lock_timeout,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                key_concurrency=key_concurrency,
+                key_rate_limit=key_rate_limit,
             )
             return fn
 
@@ -66,12 +85,17 @@ class HandlerLayer(LangflowLayer):
         *,
         lock_key: str | Callable[[Any], str] | None = None,
         lock_timeout: float | None = None,
+        concurrency: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        key_concurrency: int = 1,
+        key_rate_limit: tuple[int, float] | None = None,
     ) -> None:
         """Register ``fn`` as the handler called ``name`` (see :meth:`handler`).
 
         Raises:
             InvalidHandlerError: ``fn`` is not an ``async def`` function, or the name is taken.
             InvalidLockKey: a fixed ``lock_key`` that cannot be used.
+            InvalidArgumentError: a limit is out of range.
         """
         check_id(name, "handler name")
         if not asyncio.iscoroutinefunction(fn):
@@ -81,6 +105,17 @@ class HandlerLayer(LangflowLayer):
             )
         if name in self._handlers and self._handlers[name] is not fn:
             raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
+        for label, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise InvalidArgumentError(f"{label} must be an int >= 1, got {value!r}")
+        self._limits[name] = Limits(
+            concurrency,
+            parse_rate(rate_limit, "rate_limit"),
+            key_concurrency,
+            parse_rate(key_rate_limit, "key_rate_limit"),
+        )
         self._handlers[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
         if self._scheduler is not None:
             self._scheduler.want()

@@ -3,6 +3,11 @@
 Only jobs that have a consumer or a running task are here; pending jobs
 live in the database alone. Finished entries are reaped once their end
 sentinel was consumed, or ``retention`` seconds after they finished.
+
+With the persisted event log every running durable job has an entry whose
+manager also appends to the log; such an entry is dropped as soon as its
+stream ends (or at the next reaper pass after a retry or pause), since the
+log holds everything its queue had.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from jobqueue.errors import JobQueueNotFoundError, QueueExistsError
 from jobqueue.events import EventManager, EventQueue, create_default_event_manager
+from jobqueue.store.connection import Database
+from jobqueue.store.eventlog import JobLog
+from jobqueue.store.writer import Writer
 
 __all__ = ["Entry", "QueueData", "Registry"]
 
@@ -64,9 +73,69 @@ class Registry:
         self.retention = retention
         self.strict_events = strict_events
         self.on_consume = on_consume
+        #: The persisted event log's writer and database (see :meth:`attach_log`).
+        self.writer: Writer | None = None
+        self.db: Database | None = None
+        self._runs: dict[str, set[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def attach_log(self, writer: Writer, db: Database) -> None:
+        """Persist durable jobs' events through ``writer`` (the opt-in event log).
+
+        Called by the service once its store is open, only when ``persist_events``
+        is on. ``db`` is where consumers read the log back.
+        """
+        self.writer, self.db = writer, db
+
+    @property
+    def persisting(self) -> bool:
+        """The persisted event log is on (:meth:`attach_log` was called)."""
+        return self.writer is not None
+
+    def begin_run(self, job_id: str, last_seq: int) -> None:
+        """A durable job starts a run; its persisted log already holds ``last_seq`` events.
+
+        Called by the service for every claimed job when ``persist_events`` is on,
+        before the handler runs. The job gets an entry now (so its terminal
+        event is logged even if its handler sends none); its events are
+        numbered on from ``last_seq``. The entry is forgotten as soon as its
+        stream ends: consumers read what they missed from the log.
+        """
+        writer = self.writer
+        if writer is None:
+            return
+        entry = self.ensure(job_id)
+        manager = entry.manager
+        # A later run of a kept entry keeps its log; ids continue past both counts.
+        manager.attach_log(manager.log or JobLog(writer, job_id), last_seq)
+        manager.end_hook = partial(self._ended, job_id, entry)
+        for fut in self._runs.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _ended(self, job_id: str, entry: Entry) -> None:
+        if self.entries.get(job_id) is entry and not entry.langflow:
+            del self.entries[job_id]
+
+    async def wait_run(
+        self, job_id: str, timeout: float, also: asyncio.Future[None] | None = None
+    ) -> None:
+        """Wait until the job starts a run here (:meth:`begin_run`) or ``also`` is done.
+
+        Returns after ``timeout`` seconds at the latest.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        waiters = self._runs.setdefault(job_id, set())
+        waiters.add(fut)
+        try:
+            wanted = [fut] if also is None else [fut, also]
+            await asyncio.wait(wanted, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiters.discard(fut)
+            if not waiters and self._runs.get(job_id) is waiters:
+                del self._runs[job_id]
 
     def _new(self, langflow: bool) -> Entry:
         queue = EventQueue(self.queue_size)
@@ -130,7 +199,12 @@ class Registry:
         out: list[str] = []
         for job_id, entry in list(self.entries.items()):
             if entry.done:
-                if entry.queue.sentinel_taken or (entry.queue.empty() and entry.queue.ended):
+                # A logged entry holds nothing the log lacks: free it on the next pass.
+                if (
+                    entry.manager.logging
+                    or entry.queue.sentinel_taken
+                    or (entry.queue.empty() and entry.queue.ended)
+                ):
                     out.append(job_id)
                 elif entry.cleanup_at is None:
                     entry.cleanup_at = now + self.retention

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobqueue import codec
 from jobqueue.context import JobContext
-from jobqueue.control import Cancel, Retry
+from jobqueue.control import Cancel, Interrupt, Retry
 from jobqueue.errors import JobQueueError
 from jobqueue.events import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
@@ -38,9 +38,16 @@ class Run:
 
     claimed: Claimed
     task: asyncio.Task[None] | None = None
-    #: Why we cancelled the task: "cancel" (user), "shutdown" (close past drain).
+    ctx: JobContext | None = None
+    #: Why we cancelled the task: "cancel" (user), "timeout", "pause", "stop_timeout",
+    #: "shutdown" (close past its drain time).
     cancel_reason: str | None = None
     started: float = field(default_factory=time.time)
+    released: bool = False
+    #: It ignored cancellation past ``cancel_grace``: recorded failed, task left behind.
+    abandoned: bool = False
+    timer: asyncio.TimerHandle | None = None
+    watchdog: asyncio.TimerHandle | None = None
 
 
 class Runner:
@@ -53,12 +60,14 @@ class Runner:
         handlers: dict[str, Handler],
         hooks: Hooks,
         manager_for: Callable[[str], EventManager],
-        release: Callable[[], None],
+        release: Callable[[str], None],
         finished: Callable[[str, Outcome, Any], None],
         retried: Callable[[float, str], None],
+        paused: Callable[[str, str], None],
         max_result_bytes: int,
         backoff: float,
         backoff_max: float,
+        cancel_grace: float,
     ) -> None:
         self._writer = writer
         self._handlers = handlers
@@ -67,10 +76,14 @@ class Runner:
         self._release = release
         self._finished = finished
         self._retried = retried
+        self._paused = paused
         self._max_result = max_result_bytes
         self._backoff = backoff
         self._backoff_max = backoff_max
+        self._cancel_grace = cancel_grace
         self.active: dict[str, Run] = {}
+        #: Jobs abandoned because they ignored cancellation (see ``cancel_grace``).
+        self.unresponsive = 0
         #: Set whenever no job of this runner is running or awaiting its commit.
         self.drained = asyncio.Event()
         self.drained.set()
@@ -80,19 +93,68 @@ class Runner:
         run = Run(claimed)
         self.active[claimed.id] = run
         self.drained.clear()
-        run.task = asyncio.get_running_loop().create_task(
-            self._execute(run), name=f"jobqueue-job-{claimed.id}"
-        )
+        loop = asyncio.get_running_loop()
+        run.task = loop.create_task(self._execute(run), name=f"jobqueue-job-{claimed.id}")
+        if claimed.timeout:
+            run.timer = loop.call_later(claimed.timeout, self.cancel, claimed.id, "timeout")
         return run.task
 
     def cancel(self, job_id: str, reason: str) -> asyncio.Task[None] | None:
-        """Cancel a running job's task; returns it (to await) or None if not here."""
+        """Cancel a running job's task; returns it (to await) or None if not here.
+
+        If the task has not ended ``cancel_grace`` seconds later, the job is
+        abandoned: recorded ``failed`` with reason ``unresponsive``.
+        """
         run = self.active.get(job_id)
-        if run is None or run.task is None:
+        if run is None or run.task is None or run.abandoned:
             return None
-        run.cancel_reason = reason
+        if run.task.done():
+            return run.task
+        if run.cancel_reason is None or reason == "cancel":
+            run.cancel_reason = reason
         run.task.cancel()
+        if run.watchdog is None:
+            run.watchdog = asyncio.get_running_loop().call_later(
+                self._cancel_grace, self._abandon, run
+            )
         return run.task
+
+    def request(self, job_id: str, kind: str) -> Run | None:
+        """Ask a running job to ``stop`` or ``pause`` at its next checkpoint."""
+        run = self.active.get(job_id)
+        if run is None or run.abandoned or run.task is None or run.task.done():
+            return None
+        if run.ctx is not None:
+            run.ctx._request(kind)
+        return run
+
+    def _abandon(self, run: Run) -> None:
+        if run.task is None or run.task.done() or run.abandoned:
+            return
+        run.abandoned = True
+        self.unresponsive += 1
+        c = run.claimed
+        log.error(
+            "job %r (%s) ignored cancellation for %.1fs; abandoning it as failed/unresponsive",
+            c.id,
+            c.handler,
+            self._cancel_grace,
+        )
+        self._give_back(run)
+        out = Outcome(
+            TaskStatus.FAILED,
+            error=f"the job ignored cancellation for {self._cancel_grace:g}s",
+            error_type="Unresponsive",
+            reason="unresponsive",
+        )
+        self._record(run, out, None)
+
+    def _give_back(self, run: Run) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+        if not run.released:
+            run.released = True
+            self._release(run.claimed.handler)
 
     async def _execute(self, run: Run) -> None:
         c = run.claimed
@@ -105,12 +167,20 @@ class Runner:
         try:
             out, value = await self._call(run)
         finally:
-            self._release()
+            if run.watchdog is not None:
+                run.watchdog.cancel()
+            self._give_back(run)
+        if not run.abandoned:
+            self._record(run, out, value)
+
+    def _record(self, run: Run, out: Outcome, value: Any) -> None:
         # The task ends here; the commit callback finishes the job's bookkeeping.
         now = time.time()
         try:
             self._writer.then(
-                jobs.finish, (c.id, out, now), partial(self._recorded, run, out, value, now)
+                jobs.finish,
+                (run.claimed.id, out, now),
+                partial(self._recorded, run, out, value, now),
             )
         except JobQueueError as exc:  # closed under a job that ignored cancellation
             self._recorded(run, out, value, now, False, exc)
@@ -131,6 +201,11 @@ class Runner:
                 c.id,
                 out.status,
             )
+            return
+        if isinstance(stored, Outcome):  # stored differently: its effect failed
+            out, value = stored, None
+        if out.status is TaskStatus.PAUSED:
+            self._paused(c.id, c.handler)
             return
         if out.status is TaskStatus.PENDING:
             self._retried(out.run_at or now, c.handler)
@@ -164,35 +239,45 @@ class Runner:
                 error_type="UnknownHandlerError",
                 reason="unknown_handler",
             ), None
-        ctx = JobContext(c.id, c.handler, c.attempt, self._manager_for)
-        timer = asyncio.timeout(c.timeout) if c.timeout else None
+        ctx = run.ctx = JobContext(c.id, c.handler, c.attempt, self._manager_for)
         try:
-            payload = codec.decode(c.payload)
-            if timer is None:
-                value = await fn(ctx, payload)
-            else:
-                async with timer:
-                    value = await fn(ctx, payload)
+            value = await fn(ctx, codec.decode(c.payload))
+            if run.cancel_reason is not None:  # it swallowed our CancelledError
+                raise asyncio.CancelledError
             text = (
                 "null"
                 if value is None
                 else codec.encode(value, f"result of job {c.id!r}", self._max_result)
             )
-            return Outcome(TaskStatus.COMPLETED, result=text), value
+            return Outcome(TaskStatus.COMPLETED, result=text, effects=tuple(ctx._effects)), value
         except asyncio.CancelledError:
-            if run.cancel_reason == "shutdown":
-                return Outcome(TaskStatus.PENDING, reason="shutdown", run_at=time.time()), None
-            return Outcome(TaskStatus.CANCELLED, reason=run.cancel_reason or "cancelled"), None
+            return self._cancelled(run), None
+        except Interrupt as exc:
+            if exc.kind == "pause":
+                return Outcome(TaskStatus.PAUSED, reason="paused"), None
+            return Outcome(TaskStatus.STOPPED, reason="stopped"), None
         except Cancel as exc:
             return Outcome(TaskStatus.CANCELLED, error=str(exc) or None, reason="handler"), None
-        except TimeoutError as exc:
-            if timer is not None and timer.expired():
-                return self._failure(c, exc, "timeout"), None
-            return self._failure(c, exc, "error"), None
         except Retry as exc:
             return self._failure(c, exc, "retry", exc.delay), None
         except Exception as exc:
             return self._failure(c, exc, "error"), None
+
+    def _cancelled(self, run: Run) -> Outcome:
+        """Map why we cancelled the task to its outcome."""
+        reason = run.cancel_reason
+        if reason == "shutdown":  # close() ran out of drain time: run it again next start
+            return Outcome(
+                TaskStatus.PENDING, reason="shutdown", run_at=time.time(), count_attempt=False
+            )
+        if reason == "timeout":
+            exc = TimeoutError(f"job exceeded its timeout of {run.claimed.timeout:g}s")
+            return self._failure(run.claimed, exc, "timeout")
+        if reason == "pause":
+            return Outcome(TaskStatus.PAUSED, reason="paused")
+        if reason is None or reason == "cancel":
+            reason = "cancelled"
+        return Outcome(TaskStatus.CANCELLED, reason=reason)
 
     def _failure(
         self, c: Claimed, exc: BaseException, reason: str, delay: float | None = None

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from jobqueue.store import jobs
+from jobqueue.limits import Limiter
+from jobqueue.store.claim import claim
 from jobqueue.store.jobs import Claimed
 from jobqueue.store.writer import Writer
 
@@ -36,6 +37,8 @@ class Scheduler:
         owner: str,
         start: Callable[[Claimed], None],
         poll_interval: float,
+        limiter: Limiter,
+        event_seq: bool = False,
     ) -> None:
         self._writer = writer
         self._handlers = handlers
@@ -43,10 +46,13 @@ class Scheduler:
         self._owner = owner
         self._start = start
         self.poll_interval = poll_interval
+        self.limiter = limiter
+        self._event_seq = event_seq
         self.running = 0  # slots taken: running jobs plus a claim in flight
         self._reserved = 0
         self._want = True
         self._next_at: float | None = None
+        self._rate_wake: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._poller: asyncio.Task[None] | None = None
         self.closing = False
@@ -73,12 +79,12 @@ class Scheduler:
         if self.running < self.capacity:
             self._writer.kick()
 
-    def release(self) -> None:
-        """A job gave its slot back."""
+    def release(self, handler: str) -> None:
+        """A job gave its slot back: claim again (a limit may have held jobs back)."""
         self.running -= 1
-        if self._want:
-            self._writer.kick()
-        self._check_idle()
+        self.limiter.ended(handler)
+        self._want = True
+        self._writer.kick()
 
     # -- ClaimPlanner ---------------------------------------------------------
 
@@ -89,9 +95,16 @@ class Scheduler:
         if self.closing or not self._want or free <= 0 or not names:
             return None
         self._want = False
+        req, wake = self.limiter.request(names, free, self._owner, time.time(), self._event_seq)
+        if wake is not None:
+            self._wake_at(wake)  # a rate window frees up then
+            self._rate_wake = wake
+        if req is None:
+            self._check_idle()
+            return None
         self.running += free
         self._reserved = free
-        return partial(jobs.claim, handlers=names, limit=free, owner=self._owner, now=time.time())
+        return partial(claim, req=req)
 
     def claimed(self, result: tuple[list[Claimed], float | None]) -> None:
         """Start the claimed jobs; plan the next wake-up for delayed ones."""
@@ -103,7 +116,9 @@ class Scheduler:
         self._next_at = next_at
         if next_at is not None:
             self._wake_at(next_at)
+        now = time.time()
         for row in rows:
+            self.limiter.started(row.handler, row.concurrency_key, now)
             self._start(row)
         self._check_idle()
 
@@ -126,6 +141,7 @@ class Scheduler:
 
     def _timer_fired(self) -> None:
         self._timer = None
+        self._rate_wake = None
         if not self.closing:
             self.want()
 
@@ -136,5 +152,10 @@ class Scheduler:
                 self.want()
 
     def _check_idle(self) -> None:
-        if self.running == 0 and not self._want and self._next_at is None:
+        if (
+            self.running == 0
+            and not self._want
+            and self._next_at is None
+            and self._rate_wake is None
+        ):
             self.idle.set()

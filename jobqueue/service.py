@@ -10,24 +10,22 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from jobqueue import codec
+from jobqueue import codec, streams
+from jobqueue.controls import ControlLayer
 from jobqueue.errors import (
     InvalidArgumentError,
     JobCancelledError,
     JobFailedError,
-    JobQueueError,
     UnknownHandlerError,
 )
-from jobqueue.events import TERMINAL_EVENTS, Event, EventManager, decode_item
-from jobqueue.handlers import HandlerLayer
+from jobqueue.events import Event, EventManager
 from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.connection import MEMORY
-from jobqueue.store.jobs import Job, NewJob, Outcome
+from jobqueue.store.jobs import Job, NewJob
 from jobqueue.validation import check_id, check_number, parse_status_arg
 
 if TYPE_CHECKING:
@@ -39,7 +37,7 @@ __all__ = ["JobQueueService"]
 log = logging.getLogger("jobqueue.service")
 
 
-class JobQueueService(HandlerLayer):
+class JobQueueService(ControlLayer):
     """Runs jobs in this process and keeps them in a SQLite file.
 
     Args:
@@ -58,6 +56,11 @@ class JobQueueService(HandlerLayer):
         retry_backoff: base delay of exponential retry backoff, in seconds.
         retry_backoff_max: cap of a single backoff delay.
         strict_events: unknown ``on_*`` event names raise instead of warning once.
+        persist_events: also write durable jobs' events to the database, so a consumer
+            can resume after the last event id it saw (``events(job_id, after=...)``),
+            even after the producing process restarted.
+        stop_timeout: seconds ``stop()``/``pause()`` wait for a job to reach a
+            checkpoint before cancelling it.
         metrics: ``True`` records OpenTelemetry metrics with a Prometheus reader (see
             ``serve_metrics``); a :class:`~jobqueue.telemetry.JobMetrics` uses that one.
             Off by default, and then the telemetry packages are not even imported.
@@ -84,6 +87,8 @@ class JobQueueService(HandlerLayer):
         retry_backoff: float = 1.0,
         retry_backoff_max: float = 300.0,
         strict_events: bool = False,
+        persist_events: bool = False,
+        stop_timeout: float = 10.0,
         metrics: JobMetrics | bool = False,
         locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None,
     ) -> None:
@@ -100,6 +105,7 @@ class JobQueueService(HandlerLayer):
             ("retention", retention),
             ("drain_timeout", drain_timeout),
             ("cancel_grace", cancel_grace),
+            ("stop_timeout", stop_timeout),
             ("busy_timeout", busy_timeout),
             ("retry_backoff", retry_backoff),
             ("retry_backoff_max", retry_backoff_max),
@@ -125,6 +131,8 @@ class JobQueueService(HandlerLayer):
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
             strict_events=strict_events,
+            persist_events=bool(persist_events),
+            stop_timeout=stop_timeout,
         )
         self._locks = locks
         self._metrics: JobMetrics | None = None
@@ -153,6 +161,8 @@ class JobQueueService(HandlerLayer):
         session_id: str | None,
         description: str | None,
         now: float,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> NewJob:
         if handler not in self._handlers:
             raise UnknownHandlerError(handler, builtins.list(self._handlers))
@@ -164,6 +174,20 @@ class JobQueueService(HandlerLayer):
         check_number(delay, "delay")
         if idempotency_key is not None:
             check_id(idempotency_key, "idempotency_key")
+        if concurrency_key is not None:
+            check_id(concurrency_key, "concurrency_key")
+            if concurrency_limit is None:
+                concurrency_limit = self._limits[handler].key_concurrency
+            elif (
+                not isinstance(concurrency_limit, int)
+                or isinstance(concurrency_limit, bool)
+                or concurrency_limit < 1
+            ):
+                raise InvalidArgumentError(
+                    f"concurrency_limit must be an int >= 1, got {concurrency_limit!r}"
+                )
+        elif concurrency_limit is not None:
+            raise InvalidArgumentError("concurrency_limit needs a concurrency_key")
         text = codec.encode(payload, "payload", self._max_payload)
         return NewJob(
             uuid.uuid4().hex if job_id is None else check_id(job_id, "job_id"),
@@ -178,6 +202,8 @@ class JobQueueService(HandlerLayer):
             idempotency_key,
             session_id,
             description,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
 
     async def submit(
@@ -193,6 +219,8 @@ class JobQueueService(HandlerLayer):
         idempotency_key: str | None = None,
         session_id: str | None = None,
         description: str | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> Job:
         """Store a new pending job; returns once it is committed.
 
@@ -200,6 +228,8 @@ class JobQueueService(HandlerLayer):
         job that raises is retried up to ``max_retries`` times with
         exponential backoff; ``timeout`` fails a run that takes longer. A
         second submit with the same ``idempotency_key`` returns the first job.
+        At most ``concurrency_limit`` jobs sharing a ``concurrency_key`` run at
+        once across all processes (default: the handler's ``key_concurrency``, 1).
 
         Raises:
             UnknownHandlerError: no handler registered under ``handler``.
@@ -219,6 +249,8 @@ class JobQueueService(HandlerLayer):
             session_id=session_id,
             description=description,
             now=time.time(),
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
         return (await self._insert([row], [payload]))[0]
 
@@ -238,6 +270,8 @@ class JobQueueService(HandlerLayer):
             "delay": 0.0,
             "session_id": None,
             "description": None,
+            "concurrency_key": None,
+            "concurrency_limit": None,
         }
         unknown = set(options) - set(defaults)
         if unknown:
@@ -269,10 +303,6 @@ class JobQueueService(HandlerLayer):
                 self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
         self._counts["pending"] += added
         return out
-
-    async def get(self, job_id: str) -> Job:
-        """The stored job. Raises :class:`~jobqueue.errors.JobNotFoundError`."""
-        return await self._read(jobs.fetch, job_id)
 
     async def list(
         self,
@@ -317,63 +347,13 @@ class JobQueueService(HandlerLayer):
             raise JobFailedError(job.id, job.error, job.reason)
         raise JobCancelledError(job.id, job.status.value)
 
-    async def cancel(self, job_id: str) -> Job:
-        """Cancel a job now: a running one gets ``CancelledError``; ends ``cancelled``.
-
-        Raises:
-            JobNotFoundError: unknown id.
-            InvalidTransition: the job already finished.
-        """
-        writer = await self._ready()
-        task = self._runner_cancel(job_id)
-        if task is not None:
-            await asyncio.wait([task])
-            return await self.get(job_id)
-        job = await self.get(job_id)
-        if job.status is TaskStatus.RUNNING and job.owner not in (None, self.owner):
-            raise JobQueueError(
-                f"job {job_id!r} is running in another process ({job.owner}); cancel it "
-                "from that process"
-            )
-        await writer.write(
-            partial(jobs.set_status, expected=(TaskStatus.PENDING, TaskStatus.PAUSED)),
-            job_id,
-            TaskStatus.CANCELLED,
-        )
-        self._uncount(job.status, job.handler)
-        self._job_finished(
-            job_id, Outcome(TaskStatus.CANCELLED, reason="cancelled"), None, job.handler
-        )
-        return await self.get(job_id)
-
-    async def events(self, job_id: str) -> AsyncIterator[Event]:
+    def events(self, job_id: str, *, after: int | None = None) -> AsyncIterator[Event]:
         """Stream a job's events; ends after its ``end`` or ``error`` event.
 
         A job that already finished yields one final event built from its record.
+        See :func:`jobqueue.streams.stream` (``after`` resumes a persisted log).
         """
-        await self._ready()
-        created = self._registry.get(job_id) is None
-        entry = self._registry.ensure(job_id)
-        try:
-            job = await self.get(job_id)
-        except BaseException:
-            if created and entry.task is None and self._registry.get(job_id) is entry:
-                del self._registry.entries[job_id]
-            raise
-        if job.done and not entry.queue.ended:
-            self._end_events(entry.manager, job.status, job.result, job.error, job.reason)
-            entry.finished = True
-        queue = entry.queue
-        while True:
-            item = await queue.get()
-            event = decode_item(item)
-            if event is None:
-                return
-            yield event
-            if event.type in TERMINAL_EVENTS:
-                if queue.ended and queue.qsize() == 1:
-                    queue.get_nowait()  # the sentinel: lets the reaper free the entry now
-                return
+        return streams.stream(self, job_id, after=after)
 
     async def run_until_idle(self, timeout: float | None = None) -> None:
         """Return once no job for this process's handlers is pending, delayed or running.
@@ -401,6 +381,9 @@ class JobQueueService(HandlerLayer):
             "lag": self._lag,
             "boot_at": self.boot_at,
             "registry": len(self._registry),
+            "unresponsive": self._runner.unresponsive if self._runner else 0,
+            "recovered": self.recovered.total,
+            "owner": self.owner,
             "concurrency": self._concurrency,
             "path": self.path,
         }
@@ -416,7 +399,3 @@ class JobQueueService(HandlerLayer):
 
     def _events_for(self, job_id: str) -> EventManager:
         return self._registry.ensure(job_id).manager
-
-    def _want_claim(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.want()

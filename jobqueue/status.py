@@ -3,7 +3,7 @@
 ::
 
     pending -> running -> completed | failed | cancelled | stopped
-    running <-> paused            pending -> cancelled
+    running <-> paused            pending -> cancelled | stopped
     paused  -> cancelled | stopped
     running -> pending            (only for a retry or crash recovery)
 
@@ -36,7 +36,8 @@ S = TaskStatus
 
 #: The one table of allowed status changes. Everything else is an illegal transition.
 TRANSITIONS: Final[dict[TaskStatus, frozenset[TaskStatus]]] = {
-    S.PENDING: frozenset({S.RUNNING, S.CANCELLED}),
+    # pending -> stopped: stop() on a job waiting (e.g. in retry backoff) ends it, no new run.
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLED, S.STOPPED}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.STOPPED, S.PAUSED, S.PENDING}),
     S.PAUSED: frozenset({S.RUNNING, S.CANCELLED, S.STOPPED}),
     S.COMPLETED: frozenset(),

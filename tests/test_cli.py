@@ -113,3 +113,70 @@ def test_metrics_command_serves_prometheus_until_sigterm(db: Path) -> None:
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert f"127.0.0.1:{port}" in out
+
+
+# -- control commands: cancel, pause, resume, stop -------------------------------------------
+
+
+def test_controls_on_jobs_that_are_not_running(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pause", "--db", str(db), "later-1"]) == 1  # pending: nothing to pause
+    assert "cannot go from 'pending' to 'paused'" in capsys.readouterr().err
+    assert main(["resume", "--db", str(db), "done-1"]) == 1
+    assert "cannot go from 'completed'" in capsys.readouterr().err
+    assert main(["stop", "--db", str(db), "later-1"]) == 0
+    assert capsys.readouterr().out == "later-1 stopped\n"
+    assert main(["stop", "--db", str(db), "nope"]) == 1
+    assert "no job with id 'nope'" in capsys.readouterr().err
+
+
+def test_controls_reach_a_worker_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from _worker_procs import row, submit, wait_status, workers
+
+    db = tmp_path / "jobs.db"
+    with workers(db) as start:
+        w = start()
+        a, b, c = submit(
+            db, ("steps", {"steps": 400}), ("steps", {"steps": 400}), ("sleep", {"seconds": 60})
+        )
+
+        def cli(*argv: str) -> str:
+            assert main([*argv, "--db", str(db)]) == 0
+            return capsys.readouterr().out
+
+        assert cli("pause", a) == f"{a} paused\n"
+        assert row(db, a)["owner"] is None  # a paused job holds no running task
+        assert "resume requested: a worker with its handler claims it" in cli("resume", a)
+        assert wait_status(db, a, "running")["owner"].startswith(f"{w.proc.pid}:")
+        assert cli("stop", b) == f"{b} stopped\n"
+        assert cli("cancel", c) == f"{c} cancelled\n"
+        assert cli("stop", a) == f"{a} stopped\n"
+        w.send(signal.SIGTERM)
+        assert w.wait(20) == 0, w.text()
+
+
+def test_control_of_a_frozen_worker_says_what_happens_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    from _worker_procs import submit, wait_status, workers
+
+    db = tmp_path / "jobs.db"
+    with workers(db) as start:
+        w = start()
+        (job,) = submit(db, ("sleep", {"seconds": 60}))
+        w.send(signal.SIGSTOP)  # alive, but cannot apply the request
+        try:
+            assert main(["cancel", "--db", str(db), job]) == 0
+        finally:
+            w.send(signal.SIGCONT)
+        out = capsys.readouterr().out
+        assert out.startswith(f"{job} running (cancel requested: the worker running it, pid ")
+        assert f"pid {w.proc.pid}," in out
+        wait_status(db, job, "cancelled")

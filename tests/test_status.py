@@ -19,6 +19,8 @@ S = TaskStatus
 EXPECTED = {
     (S.PENDING, S.RUNNING),
     (S.PENDING, S.CANCELLED),
+    # Our one addition to SPEC §3: stop() on a waiting job (e.g. in retry backoff).
+    (S.PENDING, S.STOPPED),
     (S.RUNNING, S.COMPLETED),
     (S.RUNNING, S.FAILED),
     (S.RUNNING, S.CANCELLED),

@@ -14,6 +14,8 @@ import gzip
 import inspect
 import math
 import socket
+import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -117,9 +119,16 @@ def run_job(
     run_s: float | None = 0.3,
     error_type: str | None = None,
     reason: str | None = None,
+    retried: str | None = None,
 ) -> None:
-    """Emit the records the service emits for one job (run_s=None: never started)."""
+    """Emit the records the service emits for one job (run_s=None: never started).
+
+    ``retried``: the error type of a first attempt that failed and was retried.
+    """
     hooks.emit(Lifecycle(K.SUBMITTED, job_id, handler))
+    if retried is not None:
+        hooks.emit(Lifecycle(K.STARTED, job_id, handler, wait_s=0.01))
+        hooks.emit(Lifecycle(K.RETRYING, job_id, handler, error_type=retried))
     if run_s is not None:
         hooks.emit(Lifecycle(K.STARTED, job_id, handler, wait_s=wait_s))
     hooks.emit(
@@ -144,7 +153,7 @@ def test_scrape_reports_each_metric_with_its_type_labels_and_values(
     run_job(hooks, "c2", "email", "cancelled", run_s=0.5)  # cancelled while running
     # a retry: started, failed once, back to pending, then completed
     hooks.emit(Lifecycle(K.SUBMITTED, "r1", "email"))
-    hooks.emit(Lifecycle(K.STARTED, "r1", "email", wait_s=0.001))
+    hooks.emit(Lifecycle(K.STARTED, "r1", "email", wait_s=0.005))
     hooks.emit(Lifecycle(K.RETRYING, "r1", "email", error_type="ConnectionError", reason="error"))
     hooks.emit(Lifecycle(K.STARTED, "r1", "email", wait_s=1.5))
     # one job still running and one still pending
@@ -185,28 +194,30 @@ def test_scrape_reports_each_metric_with_its_type_labels_and_values(
     assert wait.type == "histogram"
     assert samples(wait, "_count") == {L(handler="email"): 6, L(handler="resize"): 2}
     assert samples(wait, "_sum")[L(handler="email")] == pytest.approx(
-        0.003 + 0.05 + 0.02 + 0.001 + 1.5 + 0.2
+        0.003 + 0.05 + 0.02 + 0.005 + 1.5 + 0.2
     )
     email_buckets = {
         dict(k)["le"]: v for k, v in samples(wait, "_bucket").items() if ("handler", "email") in k
     }
     assert [float(le) for le in email_buckets] == [*JOB_BUCKETS, math.inf]
-    assert email_buckets["0.001"] == 1  # 0.001 is inclusive
-    assert email_buckets["0.005"] == 2
-    assert email_buckets["0.25"] == 5
+    assert email_buckets["0.005"] == 2  # 0.003 and 0.005: a bound is inclusive
+    assert email_buckets["0.025"] == 3
+    assert email_buckets["0.5"] == 5
     assert email_buckets["2.5"] == email_buckets["+Inf"] == 6
 
     duration = fams["jobqueue_job_duration_seconds"]
     assert duration.type == "histogram"
-    assert samples(duration, "_count") == {
-        L(handler="email", status="completed"): 2,
-        L(handler="email", status="cancelled"): 1,
-        L(handler="resize", status="failed"): 2,
-    }  # the job cancelled while pending never ran: no duration
-    assert samples(duration, "_sum")[L(handler="email", status="completed")] == pytest.approx(45.2)
+    # by handler only: the status is on jobs_finished, and a status label here
+    # would multiply the largest family of the scrape by four
+    assert samples(duration, "_count") == {L(handler="email"): 3, L(handler="resize"): 2}
+    # the job cancelled while pending never ran: no duration
+    assert samples(duration, "_sum")[L(handler="email")] == pytest.approx(45.7)
     long_job = samples(duration, "_bucket")
-    assert long_job[L(handler="email", status="completed", le="30.0")] == 1
-    assert long_job[L(handler="email", status="completed", le="60.0")] == 2
+    assert long_job[L(handler="email", le="0.5")] == 2
+    assert long_job[L(handler="email", le="10.0")] == 2
+    assert long_job[L(handler="email", le="60.0")] == 3
+    assert long_job[L(handler="resize", le="0.025")] == 1
+    assert long_job[L(handler="resize", le="2.5")] == 2
 
     events = fams["jobqueue_event_queue_time_seconds"]
     assert events.type == "histogram"
@@ -214,7 +225,9 @@ def test_scrape_reports_each_metric_with_its_type_labels_and_values(
     ev_buckets = samples(events, "_bucket")
     assert [float(dict(k)["le"]) for k in ev_buckets] == [*EVENT_BUCKETS, math.inf]
     assert ev_buckets[L(le="0.001")] == 1
-    assert ev_buckets[L(le="0.005")] == 2
+    assert ev_buckets[L(le="0.01")] == 2
+    assert ev_buckets[L(le="0.1")] == 2
+    assert ev_buckets[L(le="1.0")] == 3
 
     cpu = fams["process_cpu_time_seconds"]
     assert cpu.type == "counter"
@@ -304,34 +317,48 @@ def test_labels_stay_bounded(metrics: JobMetrics, hooks: Hooks, server: MetricsS
 def test_a_scrape_stays_small_after_10k_jobs(
     metrics: JobMetrics, hooks: Hooks, server: MetricsServer
 ) -> None:
+    handlers = ("email", "resize", "report")
     statuses = ("completed", "failed", "cancelled", "stopped")
     errors = ("ValueError", "TimeoutError", "KeyError")
 
     def run(start: int, stop: int) -> None:
         for i in range(start, stop):
-            status = statuses[(i // 5) % 4]
+            job_id, handler, status = f"job-{i:06d}", handlers[i % 3], statuses[(i // 5) % 4]
+            error = errors[(i // 20) % 3]
             run_job(
-                hooks, f"job-{i:06d}", f"handler_{i % 5}", status,
-                wait_s=(i % 97) / 10, run_s=(i % 89) / 3,
-                error_type=errors[i % 3] if status == "failed" else None,
+                hooks, job_id, handler, status,
+                wait_s=(i % 97) / 10, run_s=(i % 89) ** 2 / 10,  # 0 .. 9.6 s and 0 .. 774 s
+                error_type=error if status == "failed" else None,
+                retried=error if i % 7 == 0 else None,
             )  # fmt: skip
+            hooks.emit(Lifecycle(K.EVENT_CONSUMED, wait_s=(i % 13) / 1000))
 
     run(0, 1_000)
     _, text_1k = scrape(server)
     run(1_000, 10_000)
     wire, text = scrape(server, compressed=True)
     fams = {f.name: f for f in text_string_to_metric_families(text.decode())}
-    assert sum(samples(fams["jobqueue_jobs_finished"], "_total").values()) == 10_000
+    finished = samples(fams["jobqueue_jobs_finished"], "_total")
+    assert sum(finished.values()) == 10_000
+    assert len(finished) == 12  # every handler x status
+    assert len(samples(fams["jobqueue_job_errors"], "_total")) == 9  # every handler x error
+    for name in ("jobqueue_job_wait_time_seconds", "jobqueue_job_duration_seconds"):
+        assert len(samples(fams[name], "_count")) == 3  # one series per handler
+        assert len(samples(fams[name], "_bucket")) == 3 * (len(JOB_BUCKETS) + 1)
+    assert samples(fams["jobqueue_event_queue_time_seconds"], "_count") == {L(): 10_000}
+    for name in ("jobqueue_queue_length", "jobqueue_jobs_active"):
+        assert samples(fams[name]) == {L(handler=h): 0 for h in handlers}
 
-    # what Prometheus transfers (it always asks for gzip) stays under 10 KiB ...
-    assert len(wire) < 10 * 1024, len(wire)
+    # the plain text exposition stays under 10 KiB (gzip, which Prometheus asks
+    # for, sends about a tenth of it) ...
+    assert len(text) < 10 * 1024, len(text)
+    assert len(wire) < len(text) / 4, len(wire)
 
-    # ... and the exposition does not grow with the number of jobs: same series
+    # ... and does not grow with the number of jobs: the same series as at 1,000
     def series(t: bytes) -> list[str]:
         return [line.rsplit(" ", 1)[0] for line in t.decode().splitlines()]
 
     assert series(text) == series(text_1k)
-    assert len(text) < 40 * 1024, len(text)
     assert "job-0" not in text.decode()
 
 
@@ -499,7 +526,7 @@ def test_works_with_a_given_meter_provider(hooks: Hooks) -> None:
     assert got["jobqueue.job.duration"].unit == "s"
     point: Any = got["jobqueue.job.duration"].data.data_points[0]
     assert tuple(point.explicit_bounds) == JOB_BUCKETS  # the advisory boundaries
-    assert dict(point.attributes) == {"handler": "h", "status": "failed"}
+    assert dict(point.attributes) == {"handler": "h"}
     errors: Any = got["jobqueue.job.errors"].data.data_points[0]
     assert errors.value == 1
     m.shutdown()
@@ -717,32 +744,146 @@ async def test_end_to_end_with_the_service(tmp_path: Any, registry: CollectorReg
     duration = fams["jobqueue_job_duration_seconds"]
     counts = samples(duration, "_count")
     assert counts == {
-        L(handler="stream", status="completed"): 1,
-        L(handler="ok", status="completed"): 3,
-        L(handler="boom", status="failed"): 1,
-        L(handler="slow", status="failed"): 1,
-        L(handler="slow", status="cancelled"): 1,  # only the one that was running
+        L(handler="stream"): 1,
+        L(handler="ok"): 3,
+        L(handler="boom"): 1,  # the last attempt: a retried one does not finish
+        L(handler="slow"): 2,  # the timed-out one and the one cancelled while running
     }
     sums = samples(duration, "_sum")
-    assert sums[L(handler="stream", status="completed")] >= 0.03  # three 10 ms sleeps
-    assert sums[L(handler="slow", status="failed")] == pytest.approx(0.05, abs=0.5)
+    assert sums[L(handler="stream")] >= 0.03  # three 10 ms sleeps
+    assert 0.05 <= sums[L(handler="slow")] < 10  # the 50 ms timeout, then a cancel
     assert samples(fams["jobqueue_event_queue_time_seconds"], "_count")[L()] >= 4
     assert samples(fams["process_cpu_time_seconds"], "_total")[L(cpu_mode="user")] > 0
 
 
+async def test_queue_length_reads_the_services_live_pending_counts(
+    tmp_path: Any, registry: CollectorRegistry
+) -> None:
+    from jobqueue.service import JobQueueService
+
+    metrics = JobMetrics(prometheus_registry=registry)
+    release, all_started, running = asyncio.Event(), asyncio.Event(), [0]
+    async with JobQueueService(str(tmp_path / "jobs.db"), metrics=metrics) as svc:
+
+        @svc.handler("email")
+        async def email(ctx: Any, payload: Any) -> None:
+            running[0] += 1
+            if running[0] == 3:
+                all_started.set()
+            await release.wait()
+
+        @svc.handler("resize")
+        async def resize(ctx: Any, payload: Any) -> None:
+            return None
+
+        with serve_metrics(0, registry=registry) as server:
+
+            async def scrape_now() -> dict[str, Any]:
+                return await asyncio.to_thread(families, server)
+
+            delayed = [await svc.submit("email", {"i": i}, delay=2.0) for i in range(3)]
+            delayed += [await svc.submit("resize", {"i": i}, delay=2.0) for i in range(2)]
+            fams = await scrape_now()
+            # nothing has run: the gauge is the service's live count, not a tally
+            assert samples(fams["jobqueue_queue_length"]) == {
+                L(handler="email"): 3,
+                L(handler="resize"): 2,
+            }
+            assert "jobqueue_jobs_finished" not in fams
+
+            for job in delayed[3:]:
+                await svc.wait(job.id, timeout=20)
+            await asyncio.wait_for(all_started.wait(), 20)  # the email jobs run and block
+            fams = await scrape_now()
+            assert samples(fams["jobqueue_queue_length"]) == {
+                L(handler="email"): 0,
+                L(handler="resize"): 0,
+            }
+            assert samples(fams["jobqueue_jobs_active"]) == {
+                L(handler="email"): 3,
+                L(handler="resize"): 0,
+            }
+
+            release.set()
+            for job in delayed[:3]:
+                await svc.wait(job.id, timeout=20)
+            fams = await scrape_now()
+            assert set(samples(fams["jobqueue_queue_length"]).values()) == {0}
+            assert set(samples(fams["jobqueue_jobs_active"]).values()) == {0}
+            assert samples(fams["jobqueue_jobs_finished"], "_total") == {
+                L(handler="email", status="completed"): 3,
+                L(handler="resize", status="completed"): 2,
+            }
+            wait = samples(fams["jobqueue_job_wait_time_seconds"], "_sum")
+            assert all(0 <= w < 5 * 2 for w in wait.values())  # waits count from run_at
+    metrics.shutdown()
+
+
+def test_scrapes_from_another_thread_while_recording_lose_nothing(
+    metrics: JobMetrics, hooks: Hooks, registry: CollectorRegistry
+) -> None:
+    # the loop thread writes the aggregates while the scraping thread reads
+    # copies of them: a scrape must never see a counter go back or lose a record
+    stop, scraped = threading.Event(), threading.Event()
+    seen: list[float] = []
+
+    def scraper() -> None:
+        while not stop.is_set():
+            text = generate_latest(registry).decode()
+            fams = {f.name: f for f in text_string_to_metric_families(text)}
+            if "jobqueue_jobs_finished" in fams:
+                seen.append(sum(samples(fams["jobqueue_jobs_finished"], "_total").values()))
+            scraped.set()
+
+    thread = threading.Thread(target=scraper)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: reads and writes interleave
+    thread.start()
+    try:
+        for i in range(5_000):
+            run_job(hooks, f"j{i}", f"h{i % 3}", "completed", retried="E" if i % 50 == 0 else None)
+            if i % 500 == 499:  # and at least one scrape per 500 jobs
+                assert scraped.wait(10)
+                scraped.clear()
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert len(seen) >= 10
+    assert seen == sorted(seen)  # a counter never goes back
+    fams = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert sum(samples(fams["jobqueue_jobs_finished"], "_total").values()) == 5_000
+    assert sum(samples(fams["jobqueue_job_wait_time_seconds"], "_count").values()) == 5_100
+    assert sum(samples(fams["jobqueue_job_errors"], "_total").values()) == 100
+    assert set(samples(fams["jobqueue_jobs_active"]).values()) == {0}
+    assert set(samples(fams["jobqueue_queue_length"]).values()) == {0}
+
+
+def test_a_record_that_cannot_be_recorded_is_logged_and_skipped(
+    metrics: JobMetrics, hooks: Hooks, server: MetricsServer, caplog: Any
+) -> None:
+    run_job(hooks, "1", "h", "completed")
+    hooks.emit(Lifecycle(K.STARTED, "2", ["not", "hashable"], wait_s=0.1))  # type: ignore[arg-type]
+    run_job(hooks, "3", "h", "completed")
+    assert samples(families(server)["jobqueue_jobs_finished"], "_total") == {
+        L(handler="h", status="completed"): 2
+    }
+    assert "lifecycle subscriber" in caplog.text  # the bus logs it; jobs go on
+
+
 def test_histogram_tally_matches_the_sdk_histogram() -> None:
-    values = [0.0, 0.001, 0.0011, 0.005, 0.3, 1.0, 7.5, 59.9, 600.0, 601.0, 10_000.0, 0.02]
+    values = [0.0, 0.001, 0.005, 0.0051, 0.025, 0.02, 0.3, 2.5, 7.5, 60.0, 300.0, 301.0, 1e4]
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     spec = JOBQUEUE_METRICS["jobqueue.job.duration"]
     sdk = provider.get_meter("test").create_histogram(
         spec.name, spec.unit, explicit_bucket_boundaries_advisory=spec.buckets
     )
-    tally = HistogramTally(spec, ("handler", "status"))
+    tally = HistogramTally(spec, ("handler",))
     assert tally.to_metric() is None
     for v in values:
-        sdk.record(v, {"handler": "h", "status": "completed"})
-        tally.record(("h", "completed"), v)
+        sdk.record(v, {"handler": "h"})
+        tally.record(("h",), v)
     data = reader.get_metrics_data()
     assert data is not None
     expected: Any = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points[0]
@@ -754,8 +895,8 @@ def test_histogram_tally_matches_the_sdk_histogram() -> None:
         assert getattr(got, field) == getattr(expected, field), field
     assert list(got.bucket_counts) == list(expected.bucket_counts)
     assert list(got.explicit_bounds) == list(expected.explicit_bounds)
-    with pytest.raises(MetricLabelError, match="got 1 label values"):
-        tally.record(("h",), 1.0)
+    with pytest.raises(MetricLabelError, match="got 2 label values"):
+        tally.record(("h", "completed"), 1.0)
     with pytest.raises(ValueError, match="not a histogram"):
         HistogramTally(JOBQUEUE_METRICS["jobqueue.jobs.finished"])
     provider.shutdown()

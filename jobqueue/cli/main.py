@@ -1,4 +1,4 @@
-"""``python -m jobqueue``: demo, list, show, cancel, stats, check, metrics.
+"""``python -m jobqueue``: demo, worker, list, show, cancel, pause, resume, stop, stats, ...
 
 Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 the command
 failed (unknown job, illegal transition), 2 bad usage or an unusable database.
@@ -17,11 +17,26 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from jobqueue.cli.worker import add_worker_parser
 from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.store.jobs import Job
 
 __all__ = ["entrypoint", "main"]
+
+#: The control commands and their help; each calls the service method of that name.
+CONTROLS = {
+    "cancel": "cancel a job now (a running one is interrupted)",
+    "pause": "pause a job (a running one stops at its next checkpoint)",
+    "resume": "resume a paused job",
+    "stop": "stop a job gracefully (its current step finishes, then it ends stopped)",
+}
+#: What a control request does when the job still shows as running in another process.
+_PENDING_NOTE = {
+    "cancel": "it is cancelled",
+    "pause": "it is paused",
+    "stop": "it stops after its current step",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run a short showcase (about 5 s)")
     demo.add_argument("--db", help="database file to use (default: a temporary file)")
+    add_worker_parser(sub)
 
     def with_db(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
@@ -41,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     show = with_db("show", "show one job")
     show.add_argument("job")
-    cancel = with_db("cancel", "cancel a pending or paused job")
-    cancel.add_argument("job")
+    for name, help_ in CONTROLS.items():
+        with_db(name, help_).add_argument("job")
     with_db("stats", "job counts and lag")
     with_db("check", "integrity check and schema version")
     met = with_db("metrics", "serve Prometheus metrics until SIGINT/SIGTERM")
@@ -89,9 +105,9 @@ async def _run(args: argparse.Namespace) -> int:
                     )
         elif args.cmd == "show":
             print(json.dumps(_job_dict(await svc.get(args.job)), indent=2))
-        elif args.cmd == "cancel":
-            job = await svc.cancel(args.job)
-            print(f"{job.id} {job.status}")
+        elif args.cmd in CONTROLS:
+            job = await _control(svc, args.cmd, args.job)
+            print(_control_line(svc, args.cmd, job))
         elif args.cmd == "stats":
             await svc.refresh_stats()
             print(json.dumps(svc.stats(), indent=2))
@@ -104,6 +120,31 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _control(svc: JobQueueService, cmd: str, job_id: str) -> Job:
+    """Call ``svc.<cmd>(job_id)``; ``stop`` needs the id (without one it closes the service)."""
+    method = getattr(svc, cmd)
+    job: Job = await method(job_id)
+    return job
+
+
+def _control_line(svc: JobQueueService, cmd: str, job: Job) -> str:
+    """``"<id> <status>"``, plus what happens next when the request is not applied yet."""
+    line = f"{job.id} {job.status}"
+    if cmd == "resume" and job.status == "paused":
+        return line + (
+            " (resume requested: a worker with its handler claims it like a due pending job "
+            f"within its poll interval; `show {job.id}` tells when)"
+        )
+    owner = job.owner
+    if job.status == "running" and owner is not None and owner != svc.owner:
+        pid = owner.split(":", 1)[0]
+        line += (
+            f" ({cmd} requested: the worker running it, pid {pid}, applies it within its "
+            f"poll interval, then {_PENDING_NOTE[cmd]}; `show {job.id}` tells when)"
+        )
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; returns the exit code (tests call this)."""
     args = _parser().parse_args(argv)
@@ -111,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobqueue.cli.demo import run_demo
 
         return run_demo(args.db)
+    if args.cmd == "worker":
+        from jobqueue.cli.worker import run_worker_command
+
+        return run_worker_command(args)
     if not Path(args.db).exists():
         print(f"jobqueue: no database file at {args.db}", file=sys.stderr)
         return 2

@@ -157,6 +157,13 @@ class Database:
             return
         # Finish even if our caller is cancelled: a half-closed connection leaks a thread.
         await asyncio.shield(aconn.close())
+        # aiosqlite resolves close() just before its thread leaves its loop; wait for
+        # the exit without blocking the event loop, so "closed" means "no thread".
+        thread = getattr(aconn, "_thread", None)
+        for _ in range(1000):
+            if thread is None or not thread.is_alive():
+                break
+            await asyncio.sleep(0.001)
 
     def __del__(self) -> None:
         if getattr(self, "_aconn", None) is not None:

@@ -7,6 +7,7 @@ in autocommit mode. Every statement is parameterised.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -23,7 +24,6 @@ __all__ = [
     "Job",
     "NewJob",
     "Outcome",
-    "claim",
     "count_by_status",
     "fetch",
     "finish",
@@ -37,7 +37,8 @@ COLUMNS: Final = (
     "id, handler, status, payload, result, error_message, error_type, traceback, reason, "
     "session_id, description, "
     "priority, attempt, max_retries, timeout, run_at, idempotency_key, owner, "
-    "created_at, updated_at, started_at, completed_at, report_path, workspace"
+    "created_at, updated_at, started_at, completed_at, report_path, workspace, "
+    "concurrency_key, concurrency_limit, control"
 )
 
 
@@ -69,6 +70,10 @@ class Job:
     completed_at: float | None
     report_path: str | None
     workspace: str | None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    #: A control request (cancel/stop/pause/resume) not yet applied by the owner.
+    control: str | None = None
 
     @property
     def done(self) -> bool:
@@ -105,6 +110,8 @@ class NewJob:
     session_id: str | None = None
     description: str | None = None
     owner: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     def as_pending(self, payload: Any) -> Job:
         """The :class:`Job` this row is once inserted (``payload`` as the caller gave it)."""
@@ -133,6 +140,8 @@ class NewJob:
             completed_at=None,
             report_path=None,
             workspace=None,
+            concurrency_key=self.concurrency_key,
+            concurrency_limit=self.concurrency_limit,
         )
 
     def params(self) -> tuple[Any, ...]:
@@ -154,6 +163,8 @@ class NewJob:
             self.session_id,
             self.description,
             self.owner,
+            self.concurrency_key,
+            self.concurrency_limit,
         )
 
 
@@ -169,12 +180,16 @@ class Claimed:
     timeout: float | None
     priority: int
     run_at: float
+    concurrency_key: str | None = None
+    #: Highest persisted event seq of this job (0 if none, or the log is off).
+    event_seq: int = 0
 
 
 _INSERT: Final = (
     "INSERT INTO jobs (id, handler, payload, status, created_at, updated_at, started_at, "
-    "run_at, priority, max_retries, timeout, idempotency_key, session_id, description, owner) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "run_at, priority, max_retries, timeout, idempotency_key, session_id, description, owner, "
+    "concurrency_key, concurrency_limit) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -286,31 +301,77 @@ class Outcome:
     reason: str | None = None
     #: For ``status == pending`` (a retry): when to run again.
     run_at: float | None = None
+    #: For a retry: whether this run counts against ``max_retries`` (not on shutdown).
+    count_attempt: bool = True
+    #: ``(fn, args)`` written in the same transaction as a ``completed`` outcome.
+    effects: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
 
 
-def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> bool:
-    """Record how a running/paused job ended; False if someone else changed it first.
+def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> bool | Outcome:
+    """Record how a running job ended; False if someone else changed it first.
 
-    A ``pending`` outcome is a retry: the attempt is counted and ``run_at`` set.
+    A ``pending`` outcome is a retry (``run_at`` set, the attempt counted
+    unless ``count_attempt`` is false); ``paused`` keeps the job for
+    ``resume()``. A ``completed`` outcome with effects runs them in this
+    transaction, under a savepoint: if one raises, the job is failed instead
+    and that failed :class:`Outcome` is returned.
     """
     if out.status is TaskStatus.PENDING:
         cur = conn.execute(
-            "UPDATE jobs SET status = 'pending', attempt = attempt + 1, run_at = ?, "
+            "UPDATE jobs SET status = 'pending', attempt = attempt + ?, run_at = ?, "
             "error_message = ?, error_type = ?, traceback = ?, reason = ?, updated_at = ?, "
-            "owner = NULL, heartbeat = NULL WHERE id = ? AND status IN ('running', 'paused')",
-            (out.run_at or now, out.error, out.error_type, out.traceback, out.reason, now, job_id),
+            "owner = NULL, heartbeat = NULL, control = NULL "
+            "WHERE id = ? AND status IN ('running', 'paused')",
+            (
+                int(out.count_attempt),
+                out.run_at or now,
+                out.error,
+                out.error_type,
+                out.traceback,
+                out.reason,
+                now,
+                job_id,
+            ),
         )
         return cur.rowcount == 1
-    return _finish_many(conn, [(job_id, out, now)])[0]
+    if out.status is TaskStatus.PAUSED:
+        cur = conn.execute(
+            "UPDATE jobs SET status = 'paused', reason = ?, updated_at = ?, owner = NULL, "
+            "heartbeat = NULL, control = NULL WHERE id = ? AND status = 'running'",
+            (out.reason, now, job_id),
+        )
+        return cur.rowcount == 1
+    if not out.effects:
+        return _finish_many(conn, [(job_id, out, now)])[0]
+    conn.execute("SAVEPOINT effects")
+    try:
+        done = _finish_many(conn, [(job_id, dataclasses.replace(out, effects=()), now)])
+        if done[0]:
+            for fn, args in out.effects:
+                fn(conn, *args)
+    except Exception as exc:  # the effect failed: keep none of it, fail the job
+        conn.execute("ROLLBACK TO effects")
+        conn.execute("RELEASE effects")
+        failed = Outcome(
+            TaskStatus.FAILED,
+            error=f"effect failed: {type(exc).__name__}: {exc}",
+            error_type=type(exc).__name__,
+            reason="effect_error",
+        )
+        return failed if _finish_many(conn, [(job_id, failed, now)])[0] else False
+    conn.execute("RELEASE effects")
+    return done[0]
 
 
 _FINISH_CHUNK: Final = 3000  # keeps a statement under SQLite's 32766 parameters
 
 
-def _finish_many(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> list[bool]:
+def _finish_many(
+    conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]
+) -> list[bool | Outcome]:
     """Bulk :func:`finish`: terminal outcomes in one statement per chunk; retries alone."""
     done: set[str] = set()
-    terminal = [it for it in items if it[1].status is not TaskStatus.PENDING]
+    terminal = [it for it in items if _bulk(it[1])]
     for start in range(0, len(terminal), _FINISH_CHUNK):
         chunk = terminal[start : start + _FINISH_CHUNK]
         params: list[Any] = []
@@ -330,46 +391,22 @@ def _finish_many(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> 
         rows = conn.execute(
             "UPDATE jobs SET status = v.column2, result = v.column3, error_message = v.column4, "
             "error_type = v.column5, traceback = v.column6, reason = v.column7, "
-            "completed_at = v.column8, updated_at = v.column9, owner = NULL, heartbeat = NULL "
+            "completed_at = v.column8, updated_at = v.column9, owner = NULL, heartbeat = NULL, "
+            "control = NULL "
             f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
             "AND jobs.status IN ('running', 'paused') RETURNING jobs.id",
             params,
         ).fetchall()
         done.update(r[0] for r in rows)
-    return [
-        finish(conn, *it) if it[1].status is TaskStatus.PENDING else it[0] in done for it in items
-    ]
+    return [it[0] in done if _bulk(it[1]) else finish(conn, *it) for it in items]
+
+
+def _bulk(out: Outcome) -> bool:
+    """Terminal outcomes without effects share one bulk statement."""
+    return out.status in TERMINAL and not out.effects
 
 
 finish.many = _finish_many  # type: ignore[attr-defined]
-
-
-def claim(
-    conn: sqlite3.Connection, handlers: Sequence[str], limit: int, owner: str, now: float
-) -> tuple[list[Claimed], float | None]:
-    """Atomically move up to ``limit`` due pending jobs to running for ``owner``.
-
-    Returns the claimed jobs in priority order, and when fewer than ``limit``
-    were due, the ``run_at`` of the next delayed job (or ``None``).
-    """
-    marks = ", ".join("?" * len(handlers))
-    rows = conn.execute(
-        "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ?, owner = ?, "
-        "heartbeat = ? WHERE seq IN (SELECT seq FROM jobs WHERE status = 'pending' "
-        f"AND run_at <= ? AND handler IN ({marks}) ORDER BY priority DESC, run_at, seq LIMIT ?) "
-        "RETURNING id, handler, payload, attempt, max_retries, timeout, priority, run_at, seq",
-        (now, now, owner, now, now, *handlers, limit),
-    ).fetchall()
-    rows.sort(key=lambda r: (-r[6], r[7], r[8]))
-    claimed = [Claimed(*r[:8]) for r in rows]
-    next_at = None
-    if len(claimed) < limit:
-        row = conn.execute(
-            f"SELECT min(run_at) FROM jobs WHERE status = 'pending' AND handler IN ({marks})",
-            tuple(handlers),
-        ).fetchone()
-        next_at = row[0] if row else None
-    return claimed, next_at
 
 
 def fetch(conn: sqlite3.Connection, job_id: str) -> Job:

@@ -11,16 +11,15 @@ Example:
 
 from __future__ import annotations
 
+from jobqueue.telemetry.aggregates import HistogramTally, Tally
 from jobqueue.telemetry.metrics import EVENT_BUCKETS, JOB_BUCKETS, JOBQUEUE_METRICS, JobMetrics
 from jobqueue.telemetry.prometheus import MetricsServer, PrometheusReader, serve_metrics
 from jobqueue.telemetry.registry import (
     BoundMetrics,
-    HistogramTally,
     LabelValueCap,
     MetricRegistry,
     MetricSpec,
     MetricType,
-    Tally,
 )
 
 __all__ = [

@@ -5,39 +5,37 @@ OpenTelemetry measurements; nothing else in jobqueue records metrics. Live
 state (pending jobs per handler, process CPU and memory) is read by
 observable instruments when the exporter collects, e.g. on a Prometheus scrape
 (which runs on the HTTP server's thread).
+
+The callback runs on every job's hot path, so it is one closure that updates
+plain containers in place (a few dict and list operations per record);
+exporting them is left to collection time.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
-from importlib import metadata
 from types import TracebackType
-from typing import Protocol
 
+from opentelemetry.metrics import Histogram
 from opentelemetry.metrics import MeterProvider as APIMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
+from jobqueue.telemetry.aggregates import COUNTS, HistogramTally, Tally
 from jobqueue.telemetry.prometheus import PrometheusReader
-from jobqueue.telemetry.registry import (
-    BoundMetrics,
-    HistogramTally,
-    LabelValueCap,
-    MetricRegistry,
-    MetricSpec,
-    MetricType,
-    Tally,
-)
+from jobqueue.telemetry.registry import LabelValueCap, MetricRegistry, MetricSpec, MetricType
 
 __all__ = ["EVENT_BUCKETS", "JOBQUEUE_METRICS", "JOB_BUCKETS", "JobMetrics"]
 
-#: Histogram boundaries (seconds) for job wait and run times: 1 ms .. 10 min.
-JOB_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 60.0, 300.0, 600.0)
-#: Histogram boundaries (seconds) for an event's time in its job's queue: 0.1 ms .. 30 s.
-EVENT_BUCKETS = (0.0001, 0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 30.0)
+#: Histogram boundaries (seconds) for job wait and run times: 5 ms .. 5 min, x4-6 apart.
+JOB_BUCKETS = (0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0)
+#: Histogram boundaries (seconds) for an event's time in its job's queue: 1 ms .. 10 s.
+EVENT_BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 _M, _H, _HS = MetricType, frozenset({"handler"}), frozenset({"handler", "status"})
 
@@ -45,43 +43,45 @@ _M, _H, _HS = MetricType, frozenset({"handler"}), frozenset({"handler", "status"
 JOBQUEUE_METRICS = MetricRegistry([
     MetricSpec("jobqueue.queue.length", "Pending jobs", "{job}", _M.OBSERVABLE_GAUGE, _H),
     MetricSpec("jobqueue.jobs.active", "Running jobs", "{job}", _M.OBSERVABLE_UP_DOWN_COUNTER, _H),
-    MetricSpec("jobqueue.job.wait_time", "Time from submit (or run_at) to start", "s",
+    MetricSpec("jobqueue.job.wait_time", "Time from submit or run_at to start", "s",
                _M.HISTOGRAM, _H, buckets=JOB_BUCKETS),
-    MetricSpec("jobqueue.job.duration", "Handler run time", "s", _M.HISTOGRAM, _HS,
+    MetricSpec("jobqueue.job.duration", "Handler run time", "s", _M.HISTOGRAM, _H,
                buckets=JOB_BUCKETS),
-    MetricSpec("jobqueue.jobs.finished", "Jobs finished", "{job}", _M.OBSERVABLE_COUNTER, _HS),
-    MetricSpec("jobqueue.job.errors", "Failed attempts by error type", "{error}",
-               _M.OBSERVABLE_COUNTER, frozenset({"handler", "error_type"})),
-    MetricSpec("jobqueue.event.queue_time", "Time an event spent in its job's queue", "s",
-               _M.HISTOGRAM, buckets=EVENT_BUCKETS),
-    MetricSpec("process.cpu.time", "CPU time of this process", "s", _M.OBSERVABLE_COUNTER,
+    MetricSpec("jobqueue.jobs.finished", "Finished jobs", "{job}", _M.OBSERVABLE_COUNTER, _HS),
+    MetricSpec("jobqueue.job.errors", "Failed attempts", "{error}", _M.OBSERVABLE_COUNTER,
+               frozenset({"handler", "error_type"})),
+    MetricSpec("jobqueue.event.queue_time", "Time events spent queued", "s", _M.HISTOGRAM,
+               buckets=EVENT_BUCKETS),
+    MetricSpec("process.cpu.time", "Process CPU time", "s", _M.OBSERVABLE_COUNTER,
                frozenset({"cpu.mode"})),
-    MetricSpec("process.memory.usage", "Resident memory of this process", "By",
-               _M.OBSERVABLE_GAUGE),
+    MetricSpec("process.memory.usage", "Process resident memory", "By", _M.OBSERVABLE_GAUGE),
 ])  # fmt: skip
 
-_HISTOGRAMS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("jobqueue.job.wait_time", ("handler",)),
-    ("jobqueue.job.duration", ("handler", "status")),
-    ("jobqueue.event.queue_time", ()),
+_WAIT, _DURATION, _EVENT = (
+    "jobqueue.job.wait_time",
+    "jobqueue.job.duration",
+    "jobqueue.event.queue_time",
 )
 _STATUSES = frozenset({"completed", "failed", "cancelled", "stopped"})
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_Observed = list[tuple[float, Mapping[str, str]]]
 
 
 def _version() -> str | None:
-    try:
-        return metadata.version("jobqueue")
-    except metadata.PackageNotFoundError:
-        return None
+    # not importlib.metadata: it loads the email and zipfile packages, and every
+    # module object lengthens each full garbage collection for the process's life
+    import jobqueue
+
+    version: str | None = getattr(jobqueue, "__version__", None)
+    return version
 
 
-def _cpu() -> list[tuple[float, Mapping[str, str]]]:
+def _cpu() -> _Observed:
     t = os.times()
     return [(t.user, {"cpu.mode": "user"}), (t.system, {"cpu.mode": "system"})]
 
 
-def _memory() -> list[tuple[float, Mapping[str, str]]]:
+def _memory() -> _Observed:
     try:  # Linux; elsewhere the gauge reports nothing rather than a wrong figure
         with open("/proc/self/statm", "rb") as f:
             return [(int(f.read().split()[1]) * _PAGE_SIZE, {})]
@@ -89,21 +89,18 @@ def _memory() -> list[tuple[float, Mapping[str, str]]]:
         return []
 
 
-class _Recorder(Protocol):
-    def record_known(self, values: tuple[str, ...], x: float) -> None: ...
+class _Handler:
+    """What the subscriber keeps for one ``handler`` label value."""
 
+    __slots__ = ("attrs", "duration", "finished", "label", "pending", "wait")
 
-class _SyncHistogram:
-    """A synchronous OpenTelemetry histogram, for a provider given by the caller."""
-
-    def __init__(self, bound: BoundMetrics, name: str, labels: tuple[str, ...]) -> None:
-        bound.registry[name].check(dict.fromkeys(labels, ""))
-        self._record = bound.record
-        self._name = name
-        self._labels = labels
-
-    def record_known(self, values: tuple[str, ...], x: float) -> None:
-        self._record(self._name, x, dict(zip(self._labels, values, strict=True)))
+    def __init__(self, label: str, wait: list[float], duration: list[float]) -> None:
+        self.label = label
+        self.attrs = {"handler": label}  # never modified: SDK instruments may keep it
+        self.wait = wait  # HistogramTally points, updated in place
+        self.duration = duration
+        self.finished: dict[str, int] = {}  # status -> jobs
+        self.pending = 0  # tallied from records when there is no live source
 
 
 class JobMetrics:
@@ -114,7 +111,7 @@ class JobMetrics:
             ``MeterProvider`` with a Prometheus reader is built and owned (and shut
             down by :meth:`shutdown`); its histograms are pre-aggregated in this
             process, which costs far less per job than synchronous instruments.
-            A given provider gets synchronous instruments and is left alone.
+            A given provider gets synchronous histograms and is left alone.
         queue_lengths: Returns pending jobs per handler from live state; called on
             each collection, possibly from another thread, so it must be cheap and
             thread-safe. If ``None``, pending counts are tallied from the records
@@ -135,16 +132,19 @@ class JobMetrics:
         max_handlers: int = 100,
         max_error_types: int = 50,
     ) -> None:
-        self._owned: MeterProvider | None = None
-        self.prometheus_registry: CollectorRegistry | None = None
         reg = JOBQUEUE_METRICS
         version = _version()
-        fast: dict[str, HistogramTally] = {}
+        self._wait = HistogramTally(reg[_WAIT], ("handler",))
+        self._duration = HistogramTally(reg[_DURATION], ("handler",))
+        self._event_time = HistogramTally(reg[_EVENT])
+        self._errors = Tally(reg["jobqueue.job.errors"], ("handler", "error_type"))
+        self._owned: MeterProvider | None = None
+        self.prometheus_registry: CollectorRegistry | None = None
         if meter_provider is None:  # ours: histograms are pre-aggregated and injected
-            fast = {name: HistogramTally(reg[name], labels) for name, labels in _HISTOGRAMS}
             self.prometheus_registry = prometheus_registry or REGISTRY
+            tallies = (self._wait, self._duration, self._event_time)
             reader = PrometheusReader(
-                lambda: [h.to_metric() for h in fast.values()],
+                lambda: [t.to_metric() for t in tallies],
                 scope=InstrumentationScope("jobqueue", version),
                 registry=self.prometheus_registry,
             )
@@ -153,41 +153,32 @@ class JobMetrics:
             )
         self.meter_provider = meter_provider
         self._queue_lengths = queue_lengths
-        self._handler = LabelValueCap(max_handlers)
-        self._handlers_seen = self._handler.seen
-        self._error_type = LabelValueCap(max_error_types)
-        self._finished = Tally(reg["jobqueue.jobs.finished"], ("handler", "status"))
-        self._errors = Tally(reg["jobqueue.job.errors"], ("handler", "error_type"))
-        self._active = Tally(reg["jobqueue.jobs.active"], ("handler",))
-        self._pending: dict[str, int] = {}  # fallback tally, used without queue_lengths
-        self._running: set[str] = set()  # ids of jobs started here and not finished yet
+        self._handler_cap = LabelValueCap(max_handlers)
+        self._error_cap = LabelValueCap(max_error_types)
+        self._handlers: dict[str | None, _Handler] = {}  # by the records' handler value
+        self._by_label: dict[str, _Handler] = {}
+        self._running: dict[str, _Handler] = {}  # jobs started here and not finished yet
         self._unsubscribe: Callable[[], None] | None = None
+        self._lock = threading.Lock()  # the handler cap is used from two threads
         self._closed = False
-        self._dispatch: dict[HookKind, Callable[[Lifecycle, str], None]] = {
-            HookKind.SUBMITTED: self._submitted,
-            HookKind.STARTED: self._started,
-            HookKind.FINISHED: self._finished_job,
-            HookKind.RETRYING: self._retrying,
-            HookKind.EVENT_CONSUMED: self._event_consumed,
-        }
         self.instruments = reg.bind(
             meter_provider.get_meter("jobqueue", version),
             {
                 "jobqueue.queue.length": self._observe_queue,
-                "jobqueue.jobs.active": self._active.observe,
-                "jobqueue.jobs.finished": self._finished.observe,
+                "jobqueue.jobs.active": self._observe_active,
+                "jobqueue.jobs.finished": self._observe_finished,
                 "jobqueue.job.errors": self._errors.observe,
                 "process.cpu.time": _cpu,
                 "process.memory.usage": _memory,
             },
-            exclude=fast,
+            exclude=(_WAIT, _DURATION, _EVENT) if self._owned is not None else (),
         )
-        hist: Mapping[str, _Recorder] = fast or {
-            name: _SyncHistogram(self.instruments, name, labels) for name, labels in _HISTOGRAMS
-        }
-        self._wait = hist["jobqueue.job.wait_time"]
-        self._duration = hist["jobqueue.job.duration"]
-        self._event_time = hist["jobqueue.event.queue_time"]
+        self._sdk: tuple[Histogram, Histogram, Histogram] | None = None
+        if self._owned is None:  # a given provider: the SDK aggregates the histograms
+            h = {"handler": ""}
+            bound = self.instruments
+            self._sdk = (bound.histogram(_WAIT, h), bound.histogram(_DURATION, h),
+                         bound.histogram(_EVENT, {}))  # fmt: skip
 
     # --- wiring ---------------------------------------------------------------
 
@@ -208,13 +199,14 @@ class JobMetrics:
         self.detach()
         if queue_lengths is not None:
             self._queue_lengths = queue_lengths
-        kinds = set(self._dispatch)
-        if self._queue_lengths is not None:  # live state: submissions need no record
-            kinds.discard(HookKind.SUBMITTED)
-        self._unsubscribe = hooks.subscribe(self._on_record, kinds)
+        kinds = {HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING, HookKind.EVENT_CONSUMED}
+        tally = self._queue_lengths is None  # no live state: count submissions too
+        if tally:
+            kinds.add(HookKind.SUBMITTED)
+        self._unsubscribe = hooks.subscribe(self._subscriber(tally), kinds)
 
     def detach(self) -> None:
-        """Stop receiving lifecycle records (idempotent)."""
+        """Stop receiving lifecycle records (idempotent); what was recorded is kept."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -244,74 +236,168 @@ class JobMetrics:
 
     # --- recording (event-loop thread) -----------------------------------------
 
-    def _on_record(self, rec: Lifecycle) -> None:
-        handle = self._dispatch.get(rec.kind)
-        if handle is not None:
-            handler = rec.handler
-            if handler not in self._handlers_seen:  # fast path: a known handler
-                handler = self._handler(handler or "unnamed")
-            handle(rec, handler)
+    def _subscriber(self, tally: bool) -> Callable[[Lifecycle], None]:
+        """The bus callback; ``tally``: count pending jobs from the records.
 
-    def _started(self, rec: Lifecycle, handler: str) -> None:
-        if rec.wait_s is not None:
-            self._wait.record_known((handler,), rec.wait_s if rec.wait_s > 0.0 else 0.0)
-        job_id = rec.job_id
-        if job_id is None or job_id not in self._running:
-            if job_id is not None:
-                self._running.add(job_id)
-            self._active.add_known((handler,), 1)
-            self._tally(handler, -1)
+        One closure over local names (no attribute lookups, no method calls on
+        the common path); histogram points are updated in place, as
+        :meth:`HistogramTally.record` does. Durations and waits below zero (a
+        clock step) count as zero.
+        """
+        handlers, running, resolve = self._handlers, self._running, self._resolve
+        new_status, error, pend = self._new_status, self._error, self._pend
+        job_bounds, event_bounds = self._wait.bounds, self._event_time.bounds
+        event = self._event_time.point(())
+        started, finished, retrying = HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING
+        consumed = HookKind.EVENT_CONSUMED
 
-    def _finished_job(self, rec: Lifecycle, handler: str) -> None:
-        status = rec.status if rec.status in _STATUSES else "other"
-        self._finished.add_known((handler, status))
-        if rec.run_s is not None:
-            self._duration.record_known((handler, status), rec.run_s if rec.run_s > 0.0 else 0.0)
-        if status == "failed":
-            self._error(handler, rec.error_type or rec.reason or "unknown")
-        if not self._stop_running(handler, rec):
-            self._tally(handler, -1)  # it finished without running here: it was pending
+        def on_record(rec: Lifecycle) -> None:
+            kind = rec.kind
+            if kind is consumed:
+                x = rec.wait_s
+                if x is not None:
+                    if x < 0.0:
+                        x = 0.0
+                    p = event
+                    p[0] += x
+                    p[bisect_left(event_bounds, x) + COUNTS] += 1
+                    if x < p[1]:
+                        p[1] = x
+                    if x > p[2]:
+                        p[2] = x
+                return
+            h = handlers.get(rec.handler) or resolve(rec.handler)
+            if kind is started:
+                x = rec.wait_s
+                if x is not None:
+                    if x < 0.0:
+                        x = 0.0
+                    p = h.wait
+                    p[0] += x
+                    p[bisect_left(job_bounds, x) + COUNTS] += 1
+                    if x < p[1]:
+                        p[1] = x
+                    if x > p[2]:
+                        p[2] = x
+                job_id = rec.job_id
+                if tally and (job_id is None or job_id not in running):
+                    pend(h, -1)
+                if job_id is not None:
+                    running[job_id] = h
+            elif kind is finished:
+                status = rec.status
+                try:
+                    h.finished[status] += 1  # type: ignore[index]
+                except KeyError:
+                    new_status(h, status)
+                x = rec.run_s
+                if x is not None:
+                    if x < 0.0:
+                        x = 0.0
+                    p = h.duration
+                    p[0] += x
+                    p[bisect_left(job_bounds, x) + COUNTS] += 1
+                    if x < p[1]:
+                        p[1] = x
+                    if x > p[2]:
+                        p[2] = x
+                if status == "failed":
+                    error(h, rec.error_type or rec.reason or "unknown")
+                ran = running.pop(rec.job_id, None) is not None  # type: ignore[arg-type]
+                if tally and not ran and (rec.job_id is not None or x is None):
+                    pend(h, -1)  # it finished without running here: it was pending
+            elif kind is retrying:
+                if rec.error_type is not None:
+                    error(h, rec.error_type)
+                running.pop(rec.job_id, None)  # type: ignore[arg-type]
+                if tally:
+                    pend(h, 1)
+            elif tally:  # submitted
+                pend(h, 1)
 
-    def _retrying(self, rec: Lifecycle, handler: str) -> None:
-        if rec.error_type is not None:
-            self._error(handler, rec.error_type)
-        self._stop_running(handler, rec)
-        self._tally(handler, 1)
+        if self._sdk is None:
+            return on_record
+        return self._sdk_subscriber(on_record, *self._sdk)
 
-    def _submitted(self, rec: Lifecycle, handler: str) -> None:
-        self._tally(handler, 1)
+    def _sdk_subscriber(
+        self,
+        tally: Callable[[Lifecycle], None],
+        wait: Histogram,
+        duration: Histogram,
+        event: Histogram,
+    ) -> Callable[[Lifecycle], None]:
+        """For a given provider: the SDK's synchronous histograms get the values too.
 
-    def _event_consumed(self, rec: Lifecycle, handler: str) -> None:
-        if rec.wait_s is not None:
-            self._event_time.record_known((), rec.wait_s if rec.wait_s > 0.0 else 0.0)
+        The in-process histograms are still kept (and not exported); the few list
+        updates are nothing next to an SDK recording.
+        """
+        handlers, resolve = self._handlers, self._resolve
 
-    def _error(self, handler: str, error_type: str) -> None:
-        self._errors.add_known((handler, self._error_type(error_type)))
+        def on_record(rec: Lifecycle) -> None:
+            tally(rec)
+            kind = rec.kind
+            if kind is HookKind.EVENT_CONSUMED:
+                if rec.wait_s is not None:
+                    event.record(max(rec.wait_s, 0.0))
+                return
+            attrs = (handlers.get(rec.handler) or resolve(rec.handler)).attrs
+            if kind is HookKind.STARTED and rec.wait_s is not None:
+                wait.record(max(rec.wait_s, 0.0), attrs)
+            elif kind is HookKind.FINISHED and rec.run_s is not None:
+                duration.record(max(rec.run_s, 0.0), attrs)
 
-    def _stop_running(self, handler: str, rec: Lifecycle) -> bool:
-        """Count the job out of ``jobs.active`` if it was running; True if it was."""
-        if rec.job_id is not None:
-            if rec.job_id not in self._running:
-                return False
-            self._running.discard(rec.job_id)
-        elif rec.run_s is None:
-            return False
-        self._active.add_known((handler,), -1)
-        return True
+        return on_record
 
-    def _tally(self, handler: str, delta: int) -> None:
-        if self._queue_lengths is None:
-            n = self._pending.get(handler, 0) + delta
-            self._pending[handler] = n if n > 0 else 0
+    def _resolve(self, handler: str | None) -> _Handler:
+        """The state of a handler not seen yet (or past the cap: ``other``)."""
+        name = handler or "unnamed"
+        with self._lock:  # a collection may be capping the live state's handler names
+            label = self._handler_cap(name)
+        h = self._by_label.get(label)
+        if h is None:
+            key = (label,)
+            h = _Handler(label, self._wait.point(key), self._duration.point(key))
+            self._by_label[label] = h
+        if label == name or handler is None:  # names past the cap are not kept
+            self._handlers[handler] = h
+        return h
+
+    @staticmethod
+    def _new_status(h: _Handler, status: str | None) -> None:
+        s = status if status in _STATUSES else "other"
+        h.finished[s] = h.finished.get(s, 0) + 1
+
+    def _error(self, h: _Handler, error_type: str) -> None:
+        self._errors.add_known((h.label, self._error_cap(error_type)))
+
+    @staticmethod
+    def _pend(h: _Handler, delta: int) -> None:
+        n = h.pending + delta
+        h.pending = n if n > 0 else 0
 
     # --- observation (collecting thread) ---------------------------------------
+    # The loop thread may add entries meanwhile: read copies (atomic under the GIL).
 
-    def _observe_queue(self) -> list[tuple[float, Mapping[str, str]]]:
+    def _observe_queue(self) -> _Observed:
         if self._queue_lengths is None:
-            counts = self._pending.copy()
-        else:
-            counts = {}
-            for name, n in self._queue_lengths().items():
-                label = self._handler(name or "unnamed")
+            return [(h.pending, h.attrs) for h in self._by_label.copy().values()]
+        counts: dict[str, int] = {}
+        lengths = self._queue_lengths()
+        with self._lock:  # the loop thread caps new handler names too
+            for name, n in lengths.items():
+                label = self._handler_cap(name or "unnamed")
                 counts[label] = counts.get(label, 0) + n
         return [(n, {"handler": h}) for h, n in counts.items()]
+
+    def _observe_active(self) -> _Observed:
+        counts = dict.fromkeys(self._by_label.copy(), 0)
+        for h in self._running.copy().values():
+            counts[h.label] = counts.get(h.label, 0) + 1
+        return [(n, {"handler": label}) for label, n in counts.items()]
+
+    def _observe_finished(self) -> _Observed:
+        return [
+            (n, {"handler": h.label, "status": status})
+            for h in self._by_label.copy().values()
+            for status, n in h.finished.copy().items()
+        ]

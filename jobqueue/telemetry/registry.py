@@ -10,8 +10,6 @@ declaration, and :class:`LabelValueCap` folds values past a limit into ``other``
 from __future__ import annotations
 
 import re
-import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,21 +22,11 @@ from opentelemetry.metrics import (
     Observation,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, Metric
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
 from jobqueue.errors import MetricLabelError
 
-__all__ = [
-    "BoundMetrics",
-    "HistogramTally",
-    "LabelValueCap",
-    "MetricRegistry",
-    "MetricSpec",
-    "MetricType",
-    "Tally",
-]
+__all__ = ["BoundMetrics", "LabelValueCap", "MetricRegistry", "MetricSpec", "MetricType"]
 
 #: Label names that would give one time series per job (unbounded cardinality).
 FORBIDDEN_LABELS = frozenset(
@@ -171,129 +159,6 @@ class LabelValueCap:
         return self._other
 
 
-class _Aggregate:
-    """Label names fixed and checked against the declaration once; values come in order."""
-
-    __slots__ = ("_names", "spec")
-
-    def __init__(self, spec: MetricSpec, names: tuple[str, ...]) -> None:
-        spec.check(dict.fromkeys(names, ""))
-        self.spec = spec
-        self._names = names
-
-    def _wrong(self, values: tuple[str, ...]) -> MetricLabelError:
-        return MetricLabelError(
-            f"metric {self.spec.name!r}: got {len(values)} label values for {list(self._names)}"
-        )
-
-
-class Tally(_Aggregate):
-    """Running totals per label set, reported by an observable (up-down) counter.
-
-    :meth:`add` is one dict update (a synchronous OpenTelemetry counter costs
-    about 5 µs a call); the SDK reads the totals when it collects.
-
-    Args:
-        spec: An observable counter or up-down counter.
-        names: Label names, in the order :meth:`add` receives their values.
-
-    Raises:
-        MetricLabelError: If ``names`` does not match the metric's labels.
-    """
-
-    __slots__ = ("_totals",)
-
-    def __init__(self, spec: MetricSpec, names: tuple[str, ...] = ()) -> None:
-        super().__init__(spec, names)
-        self._totals: dict[tuple[str, ...], float] = {}
-
-    def add(self, values: tuple[str, ...], amount: float = 1) -> None:
-        """Add ``amount`` to the total of the label set ``values`` (one thread only)."""
-        if len(values) != len(self._names):
-            raise self._wrong(values)
-        self._totals[values] = self._totals.get(values, 0) + amount
-
-    def add_known(self, values: tuple[str, ...], amount: float = 1) -> None:
-        """:meth:`add` without the label count check, for callers whose tuples are fixed."""
-        self._totals[values] = self._totals.get(values, 0) + amount
-
-    def observe(self) -> list[tuple[float, Mapping[str, str]]]:
-        """The totals as ``(value, labels)`` pairs; safe to call from another thread."""
-        return [(v, dict(zip(self._names, k, strict=True))) for k, v in self._totals.copy().items()]
-
-
-class HistogramTally(_Aggregate):
-    """A pre-aggregated explicit-bucket histogram, exported as OpenTelemetry data.
-
-    :meth:`record` is a bisect and a few additions (a synchronous histogram costs
-    about 5 µs a value); :meth:`to_metric` builds the cumulative ``Metric`` that
-    :class:`~jobqueue.telemetry.prometheus.PrometheusReader` exports. As in
-    OpenTelemetry, bucket ``i`` holds values in ``(bounds[i-1], bounds[i]]``.
-
-    Args:
-        spec: A histogram with explicit ``buckets``.
-        names: Label names, in the order :meth:`record` receives their values.
-
-    Raises:
-        MetricLabelError: If ``names`` does not match the metric's labels.
-    """
-
-    __slots__ = ("_bounds", "_points", "_start_ns")
-
-    def __init__(self, spec: MetricSpec, names: tuple[str, ...] = ()) -> None:
-        if spec.buckets is None:
-            raise ValueError(f"metric {spec.name!r} is not a histogram with buckets")
-        super().__init__(spec, names)
-        self._bounds = spec.buckets
-        self._points: dict[tuple[str, ...], list[float]] = {}  # [sum, min, max, *counts]
-        self._start_ns = time.time_ns()
-
-    def record(self, values: tuple[str, ...], x: float) -> None:
-        """Add one value to the label set ``values`` (one thread only)."""
-        if len(values) != len(self._names):
-            raise self._wrong(values)
-        self.record_known(values, x)
-
-    def record_known(self, values: tuple[str, ...], x: float) -> None:
-        """:meth:`record` without the label count check, for callers whose tuples are fixed."""
-        p = self._points.get(values)
-        if p is None:
-            p = self._points[values] = [0.0, x, x, *([0] * (len(self._bounds) + 1))]
-        p[0] += x
-        p[bisect_left(self._bounds, x) + 3] += 1
-        if x < p[1]:
-            p[1] = x
-        elif x > p[2]:
-            p[2] = x
-
-    def to_metric(self) -> Metric | None:
-        """The cumulative histogram so far (``None`` before the first value)."""
-        # No lock: the loop thread is the only writer, and dict/list copies are atomic.
-        # A copy taken mid-record may hold the new sum and not yet the new count
-        # (or the reverse); the count is derived from the buckets, so +Inf == count.
-        snapshot = [(k, p.copy()) for k, p in self._points.copy().items()]
-        if not snapshot:
-            return None
-        now = time.time_ns()
-        points = [
-            HistogramDataPoint(
-                attributes=dict(zip(self._names, k, strict=True)),
-                start_time_unix_nano=self._start_ns,
-                time_unix_nano=now,
-                count=int(sum(p[3:])),
-                sum=p[0],
-                bucket_counts=[int(c) for c in p[3:]],
-                explicit_bounds=list(self._bounds),
-                min=p[1],
-                max=p[2],
-                exemplars=[],
-            )
-            for k, p in snapshot
-        ]
-        data = HistogramData(points, AggregationTemporality.CUMULATIVE)
-        return Metric(self.spec.name, self.spec.description, self.spec.unit, data)
-
-
 class MetricRegistry:
     """The set of declared metrics, by name.
 
@@ -352,7 +217,8 @@ class MetricRegistry:
             meter: Where the instruments are created.
             observers: Value sources of the observable metrics, by metric name; an
                 observable metric without one is not created.
-            exclude: Metrics not to create (e.g. exported by a :class:`HistogramTally`).
+            exclude: Metrics not to create (e.g. exported by a
+                :class:`~jobqueue.telemetry.aggregates.HistogramTally`).
         """
         return BoundMetrics(self, meter, observers or {}, frozenset(exclude))
 
@@ -410,6 +276,22 @@ class BoundMetrics:
             raise KeyError(f"no synchronous metric {name!r}") from None
         entry[0].check(labels)
         return entry
+
+    def histogram(self, name: str, labels: Mapping[str, str]) -> Histogram:
+        """The histogram ``name``, once ``labels`` passed its declaration.
+
+        For hot paths that record many values with label mappings of one fixed
+        shape: check the shape once here, then call ``record`` on the instrument.
+
+        Raises:
+            KeyError: If ``name`` is not a synchronous metric of this registry.
+            MetricLabelError: If the labels do not match the declaration.
+            TypeError: If ``name`` is not a histogram.
+        """
+        spec, inst = self._get(name, labels)
+        if not isinstance(inst, Histogram):
+            raise TypeError(f"metric {name!r} is a {spec.type}, not a histogram")
+        return inst
 
     def add(self, name: str, amount: float, labels: Mapping[str, str]) -> None:
         """Add to a counter or up-down counter.

@@ -1,0 +1,246 @@
+"""Consuming a job's events: ``service.events(job_id, after=...)``.
+
+Without the persisted log, events come from the job's in-memory queue.
+
+With it (``persist_events=True``) the log is the truth and the queue a fast
+path. The stream reads the log after the last seq it delivered, then, while
+the job runs in this process, takes live items from the queue as long as
+they continue that seq exactly; anything else (a gap left by a dropped live
+copy, the job's end, a quiet ``poll_interval``) sends it back to the log,
+after waiting until everything sent here so far is committed. A job running
+in another process is followed by polling the log every ``poll_interval``.
+The stream ends with the job's ``end``/``error`` event; if the job's record
+is terminal and the log lacks one (the producer died first, or the job
+ended without running), that event is built from the record with the next
+seq, so every consumer sees the same id for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any, Final
+
+from jobqueue import codec
+from jobqueue.errors import InvalidArgumentError, ServiceClosedError
+from jobqueue.events import TERMINAL_EVENTS, Event, EventQueue, QueueItem, decode_item, seq_of
+from jobqueue.status import TaskStatus
+from jobqueue.store import eventlog, jobs
+from jobqueue.store.eventlog import LogRow
+
+if TYPE_CHECKING:
+    from jobqueue.service import JobQueueService
+
+__all__ = ["stream"]
+
+#: Log rows read per round trip (bounds memory when replaying a long log).
+PAGE: Final = 500
+
+
+async def stream(
+    service: JobQueueService, job_id: str, *, after: int | str | None = None
+) -> AsyncIterator[Event]:
+    """Yield a job's events until its ``end`` or ``error`` event.
+
+    Without the persisted log, a job that already finished yields one final
+    event built from its record. With it, every logged event with a seq
+    greater than ``after`` (an event's ``seq``, or its id such as
+    ``"token-42"``) is yielded once, in order, across runs and restarts.
+
+    Raises:
+        JobNotFoundError: no such job.
+        InvalidArgumentError: ``after`` is not a seq or an event id, or is
+            given while ``persist_events`` is off.
+    """
+    await service._ready()
+    if not service._registry.persisting:
+        if after is not None:
+            raise InvalidArgumentError(
+                "events(after=...) needs the persisted event log: open the service "
+                "with persist_events=True"
+            )
+        source = _memory(service, job_id, 0)
+    else:
+        start = _parse_after(after)
+        job = await service.get(job_id)
+        # A Langflow start_job run has no handler to run again: its events are not logged.
+        logged = job.handler is not None
+        source = _logged(service, job_id, start) if logged else _memory(service, job_id, start)
+    async with contextlib.aclosing(source):  # a consumer that stops early closes it now
+        async for event in source:
+            yield event
+
+
+def _parse_after(after: int | str | None) -> int:
+    if after is None:
+        return 0
+    if isinstance(after, str):
+        try:
+            return max(seq_of(after), 0)
+        except ValueError:
+            pass
+    elif isinstance(after, int) and not isinstance(after, bool) and after >= 0:
+        return after
+    raise InvalidArgumentError(
+        f"after must be an event seq (int >= 0) or an event id such as 'token-3', got {after!r}"
+    )
+
+
+async def _memory(service: JobQueueService, job_id: str, after: int) -> AsyncGenerator[Event, None]:
+    """The in-memory queue alone (no log, or a job whose events are not logged)."""
+    registry = service._registry
+    created = registry.get(job_id) is None
+    entry = registry.ensure(job_id)
+    try:
+        job = await service.get(job_id)
+    except BaseException:
+        if created and entry.task is None and registry.get(job_id) is entry:
+            del registry.entries[job_id]
+        raise
+    if job.done and not entry.queue.ended:
+        service._end_events(entry.manager, job.status, job.result, job.error, job.reason)
+        entry.finished = True
+    queue = entry.queue
+    while True:
+        item = await queue.get()
+        event = decode_item(item)
+        if event is None:
+            return
+        if after and event.seq <= after:
+            continue
+        yield event
+        if event.type in TERMINAL_EVENTS:
+            if queue.ended and queue.qsize() == 1:
+                queue.get_nowait()  # the sentinel: lets the reaper free the entry now
+            return
+
+
+async def _logged(service: JobQueueService, job_id: str, last: int) -> AsyncGenerator[Event, None]:
+    """Replay the log after ``last``, then follow the job live or by polling the log."""
+    registry = service._registry
+    poll = max(service._poll_interval, 0.01)
+    manager = None  # the local manager whose events we took live, if any
+    behind = -1  # manager seq at which an empty queue last sent us to the log
+    while True:
+        try:
+            if manager is not None:
+                await manager.flush()  # what we skipped or stopped at is committed now
+            events, ended = await service._read(_poll, job_id, last, PAGE)
+        except ServiceClosedError:
+            return  # as without the log: closing ends streams; resume with after=
+        for event in events:
+            last = event.seq
+            yield event
+        if ended:
+            return
+        if events:
+            continue
+        entry = registry.get(job_id)
+        if entry is None or not entry.manager.logging:  # not running here
+            manager = None
+            await _idle(service, job_id, poll)
+            continue
+        manager = entry.manager
+        while True:
+            if entry.queue.empty() and last < manager.last_seq != behind:
+                # Live copies were dropped (full queue) or taken by another consumer.
+                # Once per seq: if the log lacks them (a failed batch), wait instead of spinning.
+                behind = manager.last_seq
+                break
+            item = await _next(entry.queue, poll)
+            if item is None:
+                break  # quiet: look at the log (the job may have moved on elsewhere)
+            if item[0] is None:  # the run's stream ended (or the entry was reaped)
+                if service._state in ("closing", "closed"):
+                    return
+                break
+            seq = seq_of(item[0])
+            if seq <= last:
+                continue  # already delivered from the log
+            live = decode_item(item)
+            if live is None or seq != last + 1 or live.type in TERMINAL_EVENTS:
+                break  # a gap, or the end: take it from the log, once committed
+            last = seq
+            yield live
+
+
+async def _next(queue: EventQueue, timeout: float) -> QueueItem | None:
+    """The next live item, or ``None`` after ``timeout`` seconds without one."""
+    if not queue.empty():
+        return queue.get_nowait()
+    try:
+        async with asyncio.timeout(timeout):
+            return await queue.get()
+    except TimeoutError:
+        return None
+
+
+async def _idle(service: JobQueueService, job_id: str, timeout: float) -> None:
+    """Wait for the job to start a run here or finish here, at most ``timeout``."""
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    service._waiters.setdefault(job_id, set()).add(ended)
+    try:
+        await service._registry.wait_run(job_id, timeout, ended)
+    finally:
+        service._forget_waiter(job_id, ended)
+
+
+def _poll(
+    conn: sqlite3.Connection, job_id: str, after: int, limit: int
+) -> tuple[list[Event], bool]:
+    """The job's logged events after ``after``; True when they end its stream.
+
+    One read transaction: if the job is seen finished, every event sent
+    before it finished is in the same snapshot (committed in the same or an
+    earlier batch). If the log then ends without a terminal event, one is
+    built from the record.
+    """
+    own = not conn.in_transaction  # never the case between writer batches; be sure
+    if own:
+        conn.execute("BEGIN")
+    try:
+        job = jobs.fetch(conn, job_id)
+        rows = eventlog.read_after(conn, job_id, after, limit)
+        tail = None if rows or not job.done else eventlog.last_event(conn, job_id)
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    now = time.time()
+    events = [_from_row(row, now) for row in rows]
+    for i, event in enumerate(events):
+        if event.type in TERMINAL_EVENTS:
+            return events[: i + 1], True
+    if len(rows) == limit or not job.done:
+        return events, False
+    if rows:
+        return events, False  # look again: the end may follow these
+    if tail is not None and tail[1] in TERMINAL_EVENTS:
+        return [], True  # logged at or before ``after``: the consumer has it
+    seq = (tail[0] if tail is not None else 0) + 1
+    if seq <= after:
+        return [], True  # built before with this same id, and delivered
+    event_type, data = final_event(job.status, job.result, job.error, job.reason)
+    put = job.completed_at or job.updated_at
+    return [Event(f"{event_type}-{seq}", event_type, data, put, now)], True
+
+
+def _from_row(row: LogRow, now: float) -> Event:
+    seq, event_type, data, created_at = row
+    return Event(f"{event_type}-{seq}", event_type, codec.decode(data), created_at, now)
+
+
+def final_event(
+    status: TaskStatus, result: Any, error: str | None, reason: str | None
+) -> tuple[str, dict[str, Any]]:
+    """``(type, data)`` of a job's terminal event, as ``ServiceCore._end_events`` sends it."""
+    if status is TaskStatus.FAILED:
+        return "error", {"status": status.value, "error": error, "reason": reason}
+    data: dict[str, Any] = {"status": status.value}
+    if status is TaskStatus.COMPLETED:
+        data["result"] = result
+    elif reason:
+        data["reason"] = reason
+    return "end", data

@@ -1,0 +1,345 @@
+"""Run a :class:`~jobqueue.JobQueueService` as a worker process, with signals.
+
+``python -m jobqueue worker module:attr`` loads the service with
+:func:`load_service`, points it at ``--db`` with :func:`prepare_service` and
+runs it with :func:`run_worker` until it is told to stop:
+
+* first SIGINT/SIGTERM: drain. No new job is claimed; running jobs get
+  ``drain_timeout`` seconds to finish, then are cancelled and put back to
+  ``pending`` (they run again at the next start). Exit code 0.
+* second SIGINT/SIGTERM: cancel running jobs now; they go back to
+  ``pending`` the same way, and the process exits as soon as they ended.
+* third SIGINT/SIGTERM: exit at once, killed by the signal. Jobs still
+  running are recovered by the next process that opens the file.
+* SIGUSR1: write a memory snapshot summary (RagFlow's task executor does the
+  same): ``stats()``, this process's running jobs, resident memory and, once
+  :mod:`tracemalloc` is tracing (the first SIGUSR1 starts it), the top
+  allocation sites and what grew since the previous snapshot. It goes to a
+  JSON file in ``<db>.snapshots/`` and one line to the log.
+* SIGUSR2: stop :mod:`tracemalloc` again.
+
+Every ``report_interval`` seconds the worker logs a status report (RagFlow's
+heartbeat report): the counts of :meth:`~jobqueue.JobQueueService.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from jobqueue.errors import JobQueueError, ServiceClosedError
+from jobqueue.loader import load_service, prepare_service
+from jobqueue.service import JobQueueService
+from jobqueue.snapshot import MemoryTracer, write_json
+from jobqueue.store.connection import MEMORY
+
+__all__ = ["Worker", "load_service", "prepare_service", "run_worker"]
+
+log = logging.getLogger("jobqueue.worker")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Worker:
+    """Runs one service until told to stop; see the module docstring.
+
+    Args:
+        service: a service with handlers registered, not started yet.
+        drain_timeout: seconds running jobs get to finish after the first stop
+            request; ``None`` uses the service's own ``drain_timeout``.
+        report_interval: seconds between status reports in the log; 0 turns them off.
+        snapshot_dir: where SIGUSR1 writes snapshots; ``None`` means
+            ``<db>.snapshots/`` (only the log for an in-memory service).
+    """
+
+    def __init__(
+        self,
+        service: JobQueueService,
+        *,
+        drain_timeout: float | None = None,
+        report_interval: float = 60.0,
+        snapshot_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.service = service
+        self.drain_timeout = drain_timeout
+        self.report_interval = report_interval
+        if snapshot_dir is None and service.path != MEMORY:
+            snapshot_dir = service.path + ".snapshots"
+        self.snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
+        #: Set once the service is open and jobs are being claimed.
+        self.ready = asyncio.Event()
+        #: How many stop requests arrived (1: draining, 2: cancelling).
+        self.stop_requests = 0
+        self.tracer = MemoryTracer()
+        self._stop = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
+        self._cancelled: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: drain. Second call: cancel running jobs now (back to pending)."""
+        self.stop_requests += 1
+        if self.stop_requests == 1:
+            timeout = (
+                self.service._drain_timeout if self.drain_timeout is None else self.drain_timeout
+            )
+            log.warning(
+                "draining: no new jobs are claimed; running jobs get %.1fs to finish "
+                "(signal again to cancel them now)",
+                timeout,
+            )
+            self._stop.set()
+        elif self.stop_requests == 2:
+            log.warning(
+                "cancelling running jobs now; they go back to pending and run at the next "
+                "start (a third signal exits at once)"
+            )
+            self._spawn(self._cancel_until_closed())
+
+    def request_snapshot(self) -> None:
+        """Write a memory snapshot summary in the background (SIGUSR1)."""
+        self._spawn(self.write_snapshot())
+
+    def stop_tracing(self) -> None:
+        """Stop :mod:`tracemalloc` (SIGUSR2)."""
+        log.info("tracemalloc %s", "stopped" if self.tracer.stop() else "was not running")
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Open the service, run jobs until a stop request, drain and close.
+
+        Raises:
+            JobQueueError: the database could not be opened.
+        """
+        loop = asyncio.get_running_loop()
+        installed = self._install_signals(loop) if install_signals else []
+        try:
+            await self._serve()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _serve(self) -> None:
+        service = self.service
+        opening = asyncio.ensure_future(service.__aenter__())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        reporter: asyncio.Task[None] | None = None
+        try:
+            await asyncio.wait([opening, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if opening.done():
+                opening.result()  # an open that failed raises here
+                self._announce()
+                self.ready.set()
+                if self.report_interval > 0:
+                    reporter = asyncio.ensure_future(self._report_loop())
+                await stopped
+        finally:
+            stopped.cancel()
+            if reporter is not None:
+                reporter.cancel()
+            self._closing = asyncio.ensure_future(service.close(self.drain_timeout))
+            try:
+                await asyncio.shield(self._closing)
+            finally:
+                if not opening.done():
+                    opening.cancel()
+                await asyncio.gather(opening, stopped, return_exceptions=True)
+                if reporter is not None:
+                    await asyncio.gather(reporter, return_exceptions=True)
+        log.info("worker stopped; the database is closed")
+
+    def _announce(self) -> None:
+        s = self.service
+        log.info(
+            "worker %s ready: db=%s handlers=%s concurrency=%d; SIGINT/SIGTERM drains "
+            "(twice: cancels now), SIGUSR1 writes a memory snapshot",
+            s.owner,
+            s.path,
+            ",".join(sorted(s._handlers)),
+            s._concurrency,
+        )
+
+    async def _cancel_until_closed(self) -> None:
+        # The drain in ServiceCore.close waits on the running tasks; cancelling them the
+        # way its timeout does ("shutdown": back to pending) ends that wait at once.
+        # Repeated until closed, in case a claim in flight starts one more job.
+        while self._closing is None or not self._closing.done():
+            self._cancel_running()
+            await asyncio.sleep(0.05)
+
+    def _cancel_running(self) -> None:
+        runner = self.service._runner
+        if runner is not None:
+            for job_id in list(runner.active):
+                if job_id not in self._cancelled:
+                    self._cancelled.add(job_id)
+                    runner.cancel(job_id, "shutdown")
+        for job_id, entry in list(self.service._registry.entries.items()):
+            task = entry.task
+            if task is not None and not task.done() and job_id not in self._cancelled:
+                self._cancelled.add(job_id)
+                task.cancel()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        handlers: dict[int, Callable[[], None]] = {
+            sig: partial(self._on_stop_signal, sig) for sig in STOP_SIGNALS
+        }
+        for name, fn in (("SIGUSR1", self.request_snapshot), ("SIGUSR2", self.stop_tracing)):
+            if hasattr(signal, name):
+                handlers[getattr(signal, name)] = fn
+        installed: list[int] = []
+        for sig, fn in handlers.items():
+            try:
+                loop.add_signal_handler(sig, fn)
+            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+                log.warning("cannot handle %s here; it keeps its default action", sig)
+                continue
+            installed.append(sig)
+        return installed
+
+    def _on_stop_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.stop_requests >= 2:
+            log.error(
+                "%s again: exiting now; jobs still running are recovered by the next "
+                "process that opens the database",
+                name,
+            )
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            return
+        log.info("received %s", name)
+        self.request_stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- reports and snapshots -------------------------------------------------------
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.report_interval)
+            try:
+                await self.service.refresh_stats()
+            except JobQueueError as exc:
+                log.warning("status report: could not read counts: %s", exc)
+                continue
+            log.info("status report: %s", json.dumps(self.report()))
+
+    def report(self) -> dict[str, Any]:
+        """RagFlow's heartbeat report: ``stats()`` plus the time and owner."""
+        return {
+            "owner": self.service.owner,
+            "now": time.time(),
+            "stop_requests": self.stop_requests,
+            **self.service.stats(),
+        }
+
+    async def write_snapshot(self) -> Path | None:
+        """Write a memory snapshot summary; returns the file (``None``: logged only).
+
+        The summary holds :meth:`report`, this process's running jobs, and
+        :func:`jobqueue.snapshot.memory_summary`. Taking it runs in a thread.
+        """
+        if self.ready.is_set() and self._closing is None:  # else: the counts as they are
+            with contextlib.suppress(JobQueueError):
+                await self.service.refresh_stats()
+        data: dict[str, Any] = {"pid": os.getpid(), **self.report()}
+        data["running_jobs"] = await self._running_jobs()
+        data["asyncio_tasks"] = len(asyncio.all_tasks())
+        data["memory"] = await asyncio.to_thread(self.tracer.summary)
+        mem = data["memory"]
+        traced = mem["tracemalloc"]
+        path = None
+        if self.snapshot_dir is not None:
+            now = data["now"]
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+            stamp += f".{int(now * 1000) % 1000:03d}"
+            path = self.snapshot_dir / f"snapshot-{os.getpid()}-{stamp}.json"
+            try:
+                await asyncio.to_thread(write_json, path, data)
+            except OSError as exc:
+                log.error("memory snapshot: cannot write %s: %s; logging it instead", path, exc)
+                path = None
+        top = traced.get("top") or [{}]
+        log.warning(
+            "memory snapshot%s: rss=%s traced=%s peak=%s top=%s running=%d pending=%d%s",
+            f" written to {path}" if path else "",
+            _mib(mem["rss_bytes"]),
+            _mib(traced.get("traced_bytes")),
+            _mib(traced.get("peak_bytes")),
+            top[0].get("where", "-"),
+            data["running"],
+            data["pending"],
+            " (tracemalloc started now: send SIGUSR1 again later to see what grew)"
+            if traced.get("started_now")
+            else "",
+        )
+        if path is None:
+            log.info("memory snapshot: %s", json.dumps(data, default=str))
+        return path
+
+    async def _running_jobs(self) -> list[dict[str, Any]]:
+        now = time.time()
+        try:
+            jobs = await self.service.list(status="running", limit=1000)
+        except (ServiceClosedError, JobQueueError):
+            return []
+        return [
+            {
+                "id": j.id,
+                "handler": j.handler,
+                "attempt": j.attempt,
+                "running_s": None if j.started_at is None else round(now - j.started_at, 3),
+            }
+            for j in jobs
+            if j.owner == self.service.owner
+        ]
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}MiB"
+
+
+async def run_worker(
+    service: JobQueueService,
+    *,
+    drain_timeout: float | None = None,
+    install_signals: bool = True,
+    report_interval: float = 60.0,
+    snapshot_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Run ``service`` until SIGINT/SIGTERM (see the module docstring), then close it.
+
+    Args:
+        service: a service with handlers registered, not started yet.
+        drain_timeout: seconds running jobs get to finish after the first signal;
+            ``None`` uses the service's ``drain_timeout``.
+        install_signals: handle SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (main thread only).
+            Without them, use :class:`Worker` and call ``request_stop()`` yourself.
+        report_interval: seconds between status reports in the log (0: off).
+        snapshot_dir: where SIGUSR1 snapshots go (default ``<db>.snapshots/``).
+    """
+    worker = Worker(
+        service,
+        drain_timeout=drain_timeout,
+        report_interval=report_interval,
+        snapshot_dir=snapshot_dir,
+    )
+    await worker.run(install_signals=install_signals)
