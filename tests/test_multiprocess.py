@@ -241,3 +241,96 @@ async def test_three_processes_claim_every_job_exactly_once(db_path: Path, worke
     split = Counter(by_start.values())
     assert all(split[w.pid] > 0 for w in procs), split
     print(f"\n{N_JOBS} jobs in {elapsed:.2f}s, per process: {sorted(split.values())}")
+
+
+# -- 2. controls from another process ----------------------------------------------------------
+
+POLL = 0.25  # both sides' poll_interval
+MARGIN = 1.5  # generous: two cores shared with other test runs
+LATENCY: dict[str, float] = {}
+
+
+async def _long_job_running(ctl: Controller, w: Worker, **payload: Any) -> str:
+    job = await ctl.svc.submit("long", payload or {"seconds": 60})
+    await w.event("start", job.id)
+    return job.id
+
+
+def _bounded(name: str, seconds: float) -> None:
+    LATENCY[name] = seconds
+    print(f"\n{name}: {seconds * 1000:.0f} ms (poll_interval {POLL * 1000:.0f} ms)")
+    assert seconds < POLL + MARGIN, f"{name} took {seconds:.2f}s"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_cancel_from_another_process_reaches_the_owner_within_a_poll(
+    db_path: Path, workers: Any
+) -> None:
+    w = workers("--poll", str(POLL))
+    async with controller(db_path, poll_interval=POLL) as ctl:
+        await w.ready()
+        job_id = await _long_job_running(ctl, w)
+        t0 = time.time()
+        out = await ctl.svc.cancel(job_id)
+        returned = time.time()
+        assert (out.status, out.reason, out.owner) == (S.CANCELLED, "cancelled", None)
+        noticed = await w.event("cancelled", job_id)
+        _bounded("cancel: handler got CancelledError", noticed["t"] - t0)
+        _bounded("cancel: status visible to the caller", returned - t0)
+        assert row(db_path, job_id)["control"] is None
+        assert len(w.events("start", job_id)) == 1
+    assert await w.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_pause_and_resume_from_another_process(db_path: Path, workers: Any) -> None:
+    w = workers("--poll", str(POLL))
+    async with controller(db_path, poll_interval=POLL) as ctl:
+        await w.ready()
+        job_id = await _long_job_running(ctl, w)
+        t0 = time.time()
+        out = await ctl.svc.pause(job_id)
+        returned = time.time()
+        assert (out.status, out.reason, out.owner) == (S.PAUSED, "paused", None)
+        noticed = await w.event("interrupt", job_id)
+        assert noticed["kind"] == "pause"
+        _bounded("pause: handler interrupted at its checkpoint", noticed["t"] - t0)
+        _bounded("pause: status visible to the caller", returned - t0)
+        await asyncio.sleep(POLL * 3)  # paused stays paused: nobody claims it
+        assert row(db_path, job_id)["status"] == "paused"
+        assert len(w.events("start", job_id)) == 1
+
+        t0 = time.time()
+        resumed = await ctl.svc.resume(job_id)
+        assert resumed.status in (S.PAUSED, S.RUNNING)  # claimed by the worker moments later
+        again = await w.event("start", job_id, n=2)
+        _bounded("resume: handler started again in the worker", again["t"] - t0)
+        assert again["attempt"] == 0  # a pause is not a failed attempt
+        (w.workdir / f"release-{job_id}").touch()
+        assert await ctl.svc.wait(job_id, timeout=20) == w.pid
+        done = row(db_path, job_id)
+        assert (done["status"], done["attempt"], done["owner"]) == ("completed", 0, None)
+    assert await w.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_stop_from_another_process_ends_at_the_next_checkpoint(
+    db_path: Path, workers: Any
+) -> None:
+    w = workers("--poll", str(POLL))
+    async with controller(db_path, poll_interval=POLL) as ctl:
+        await w.ready()
+        job_id = await _long_job_running(ctl, w)
+        t0 = time.time()
+        out = await ctl.svc.stop(job_id)
+        returned = time.time()
+        assert (out.status, out.reason, out.owner) == (S.STOPPED, "stopped", None)
+        noticed = await w.event("interrupt", job_id)
+        assert noticed["kind"] == "stop"
+        _bounded("stop: handler interrupted at its checkpoint", noticed["t"] - t0)
+        _bounded("stop: status visible to the caller", returned - t0)
+        assert w.events("cancelled", job_id) == []  # graceful: never cancelled
+    assert await w.terminate() == 0
