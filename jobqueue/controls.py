@@ -20,7 +20,8 @@ from jobqueue.errors import JobQueueError
 from jobqueue.handlers import HandlerLayer
 from jobqueue.status import TaskStatus, check_transition
 from jobqueue.store import jobs
-from jobqueue.store.jobs import Job, Outcome
+from jobqueue.store.jobs import Job
+from jobqueue.store.outcomes import Outcome
 from jobqueue.supervisor import recover
 
 __all__ = ["ControlLayer"]
@@ -147,7 +148,7 @@ class ControlLayer(HandlerLayer):
                 )
             except JobQueueError:
                 continue  # it changed meanwhile: look again
-            self._uncount(job.status, job.handler)
+            self.tally.removed(job.status, job.handler)
             self._job_finished(job_id, Outcome(target, reason=_REASON[kind]), None, job.handler)
             return await self.get(job_id)
         return await self.get(job_id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -21,15 +20,16 @@ from jobqueue.registry import Registry
 from jobqueue.runner import Handler, Runner
 from jobqueue.scheduler import Scheduler
 from jobqueue.status import TaskStatus
-from jobqueue.store import jobs
 from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import MEMORY, Database
 from jobqueue.store.initlock import init_lock
-from jobqueue.store.jobs import Claimed, Outcome
+from jobqueue.store.jobs import Claimed
+from jobqueue.store.outcomes import Outcome
 from jobqueue.store.recovery import SweepResult
 from jobqueue.store.schema import apply_migrations
 from jobqueue.store.writer import Writer
 from jobqueue.supervisor import Supervisor, recover_on_open
+from jobqueue.tally import Tally
 
 __all__ = ["ServiceCore"]
 
@@ -53,6 +53,7 @@ class ServiceCore:
         self._opts = opts
         self.hooks = Hooks()
         self._handlers: dict[str, Handler] = {}
+        self._declared: set[str] = set()  # submitted here, run by another process
         self._limits: dict[str, Limits] = {}
         self._registry = Registry(
             queue_size=opts["queue_size"],
@@ -60,11 +61,11 @@ class ServiceCore:
             strict_events=opts["strict_events"],
             on_consume=self._event_consumed,
         )
-        self._counts: Counter[str] = Counter()
-        self._pending: Counter[str] = Counter()  # pending jobs by handler (metrics gauge)
-        self._lag = 0.0
+        self.tally = Tally()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._state = "new"  # new -> starting -> open -> closing -> closed (-> starting)
+        self._drain_now = asyncio.Event()  # a second close(drain_timeout=0) sets it
+        self._closed = asyncio.Event()
         self._opening: asyncio.Task[Writer] | None = None
         self._db: Database | None = None
         self._writer: Writer | None = None
@@ -98,6 +99,8 @@ class ServiceCore:
 
         self.owner = owner_identity()
         self._state = "starting"
+        self._drain_now.clear()
+        self._closed.clear()
         self._opening = loop.create_task(self._open(), name="jobqueue-open")
 
     async def _open(self) -> Writer:
@@ -122,7 +125,6 @@ class ServiceCore:
                 await db.run(apply_migrations, self.path)
                 boot = time.time()
                 self.recovered = await db.run(recover_on_open, self.owner, boot)
-                counts = await db.run(jobs.count_by_status)
                 if not memory:
                     wal = await Database.open(
                         self.path, busy_timeout=opts["busy_timeout"], check=False
@@ -130,8 +132,8 @@ class ServiceCore:
             except BaseException:
                 await db.close()
                 raise
-        self._db, self._counts = db, Counter(counts)
-        self._pending = Counter(await db.run(_pending_by_handler))
+        self._db = db
+        await self.tally.refresh(db)
         writer = self._writer = Writer(db)
         if opts["persist_events"]:
             self._registry.attach_log(writer, db)
@@ -189,6 +191,21 @@ class ServiceCore:
             )
         return writer
 
+    @property
+    def state(self) -> str:
+        """``new``, ``starting``, ``open``, ``closing`` or ``closed``."""
+        return self._state
+
+    @property
+    def handler_names(self) -> tuple[str, ...]:
+        """Names of the registered handlers, sorted."""
+        return tuple(sorted(self._handlers))
+
+    @property
+    def concurrency(self) -> int:
+        """Most jobs this process runs at once."""
+        return self._concurrency
+
     async def _ready(self) -> Writer:
         if self._state == "new":
             self.start()
@@ -229,10 +246,18 @@ class ServiceCore:
         """Drain and close: stop claiming, let running jobs finish, then cancel and persist.
 
         Jobs still running after ``drain_timeout`` are cancelled and go back to
-        ``pending`` (they run again at the next start). Idempotent.
+        ``pending`` (they run again at the next start). Idempotent and
+        re-entrant: a call made while another is draining waits for it to
+        finish, and with ``drain_timeout=0`` cuts its drain short (what a
+        worker's second signal does).
         """
-        if self._state in ("new", "closed", "closing"):
-            self._state = "closed" if self._state == "new" else self._state
+        if self._state == "closing":
+            if drain_timeout is not None and drain_timeout <= 0:
+                self._drain_now.set()
+            await self._closed.wait()
+            return
+        if self._state in ("new", "closed"):
+            self._state = "closed"
             return
         self._state = "closing"
         try:
@@ -266,6 +291,7 @@ class ServiceCore:
             self._db = self._writer = self._scheduler = self._runner = None
             self._reaper = self._opening = self._checkpointer = self._supervisor = None
             self._state = "closed"
+            self._closed.set()
 
     async def _drain(self, timeout: float) -> None:
         assert self._scheduler is not None
@@ -276,7 +302,18 @@ class ServiceCore:
         tasks: list[asyncio.Task[Any]] = [*runs, *bare]
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        if not self._drain_now.is_set() and timeout > 0:
+            everything = asyncio.ensure_future(asyncio.wait(tasks))
+            cut_short = asyncio.ensure_future(self._drain_now.wait())
+            await asyncio.wait(
+                [everything, cut_short], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in (everything, cut_short):
+                waiter.cancel()
+            await asyncio.gather(everything, cut_short, return_exceptions=True)
+        pending = {t for t in tasks if not t.done()}
+        # A claim that was in flight when the scheduler stopped may have started one more.
+        pending |= {r.task for r in self._runner.active.values() if r.task and not r.task.done()}
         if not pending:
             return
         log.warning("close: %d job(s) still running after %.1fs; cancelling", len(pending), timeout)
@@ -296,9 +333,7 @@ class ServiceCore:
 
     def _start_claimed(self, claimed: Claimed) -> None:
         assert self._runner is not None
-        self._counts["pending"] -= 1
-        self._counts["running"] += 1
-        self._pending[claimed.handler] -= 1
+        self.tally.claimed(claimed.handler)
         if self._opts["persist_events"]:
             self._registry.begin_run(claimed.id, claimed.event_seq)
         entry = self._registry.get(claimed.id)
@@ -307,19 +342,16 @@ class ServiceCore:
             entry.task, entry.finished = task, False
 
     def _runner_finished(self, job_id: str, out: Outcome, value: Any) -> None:
-        self._counts["running"] -= 1
+        self.tally.removed(TaskStatus.RUNNING, None)
         self._job_finished(job_id, out, value, None)
 
     def _retried(self, run_at: float, handler: str) -> None:
-        self._counts["running"] -= 1
-        self._counts["pending"] += 1
-        self._pending[handler] += 1
+        self.tally.moved(TaskStatus.RUNNING, TaskStatus.PENDING, handler)
         if self._scheduler is not None:
             self._scheduler.want()
 
     def _paused(self, job_id: str, handler: str) -> None:
-        self._counts["running"] -= 1
-        self._counts["paused"] += 1
+        self.tally.moved(TaskStatus.RUNNING, TaskStatus.PAUSED)
         self._wake_waiters(job_id)  # pause() waits for this
 
     def _swept(self, result: SweepResult) -> None:
@@ -332,24 +364,17 @@ class ServiceCore:
         """A control request for a job of ours came from another process."""
         raise NotImplementedError
 
-    def _uncount(self, status: TaskStatus, handler: str | None) -> None:
-        """A job left ``status`` other than by running (e.g. cancelled while pending)."""
-        self._counts[status.value] -= 1
-        if status is TaskStatus.PENDING:
-            self._pending[handler or ""] -= 1
-
     def queue_lengths(self) -> dict[str, int]:
         """Pending jobs by handler, from in-memory counts (safe from another thread)."""
-        counts = dict(self._pending)  # one C-level copy: atomic under the GIL
-        return {h: n if n > 0 else 0 for h, n in counts.items()}
+        return self.tally.queue_lengths()
 
     def _bare_finished(self, job_id: str, out: Outcome, value: Any) -> None:
-        self._counts[out.status.value] += 1
+        self.tally.added(out.status)
         self._wake_waiters(job_id)
 
     def _job_finished(self, job_id: str, out: Outcome, value: Any, handler: str | None) -> None:
         """A durable job reached a terminal status (already committed)."""
-        self._counts[out.status.value] += 1
+        self.tally.added(out.status)
         entry = self._registry.get(job_id)
         if entry is not None and not entry.queue.ended:
             self._end_events(entry.manager, out.status, value, out.error, out.reason)
@@ -441,23 +466,5 @@ class ServiceCore:
 
     async def refresh_stats(self) -> None:
         """Re-read job counts and lag from the store (the reaper does this periodically)."""
-        assert self._db is not None
-        counts = await self._db.run(jobs.count_by_status)
-        oldest = await self._db.run(_oldest_due, time.time())
-        self._counts = Counter(counts)
-        self._pending = Counter(await self._db.run(_pending_by_handler))
-        self._lag = 0.0 if oldest is None else max(0.0, time.time() - oldest)
-
-
-def _pending_by_handler(conn: Any) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT coalesce(handler, ''), count(*) FROM jobs WHERE status = 'pending' GROUP BY 1"
-    ).fetchall()
-    return {handler: n for handler, n in rows}
-
-
-def _oldest_due(conn: Any, now: float) -> float | None:
-    row = conn.execute(
-        "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?", (now,)
-    ).fetchone()
-    return None if row is None else row[0]
+        if self._db is not None:
+            await self.tally.refresh(self._db)

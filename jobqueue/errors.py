@@ -13,6 +13,7 @@ This module imports nothing from jobqueue.
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailableError",
     "DuplicateJobError",
     "EventError",
     "InvalidArgumentError",
@@ -38,6 +39,8 @@ __all__ = [
     "StoreFullError",
     "StoreLockedError",
     "StoreReadOnlyError",
+    "TaskFailedError",
+    "TaskNotFoundError",
     "UnknownHandlerError",
     "WorkerAppError",
 ]
@@ -104,7 +107,8 @@ class UnknownHandlerError(JobQueueError, LookupError):
         known_txt = ", ".join(sorted(known)) or "none"
         super().__init__(
             f"no handler registered as {name!r} (registered: {known_txt}); "
-            "register it with @service.handler(name) before submitting"
+            "register it with @service.handler(name) before submitting, or "
+            "service.declare(name) if another process runs it"
         )
 
 
@@ -256,3 +260,55 @@ class MetricLabelError(JobQueueError, ValueError):
 
 class MetricsServerError(JobQueueError, OSError):
     """The Prometheus endpoint could not be started (for example, the port is taken)."""
+
+
+# --- task backends (jobqueue.tasks) -------------------------------------------
+
+
+class TaskNotFoundError(JobNotFoundError):
+    """``TaskService``: no task with this id was launched through this backend.
+
+    Also a :class:`JobNotFoundError` (and so a ``LookupError``).
+    """
+
+    def __init__(self, task_id: str, backend: str) -> None:
+        super().__init__(task_id)
+        self.backend = backend
+        self.args = (
+            f"no task with id {task_id!r} on the {backend} backend; use the id returned by "
+            "launch_task() (records of finished tasks expire with their results)",
+        )
+
+
+class TaskFailedError(JobFailedError):
+    """``launch_and_await_task()``/``wait_task()`` on a task that ended ``failed``.
+
+    ``error_type`` names the exception class and ``traceback`` holds its text,
+    as the backend recorded them (``TaskService.get_task()`` has them too).
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        error: str | None,
+        reason: str | None = None,
+        *,
+        error_type: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        super().__init__(task_id, error, reason)
+        self.error_type = error_type
+        self.traceback = traceback
+
+
+class BackendUnavailableError(JobQueueError, ConnectionError):
+    """A task backend cannot reach its broker or result store (for example Redis)."""
+
+    def __init__(self, backend: str, url: str, cause: BaseException) -> None:
+        self.backend = backend
+        self.url = url
+        super().__init__(
+            f"the {backend} backend cannot reach {url} ({type(cause).__name__}: {cause}); "
+            "start the broker (Redis: `redis-server --daemonize yes` or "
+            "`docker run -p 6379:6379 redis`) or fix the URL"
+        )

@@ -120,6 +120,18 @@ class HandlerLayer(LangflowLayer):
         if self._scheduler is not None:
             self._scheduler.want()
 
+    def declare(self, *names: str) -> None:
+        """Allow submitting jobs for handlers that another process runs.
+
+        A producer (a web app, the CLI) declares the names it submits; a
+        worker process registers the functions. Declared names are never
+        claimed here, and an undeclared, unregistered name still raises
+        :class:`~jobqueue.errors.UnknownHandlerError` at submit, so typos are caught.
+        """
+        for name in names:
+            check_id(name, "handler name")
+            self._declared.add(name)
+
     def _close_extras(self) -> None:
         if self._metrics is not None and self._owns_metrics:
             self._metrics.shutdown()  # unregisters its Prometheus collector

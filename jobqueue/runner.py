@@ -19,8 +19,8 @@ from jobqueue.errors import JobQueueError
 from jobqueue.events import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
 from jobqueue.status import TaskStatus
-from jobqueue.store import jobs
-from jobqueue.store.jobs import Claimed, Outcome
+from jobqueue.store.jobs import Claimed
+from jobqueue.store.outcomes import Outcome, finish
 from jobqueue.store.writer import Writer
 
 __all__ = ["Handler", "Runner"]
@@ -178,7 +178,7 @@ class Runner:
         now = time.time()
         try:
             self._writer.then(
-                jobs.finish,
+                finish,
                 (run.claimed.id, out, now),
                 partial(self._recorded, run, out, value, now),
             )

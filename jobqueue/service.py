@@ -164,8 +164,8 @@ class JobQueueService(ControlLayer):
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
     ) -> NewJob:
-        if handler not in self._handlers:
-            raise UnknownHandlerError(handler, builtins.list(self._handlers))
+        if handler not in self._handlers and handler not in self._declared:
+            raise UnknownHandlerError(handler, [*self._handlers, *self._declared])
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -291,17 +291,14 @@ class JobQueueService(ControlLayer):
         self._want_claim()
         existing = await writer.write(jobs.insert_jobs, rows)
         out: builtins.list[Job] = []
-        added, pending = 0, self._pending
         for row, payload, old in zip(rows, payloads, existing, strict=True):
             if old is not None:
                 out.append(old)
                 continue
-            added += 1
             out.append(row.as_pending(payload))
-            pending[row.handler or ""] += 1
+            self.tally.submitted(row.handler)
             if self.hooks.wants(HookKind.SUBMITTED):
                 self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
-        self._counts["pending"] += added
         return out
 
     async def list(
@@ -347,7 +344,7 @@ class JobQueueService(ControlLayer):
             raise JobFailedError(job.id, job.error, job.reason)
         raise JobCancelledError(job.id, job.status.value)
 
-    def events(self, job_id: str, *, after: int | None = None) -> AsyncIterator[Event]:
+    def events(self, job_id: str, *, after: int | str | None = None) -> AsyncIterator[Event]:
         """Stream a job's events; ends after its ``end`` or ``error`` event.
 
         A job that already finished yields one final event built from its record.
@@ -370,7 +367,7 @@ class JobQueueService(ControlLayer):
         Counts come from the store at start and the reaper's refresh, kept
         current with this process's own changes in between.
         """
-        c = self._counts
+        c = self.tally
         return {
             "pending": c["pending"],
             "running": len(self._runner.active) if self._runner else 0,
@@ -378,7 +375,7 @@ class JobQueueService(ControlLayer):
             "done": c["completed"],
             "failed": c["failed"],
             "cancelled": c["cancelled"] + c["stopped"],
-            "lag": self._lag,
+            "lag": c.lag,
             "boot_at": self.boot_at,
             "registry": len(self._registry),
             "unresponsive": self._runner.unresponsive if self._runner else 0,

@@ -81,7 +81,6 @@ class Worker:
         self.tracer = MemoryTracer()
         self._stop = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
-        self._cancelled: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- requests ----------------------------------------------------------------------
@@ -169,30 +168,14 @@ class Worker:
             "(twice: cancels now), SIGUSR1 writes a memory snapshot",
             s.owner,
             s.path,
-            ",".join(sorted(s._handlers)),
-            s._concurrency,
+            ",".join(s.handler_names),
+            s.concurrency,
         )
 
     async def _cancel_until_closed(self) -> None:
-        # The drain in ServiceCore.close waits on the running tasks; cancelling them the
-        # way its timeout does ("shutdown": back to pending) ends that wait at once.
-        # Repeated until closed, in case a claim in flight starts one more job.
-        while self._closing is None or not self._closing.done():
-            self._cancel_running()
-            await asyncio.sleep(0.05)
-
-    def _cancel_running(self) -> None:
-        runner = self.service._runner
-        if runner is not None:
-            for job_id in list(runner.active):
-                if job_id not in self._cancelled:
-                    self._cancelled.add(job_id)
-                    runner.cancel(job_id, "shutdown")
-        for job_id, entry in list(self.service._registry.entries.items()):
-            task = entry.task
-            if task is not None and not task.done() and job_id not in self._cancelled:
-                self._cancelled.add(job_id)
-                task.cancel()
+        # A second close with no drain time cuts the first one's drain short: running
+        # jobs are cancelled as "shutdown" and go back to pending.
+        await self.service.close(drain_timeout=0)
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         handlers: dict[int, Callable[[], None]] = {

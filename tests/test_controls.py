@@ -280,3 +280,80 @@ async def test_timeout_of_unresponsive_job(make_service) -> None:
     await _status(svc, job.id, S.FAILED)
     assert (await svc.get(job.id)).reason == "unresponsive"
     release.set()
+
+
+# -- close -----------------------------------------------------------------------------
+
+
+async def test_second_close_with_zero_drain_cuts_the_first_short(make_service) -> None:
+    svc = await make_service(drain_timeout=30.0)
+    started: list[str] = []
+    svc.register("steps", _steps(started, steps=100_000))
+    job = await svc.submit("steps")
+    await _running(svc, job.id)
+    first = asyncio.ensure_future(svc.close())  # would wait up to 30 s
+    await asyncio.sleep(0.1)
+    assert not first.done()
+    await asyncio.wait_for(svc.close(drain_timeout=0), 5.0)
+    assert first.done()
+    assert first.exception() is None
+    assert svc.state == "closed"
+    again = await make_service()
+    stored = await again.get(job.id)
+    assert stored.status is S.PENDING  # cancelled by shutdown: runs again, attempt not counted
+    assert stored.attempt == 0
+
+
+async def test_second_close_waits_for_the_first(make_service) -> None:
+    svc = await make_service()
+    release = asyncio.Event()
+
+    async def slow(ctx: Any, payload: Any) -> str:
+        await release.wait()
+        return "done"
+
+    svc.register("slow", slow)
+    job = await svc.submit("slow")
+    await _running(svc, job.id)
+    first = asyncio.ensure_future(svc.close())
+    second = asyncio.ensure_future(svc.close())
+    await asyncio.sleep(0.05)
+    assert not second.done()  # it does not return while the first still drains
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5.0)
+    again = await make_service()
+    assert (await again.get(job.id)).status is S.COMPLETED
+
+
+async def test_stats_never_negative_when_another_process_submits(make_service) -> None:
+    worker = await make_service()
+    done: list[str] = []
+
+    async def quick(ctx: Any, payload: Any) -> None:
+        done.append(ctx.job_id)
+
+    worker.register("quick", quick)
+    producer = await make_service()  # a second service on the file, as another process
+    producer.declare("quick")
+    await producer.submit_many("quick", [{}] * 20)
+    for _ in range(500):
+        if len(done) == 20:
+            break
+        await asyncio.sleep(0.01)
+    assert len(done) == 20
+    stats = worker.stats()
+    assert stats["pending"] == 0
+    assert worker.queue_lengths().get("quick", 0) == 0
+    await worker.refresh_stats()
+    assert worker.stats()["done"] == 20
+
+
+async def test_undeclared_handler_still_refused(make_service) -> None:
+    from jobqueue.errors import UnknownHandlerError
+
+    producer = await make_service()
+    producer.declare("resize")
+    job = await producer.submit("resize", {"w": 1})
+    assert (await producer.get(job.id)).status is S.PENDING  # never claimed here
+    with pytest.raises(UnknownHandlerError, match="declare"):
+        await producer.submit("resise", {})

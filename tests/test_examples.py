@@ -14,6 +14,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECT = {
     "langflow_streaming.py": ["token-1", "end", "stored status: completed"],
     "quickstart.py": ["result: {'words': 4}", "failed as expected", "ValueError: bad input"],
+    "resumable_events.py": ["without gap or repeat"],
 }
 
 

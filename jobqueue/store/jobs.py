@@ -7,7 +7,6 @@ in autocommit mode. Every statement is parameterised.
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -23,10 +22,8 @@ __all__ = [
     "Claimed",
     "Job",
     "NewJob",
-    "Outcome",
     "count_by_status",
     "fetch",
-    "finish",
     "insert_jobs",
     "list_jobs",
     "set_status",
@@ -287,126 +284,6 @@ def set_status(
         raise InvalidTransition(
             job_id, current.value, target.value, sorted(s.value for s in TRANSITIONS[current])
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one run of a job ended, ready to store (``result`` is JSON text)."""
-
-    status: TaskStatus
-    result: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    traceback: str | None = None
-    reason: str | None = None
-    #: For ``status == pending`` (a retry): when to run again.
-    run_at: float | None = None
-    #: For a retry: whether this run counts against ``max_retries`` (not on shutdown).
-    count_attempt: bool = True
-    #: ``(fn, args)`` written in the same transaction as a ``completed`` outcome.
-    effects: tuple[tuple[Any, tuple[Any, ...]], ...] = ()
-
-
-def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> bool | Outcome:
-    """Record how a running job ended; False if someone else changed it first.
-
-    A ``pending`` outcome is a retry (``run_at`` set, the attempt counted
-    unless ``count_attempt`` is false); ``paused`` keeps the job for
-    ``resume()``. A ``completed`` outcome with effects runs them in this
-    transaction, under a savepoint: if one raises, the job is failed instead
-    and that failed :class:`Outcome` is returned.
-    """
-    if out.status is TaskStatus.PENDING:
-        cur = conn.execute(
-            "UPDATE jobs SET status = 'pending', attempt = attempt + ?, run_at = ?, "
-            "error_message = ?, error_type = ?, traceback = ?, reason = ?, updated_at = ?, "
-            "owner = NULL, heartbeat = NULL, control = NULL "
-            "WHERE id = ? AND status IN ('running', 'paused')",
-            (
-                int(out.count_attempt),
-                out.run_at or now,
-                out.error,
-                out.error_type,
-                out.traceback,
-                out.reason,
-                now,
-                job_id,
-            ),
-        )
-        return cur.rowcount == 1
-    if out.status is TaskStatus.PAUSED:
-        cur = conn.execute(
-            "UPDATE jobs SET status = 'paused', reason = ?, updated_at = ?, owner = NULL, "
-            "heartbeat = NULL, control = NULL WHERE id = ? AND status = 'running'",
-            (out.reason, now, job_id),
-        )
-        return cur.rowcount == 1
-    if not out.effects:
-        return _finish_many(conn, [(job_id, out, now)])[0]
-    conn.execute("SAVEPOINT effects")
-    try:
-        done = _finish_many(conn, [(job_id, dataclasses.replace(out, effects=()), now)])
-        if done[0]:
-            for fn, args in out.effects:
-                fn(conn, *args)
-    except Exception as exc:  # the effect failed: keep none of it, fail the job
-        conn.execute("ROLLBACK TO effects")
-        conn.execute("RELEASE effects")
-        failed = Outcome(
-            TaskStatus.FAILED,
-            error=f"effect failed: {type(exc).__name__}: {exc}",
-            error_type=type(exc).__name__,
-            reason="effect_error",
-        )
-        return failed if _finish_many(conn, [(job_id, failed, now)])[0] else False
-    conn.execute("RELEASE effects")
-    return done[0]
-
-
-_FINISH_CHUNK: Final = 3000  # keeps a statement under SQLite's 32766 parameters
-
-
-def _finish_many(
-    conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]
-) -> list[bool | Outcome]:
-    """Bulk :func:`finish`: terminal outcomes in one statement per chunk; retries alone."""
-    done: set[str] = set()
-    terminal = [it for it in items if _bulk(it[1])]
-    for start in range(0, len(terminal), _FINISH_CHUNK):
-        chunk = terminal[start : start + _FINISH_CHUNK]
-        params: list[Any] = []
-        for job_id, out, now in chunk:
-            params += (
-                job_id,
-                out.status.value,
-                out.result,
-                out.error,
-                out.error_type,
-                out.traceback,
-                out.reason,
-                now,
-                now,
-            )
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        rows = conn.execute(
-            "UPDATE jobs SET status = v.column2, result = v.column3, error_message = v.column4, "
-            "error_type = v.column5, traceback = v.column6, reason = v.column7, "
-            "completed_at = v.column8, updated_at = v.column9, owner = NULL, heartbeat = NULL, "
-            "control = NULL "
-            f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
-            "AND jobs.status IN ('running', 'paused') RETURNING jobs.id",
-            params,
-        ).fetchall()
-        done.update(r[0] for r in rows)
-    return [it[0] in done if _bulk(it[1]) else finish(conn, *it) for it in items]
-
-
-def _bulk(out: Outcome) -> bool:
-    """Terminal outcomes without effects share one bulk statement."""
-    return out.status in TERMINAL and not out.effects
-
-
-finish.many = _finish_many  # type: ignore[attr-defined]
 
 
 def fetch(conn: sqlite3.Connection, job_id: str) -> Job:
