@@ -35,9 +35,12 @@ def owner_alive(owner: str) -> bool | None:
     except OSError:
         return None if _pid_exists(pid) else False
     try:
-        now_start = stat.rsplit(")", 1)[1].split()[19]
+        fields = stat.rsplit(")", 1)[1].split()
+        state, now_start = fields[0], fields[19]
     except IndexError:
         return None
+    if state in ("Z", "X"):  # exited, not yet reaped by its parent: it runs nothing
+        return False
     return now_start == start  # a different start time: the pid was reused
 
 
