@@ -2,9 +2,9 @@
 
 ``python tests/_mp_worker.py --db FILE --dir DIR [options]`` opens a
 :class:`~jobqueue.JobQueueService` on ``FILE`` with the handlers below and runs
-until SIGTERM (drain, exit 0) or SIGKILL. Everything it does that a test wants
-to see goes into ``DIR``, one file per process, so no two processes write to
-the same file:
+until SIGTERM (drain, exit 0), SIGKILL, or its parent's exit. Everything
+it does that a test wants to see goes into ``DIR``, one file per process, so
+no two processes write to the same file:
 
 * ``ready-<pid>.json``: written once the service is open (and any ``--bare``
   job started): ``{"pid": ..., "owner": ...}``. Tests wait for it.
@@ -15,9 +15,9 @@ the same file:
 
 Handlers:
 
-* ``record``: logs ``start``, then writes ``(job_id, pid)`` into the ``ledger``
-  table through ``ctx.effect`` (committed with the job's completion) and
-  returns the pid.
+* ``record``: logs ``start``, sleeps ``payload["pace"]`` seconds, then
+  writes ``(job_id, pid)`` into the ``ledger`` table through ``ctx.effect``
+  (committed with the job's completion) and returns the pid.
 * ``long``: loops ``await ctx.checkpoint(); await asyncio.sleep(0.05)`` until
   ``payload["seconds"]`` passed or the file ``DIR/release-<job_id>`` exists.
 """
@@ -63,7 +63,7 @@ def _ledger(conn: sqlite3.Connection, job_id: str, pid: int) -> None:
 def make_handlers(log: Log, workdir: Path) -> dict[str, Any]:
     async def record(ctx: JobContext, payload: Any) -> int:
         log.write("start", ctx.job_id, attempt=ctx.attempt)
-        await asyncio.sleep(0)
+        await asyncio.sleep(float((payload or {}).get("pace", 0.0)))
         ctx.effect(_ledger, ctx.job_id, PID)
         return PID
 
@@ -91,6 +91,14 @@ async def _forever() -> None:
     await asyncio.sleep(3600)
 
 
+async def _orphan_guard(stop: asyncio.Event) -> None:
+    """Leave (draining) if the test process died without killing us."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 (no event tells us)
+        await asyncio.sleep(1.0)
+    stop.set()
+
+
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(args.dir)
     log = Log(workdir / f"events-{PID}.log")
@@ -107,6 +115,7 @@ async def main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    guard = loop.create_task(_orphan_guard(stop))
     async with svc:
         for job_id in args.bare:  # Langflow's start_job: a bare coroutine, no handler
             svc.create_queue(job_id)
@@ -116,6 +125,7 @@ async def main(args: argparse.Namespace) -> None:
         tmp.write_text(json.dumps({"pid": PID, "owner": svc.owner}))
         tmp.rename(ready)
         await stop.wait()
+    guard.cancel()
 
 
 if __name__ == "__main__":

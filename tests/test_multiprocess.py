@@ -3,9 +3,7 @@
 Worker processes run ``tests/_mp_worker.py`` (see its docstring: what each
 handler logs, where). This process opens its own ``JobQueueService`` on the
 same file as a *controller*: it submits jobs and sends controls, but never
-runs them — its single slot is held by a ``hold`` job that no worker knows,
-and every worker handler is registered here only as a stub that records it
-ran (it must not).
+runs them (it only ``declare()``s the workers' handler names).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue import JobContext, JobQueueService, TaskStatus
+from jobqueue import JobQueueService, TaskStatus
 from jobqueue.store.recovery import SweepResult
 
 S = TaskStatus
@@ -153,41 +151,12 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> 
 # -- the controller in this process ------------------------------------------------------------
 
 
-class Controller:
-    """A service on the same file that submits and controls but runs no worker job."""
-
-    def __init__(self, svc: JobQueueService) -> None:
-        self.svc = svc
-        self.stub_runs: list[str] = []
-
-
 @asynccontextmanager
-async def controller(db: Path, poll_interval: float = 0.05) -> AsyncIterator[Controller]:
-    hold = asyncio.Event()
-    svc = JobQueueService(db, concurrency=1, poll_interval=poll_interval)
-    ctl = Controller(svc)
-
-    async def hold_slot(ctx: JobContext, payload: Any) -> None:
-        await hold.wait()
-
-    async def stub(ctx: JobContext, payload: Any) -> None:
-        ctl.stub_runs.append(ctx.job_id)
-        raise AssertionError("a worker job ran in the controller")
-
-    await svc.__aenter__()
-    try:
-        svc.register("hold", hold_slot)
-        blocker = await svc.submit("hold")
-        await until(lambda: row(db, blocker.id)["status"] == "running", "hold runs")
-        for name in WORKER_HANDLERS:
-            svc.register(name, stub)  # the only slot is taken: these are never claimed here
-        yield ctl
-    finally:
-        closing_ = asyncio.ensure_future(svc.close(drain_timeout=5))
-        await asyncio.sleep(0)  # close() stops claiming in its first step
-        hold.set()
-        await closing_
-    assert ctl.stub_runs == []
+async def controller(db: Path, poll_interval: float = 0.05) -> AsyncIterator[JobQueueService]:
+    """A service on the same file that submits and controls jobs but runs none."""
+    async with JobQueueService(db, poll_interval=poll_interval) as svc:
+        svc.declare(*WORKER_HANDLERS)
+        yield svc
 
 
 def ledger(db: Path) -> None:
@@ -208,7 +177,8 @@ async def test_three_processes_claim_every_job_exactly_once(db_path: Path, worke
         for w in procs:
             await w.ready()
         t0 = time.monotonic()
-        jobs = await ctl.svc.submit_many("record", [{"i": i} for i in range(N_JOBS)])
+        # Short but not instant jobs: all three processes keep claiming for over a second.
+        jobs = await ctl.submit_many("record", [{"pace": 0.02}] * N_JOBS)
         ids = {j.id for j in jobs}
         assert len(ids) == N_JOBS
 
@@ -252,8 +222,8 @@ MARGIN = 1.5  # generous: two cores shared with other test runs
 LATENCY: dict[str, float] = {}
 
 
-async def _long_job_running(ctl: Controller, w: Worker, **payload: Any) -> str:
-    job = await ctl.svc.submit("long", payload or {"seconds": 60})
+async def _long_job_running(ctl: JobQueueService, w: Worker, **payload: Any) -> str:
+    job = await ctl.submit("long", payload or {"seconds": 60})
     await w.event("start", job.id)
     return job.id
 
@@ -274,7 +244,7 @@ async def test_cancel_from_another_process_reaches_the_owner_within_a_poll(
         await w.ready()
         job_id = await _long_job_running(ctl, w)
         t0 = time.time()
-        out = await ctl.svc.cancel(job_id)
+        out = await ctl.cancel(job_id)
         returned = time.time()
         assert (out.status, out.reason, out.owner) == (S.CANCELLED, "cancelled", None)
         noticed = await w.event("cancelled", job_id)
@@ -293,7 +263,7 @@ async def test_pause_and_resume_from_another_process(db_path: Path, workers: Any
         await w.ready()
         job_id = await _long_job_running(ctl, w)
         t0 = time.time()
-        out = await ctl.svc.pause(job_id)
+        out = await ctl.pause(job_id)
         returned = time.time()
         assert (out.status, out.reason, out.owner) == (S.PAUSED, "paused", None)
         noticed = await w.event("interrupt", job_id)
@@ -305,13 +275,13 @@ async def test_pause_and_resume_from_another_process(db_path: Path, workers: Any
         assert len(w.events("start", job_id)) == 1
 
         t0 = time.time()
-        resumed = await ctl.svc.resume(job_id)
+        resumed = await ctl.resume(job_id)
         assert resumed.status in (S.PAUSED, S.RUNNING)  # claimed by the worker moments later
         again = await w.event("start", job_id, n=2)
         _bounded("resume: handler started again in the worker", again["t"] - t0)
         assert again["attempt"] == 0  # a pause is not a failed attempt
         (w.workdir / f"release-{job_id}").touch()
-        assert await ctl.svc.wait(job_id, timeout=20) == w.pid
+        assert await ctl.wait(job_id, timeout=20) == w.pid
         done = row(db_path, job_id)
         assert (done["status"], done["attempt"], done["owner"]) == ("completed", 0, None)
     assert await w.terminate() == 0
@@ -327,7 +297,7 @@ async def test_stop_from_another_process_ends_at_the_next_checkpoint(
         await w.ready()
         job_id = await _long_job_running(ctl, w)
         t0 = time.time()
-        out = await ctl.svc.stop(job_id)
+        out = await ctl.stop(job_id)
         returned = time.time()
         assert (out.status, out.reason, out.owner) == (S.STOPPED, "stopped", None)
         noticed = await w.event("interrupt", job_id)
@@ -352,13 +322,13 @@ async def test_sigkill_then_reopen_sweeps_each_kind_of_job(db_path: Path, worker
     async with controller(db_path) as ctl:
         await w.ready()
         last = await _long_job_running(ctl, w)  # max_retries=0: the crash uses its one try
-        retried = await ctl.svc.submit("long", {"seconds": 60}, max_retries=1)
+        retried = await ctl.submit("long", {"seconds": 60}, max_retries=1)
         await w.event("start", retried.id)
         paused = await _long_job_running(ctl, w)
-        assert (await ctl.svc.pause(paused)).status is S.PAUSED
-        delayed = await ctl.svc.submit("long", delay=3600)
-        pending = await ctl.svc.submit("other")  # due, but no process runs "other"
-        bare = await ctl.svc.get("bare-1")
+        assert (await ctl.pause(paused)).status is S.PAUSED
+        delayed = await ctl.submit("long", delay=3600)
+        pending = await ctl.submit("other")  # due, but no process runs "other"
+        bare = await ctl.get("bare-1")
         assert (bare.status, bare.handler, bare.owner) == (S.RUNNING, None, w.owner)
 
     w.kill()  # SIGKILL mid-run, reaped
@@ -416,7 +386,7 @@ async def test_a_live_owner_is_never_swept_even_with_a_stale_heartbeat(
         age_heartbeats()
         async with JobQueueService(db_path, poll_interval=0.05) as other:
             assert other.recovered.total == 0
-            beat_interval = other._supervisor.heartbeat_interval if other._supervisor else 1.0
+            beat_interval = getattr(other._supervisor, "heartbeat_interval", 1.0)
             opened = time.time()
             end = time.monotonic() + beat_interval * 3.5  # several sweeps by both services
             while time.monotonic() < end:
@@ -428,9 +398,36 @@ async def test_a_live_owner_is_never_swept_even_with_a_stale_heartbeat(
         assert w.events("cancelled") == []
         assert len(w.events("start", job_id)) == 1
         (w.workdir / f"release-{job_id}").touch()
-        assert await ctl.svc.wait(job_id, timeout=20) == w.pid
+        assert await ctl.wait(job_id, timeout=20) == w.pid
         assert row(db_path, job_id)["attempt"] == 0
     assert await w.terminate() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_cancel_the_dead_owner_never_applied_is_honoured_by_the_sweep(
+    db_path: Path, workers: Any
+) -> None:
+    w = workers("--poll", "30")  # its watch loop will not look at control requests in time
+    async with controller(db_path) as ctl:
+        job = await ctl.submit("long", {"seconds": 60}, max_retries=3)
+        await w.ready()  # claims once at start
+        await w.event("start", job.id)
+        cancel = asyncio.ensure_future(ctl.cancel(job.id))
+        await until(lambda: row(db_path, job.id)["control"] == "cancel", "request written")
+        assert not cancel.done()
+        w.kill()
+        t0 = time.monotonic()
+        out = await asyncio.wait_for(cancel, 20)
+        print(f"\ncancel applied by the sweep {time.monotonic() - t0:.2f}s after SIGKILL")
+        # Not requeued (max_retries=3 would allow it): the caller asked for a cancel.
+        assert (out.status, out.reason, out.attempt, out.control) == (
+            S.CANCELLED,
+            "cancelled",
+            0,
+            None,
+        )
+    assert w.events("cancelled") == []  # the owner never saw it
 
 
 # -- 4. owner identity: a reused pid, a gone pid, a zombie -------------------------------------
@@ -492,7 +489,7 @@ async def test_owner_liveness_is_pid_plus_start_time(
 ) -> None:
     alive, gone = other_pids
     async with controller(db_path) as ctl:
-        ids = [(await ctl.svc.submit("other", delay=3600, max_retries=1)).id for _ in range(3)]
+        ids = [(await ctl.submit("other", delay=3600, max_retries=1)).id for _ in range(3)]
     reused, dead, live = ids
     me = os.getpid()
     wrong = str(int(start_ticks(me)) + 1)
@@ -520,19 +517,14 @@ async def test_owner_liveness_is_pid_plus_start_time(
 @needs_procfs
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: store/recovery.py owner_alive() reads a zombie's /proc/<pid>/stat, "
-    "finds the same start time and calls the dead owner alive; it should treat state Z/X "
-    "(3rd field of /proc/<pid>/stat) as dead",
-)
 async def test_a_killed_worker_not_yet_reaped_is_dead(db_path: Path, workers: Any) -> None:
     """A zombie keeps its /proc entry and start time until its parent reaps it, but it runs
-    nothing: its jobs should be swept at once, not after the parent gets round to ``wait()``."""
+    nothing: its jobs are swept at once, not after the parent gets round to ``wait()``
+    (fixed in f18c33a; an xfail here found it)."""
     w = workers("--poll", "0.1")
     async with controller(db_path) as ctl:
         await w.ready()
-        job = await ctl.svc.submit("long", {"seconds": 60}, max_retries=1)
+        job = await ctl.submit("long", {"seconds": 60}, max_retries=1)
         await w.event("start", job.id)
     w.proc.send_signal(signal.SIGKILL)  # and not reaped: a zombie until the fixture's wait()
     await until(
