@@ -1,19 +1,22 @@
 """``python -m jobqueue demo``: a short showcase of the durable queue.
 
-Submits a handful of jobs, streams their events to the terminal, cancels one,
-and prints the final statuses read back from the database file.
+Submits a handful of jobs, follows their events with a live progress display
+(``rich`` progress bars on a terminal, timestamped lines otherwise, both on
+stderr), cancels one, lets one retry, and prints the final statuses read back
+from the database file with the standard library's ``sqlite3`` (stdout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
+from jobqueue.cli.render import Output
 from jobqueue.context import JobContext
 from jobqueue.service import JobQueueService
 
@@ -32,15 +35,80 @@ WORDS = [
     "to",
     "SQLite",
 ]
+FINAL_HEADER = "final statuses read back from the database file"
 
 
-async def _demo(db: Path, out: TextIO) -> int:
-    start = time.monotonic()
+class Display(Protocol):
+    """What the demo tells as it goes (all of it on stderr)."""
 
-    def say(msg: str) -> None:
-        print(f"[{time.monotonic() - start:5.2f}s] {msg}", file=out, flush=True)
+    def add(self, label: str, total: int) -> None: ...
+    def advance(self, label: str, done: float, text: str) -> None: ...
+    def finish(self, label: str, status: str) -> None: ...
+    def say(self, text: str) -> None: ...
+    def close(self) -> None: ...
 
-    async with JobQueueService(db, concurrency=4) as svc:
+
+class PlainDisplay:
+    """Timestamped lines, one per event."""
+
+    def __init__(self, out: Output) -> None:
+        self._out = out
+        self._start = time.monotonic()
+
+    def say(self, text: str) -> None:
+        self._out.note(f"[{time.monotonic() - self._start:5.2f}s] {text}")
+
+    def add(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, label: str, done: float, text: str) -> None:
+        self.say(f"{label:6} token  {text!r}")
+
+    def finish(self, label: str, status: str) -> None:
+        self.say(f"{label:6} {status}")
+
+    def close(self) -> None:
+        pass
+
+
+class RichDisplay:
+    """One live progress bar per job (``rich``, on a terminal)."""
+
+    def __init__(self, out: Output) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description:6}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[text]}"),
+            console=Console(file=out.stderr),
+        )
+        self._tasks: dict[str, Any] = {}
+        self._progress.start()
+
+    def say(self, text: str) -> None:
+        self._progress.console.print(text)
+
+    def add(self, label: str, total: int) -> None:
+        self._tasks[label] = self._progress.add_task(label, total=total, text="pending")
+
+    def advance(self, label: str, done: float, text: str) -> None:
+        self._progress.update(self._tasks[label], completed=done, text=text[-40:])
+
+    def finish(self, label: str, status: str) -> None:
+        task = self._tasks[label]
+        if status == "completed":
+            self._progress.update(task, completed=self._progress.tasks[task].total)
+        self._progress.update(task, text=f"[bold]{status}[/bold]")
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+async def _demo(db: Path, out: Output, show: Display) -> int:
+    async with JobQueueService(db, concurrency=4, retry_backoff=0.2) as svc:
 
         @svc.handler("summarize")
         async def summarize(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
@@ -57,53 +125,79 @@ async def _demo(db: Path, out: TextIO) -> int:
                 raise ConnectionError("upstream hiccup (retried automatically)")
             return "ok on attempt " + str(ctx.attempt + 1)
 
-        say(f"database: {db}")
-        jobs = [
-            await svc.submit("summarize", {"words": n, "pace": 0.05}, priority=p)
-            for n, p in ((6, 0), (10, 5), (4, 1))
-        ]
-        slow = await svc.submit("summarize", {"words": 11, "pace": 0.5})
+        show.say(f"database: {db}")
+        specs = [("job1", 6, 0.05, 0), ("job2", 10, 0.05, 5), ("job3", 4, 0.05, 1)]
+        specs.append(("slow", 11, 0.5, 0))
+        labels: dict[str, str] = {}
+        for label, words, pace, priority in specs:
+            job = await svc.submit("summarize", {"words": words, "pace": pace}, priority=priority)
+            labels[job.id] = label
+            show.add(label, words)
         retry = await svc.submit("flaky", {}, max_retries=2)
-        say(f"submitted {len(jobs) + 2} jobs")
+        labels[retry.id] = "flaky"
+        show.add("flaky", 1)
+        show.say(f"submitted {len(labels)} jobs")
+        seen: dict[str, Counter[str]] = {job_id: Counter() for job_id in labels}
 
-        async def stream(job_id: str, label: str) -> None:
-            text = ""
+        async def follow(job_id: str) -> None:
+            label, text, status = labels[job_id], "", "completed"
             async for ev in svc.events(job_id):
+                seen[job_id][ev.type] += 1
                 if ev.type == "token":
                     text += ev.data["chunk"]
-                    say(f"{label} token  {text.strip()!r}")
                 elif ev.type == "progress":
-                    pass  # tokens already show progress in this demo
-                else:
-                    say(f"{label} {ev.type:6} {ev.data}")
+                    show.advance(label, ev.data["done"], text.strip())
+                elif ev.type in ("end", "error"):
+                    status = str(ev.data.get("status", ev.type))
+            show.finish(label, status)
 
-        streams = [asyncio.create_task(stream(j.id, f"job{i}")) for i, j in enumerate(jobs, 1)]
-        streams.append(asyncio.create_task(stream(slow.id, "slow")))
+        followers = [asyncio.create_task(follow(job_id)) for job_id in labels]
         await asyncio.sleep(1.0)
-        say(f"cancelling the slow job {slow.id[:8]}...")
-        await svc.cancel(slow.id)
-        await asyncio.gather(*streams)
-        say(f"flaky job: {await svc.wait(retry.id)!r}")
+        slow = next(job_id for job_id, label in labels.items() if label == "slow")
+        show.say(f"cancelling the slow job {slow[:8]}...")
+        await svc.cancel(slow)
+        await asyncio.gather(*followers)
+        show.say(f"flaky job: {await svc.wait(retry.id)!r}")
         await svc.run_until_idle()
+    show.close()
 
     # Read the final statuses straight from the file, with the standard library.
-    say("final statuses read back from the database file:")
-    with sqlite3.connect(db) as conn:
+    conn = sqlite3.connect(db)
+    try:
         rows = conn.execute(
             "SELECT id, handler, status, attempt, coalesce(result, error_message, reason, '') "
             "FROM jobs ORDER BY seq"
         ).fetchall()
-    conn.close()
-    for job_id, handler, status, attempt, detail in rows:
-        print(
-            f"  {job_id[:8]}  {handler:10} {status:10} attempt={attempt}  {detail[:60]}", file=out
-        )
+    finally:
+        conn.close()
+    table = [
+        [
+            job_id[:8],
+            handler,
+            status,
+            f"attempt={attempt}",
+            "events=" + ",".join(f"{k}:{n}" for k, n in sorted(seen[job_id].items())),
+            str(detail)[:50],
+        ]
+        for job_id, handler, status, attempt, detail in rows
+    ]
+    out.table(["ID", "HANDLER", "STATUS", "ATTEMPT", "EVENTS", "RESULT"], table, title=FINAL_HEADER)
     return 0
 
 
-def run_demo(db: str | None = None, out: TextIO = sys.stdout) -> int:
-    """Run the showcase; returns the exit code."""
-    if db is not None:
-        return asyncio.run(_demo(Path(db), out))
-    with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as tmp:
-        return asyncio.run(_demo(Path(tmp) / "demo.db", out))
+def run_demo(db: str | None = None, out: Output | None = None) -> int:
+    """Run the showcase (about 2 seconds); returns the exit code.
+
+    Args:
+        db: the database file to use; by default a temporary one, removed afterwards.
+        out: where to write (stdout: the final statuses; stderr: the live progress).
+    """
+    out = Output() if out is None else out
+    show: Display = RichDisplay(out) if out.fancy(out.stderr) else PlainDisplay(out)
+    try:
+        if db is not None:
+            return asyncio.run(_demo(Path(db), out, show))
+        with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as tmp:
+            return asyncio.run(_demo(Path(tmp) / "demo.db", out, show))
+    finally:
+        show.close()

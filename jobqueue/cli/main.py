@@ -1,177 +1,266 @@
-"""``python -m jobqueue``: demo, worker, list, show, cancel, pause, resume, stop, stats, ...
+"""``python -m jobqueue`` (also installed as ``jobqueue``): the command line.
 
-Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 the command
-failed (unknown job, illegal transition), 2 bad usage or an unusable database.
+Subcommands: ``demo``, ``worker``, ``list``, ``show``, ``cancel``, ``pause``,
+``resume``, ``stop``, ``stats``, ``check``, ``metrics``. Data goes to stdout,
+notes, progress and logs to stderr.
+
+Exit codes:
+
+* ``0``: done (for ``check``: the file is healthy).
+* ``1``: the command could not do what was asked: an unknown job id, a change
+  the status table does not allow, ``check`` found problems, the metrics port
+  is taken.
+* ``2``: bad usage (unknown option, missing ``--db``, bad ``MODULE:ATTR``) or a
+  database file that cannot be used: missing, a directory, damaged, not a
+  SQLite file, another program's database, a newer schema, locked, read-only.
+* ``130``: interrupted by Ctrl-C (``stats --watch`` and ``metrics`` treat
+  Ctrl-C as their normal end and exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import signal
+import logging
+import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
+from jobqueue import __version__
+from jobqueue.cli.jobs import CONTROLS
+from jobqueue.cli.render import Output
 from jobqueue.cli.worker import add_worker_parser
-from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
-from jobqueue.service import JobQueueService
-from jobqueue.store.jobs import Job
+from jobqueue.errors import InvalidArgumentError, JobQueueError, StoreError
+from jobqueue.status import TaskStatus
 
-__all__ = ["entrypoint", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "entrypoint", "main"]
 
-#: The control commands and their help; each calls the service method of that name.
-CONTROLS = {
-    "cancel": "cancel a job now (a running one is interrupted)",
-    "pause": "pause a job (a running one stops at its next checkpoint)",
-    "resume": "resume a paused job",
-    "stop": "stop a job gracefully (its current step finishes, then it ends stopped)",
-}
-#: What a control request does when the job still shows as running in another process.
-_PENDING_NOTE = {
-    "cancel": "it is cancelled",
-    "pause": "it is paused",
-    "stop": "it stops after its current step",
-}
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Environment variable giving ``--db`` for the commands that inspect or control a file.
+DB_ENV = "JOBQUEUE_DB"
+_NEEDS_DB = ("list", "show", *CONTROLS, "stats", "check", "metrics")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jobqueue", description="Embedded crash-safe job queue.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    demo = sub.add_parser("demo", help="run a short showcase (about 5 s)")
-    demo.add_argument("--db", help="database file to use (default: a temporary file)")
-    add_worker_parser(sub)
+def _statuses(text: str) -> list[str]:
+    """``--status pending,running``: validated status values."""
+    wanted = [s.strip().lower() for s in text.split(",") if s.strip()]
+    valid = [s.value for s in TaskStatus]
+    bad = [s for s in wanted if s not in valid]
+    if bad or not wanted:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {', '.join(bad) or repr(text)}; use one of {', '.join(valid)} "
+            "(several: pending,running)"
+        )
+    return wanted
 
-    def with_db(name: str, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_)
-        sp.add_argument("--db", required=True, help="the jobqueue database file")
-        return sp
 
-    ls = with_db("list", "list jobs, newest first")
-    ls.add_argument("--status", help="only this status")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true", help="one JSON object per line")
-    show = with_db("show", "show one job")
-    show.add_argument("job")
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m jobqueue``."""
+    # Options every subcommand takes, before or after the subcommand's name. SUPPRESS
+    # keeps a value given before the name from being reset by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"the jobqueue database file (default: ${DB_ENV}, except for worker and demo)",
+    )
+    common.add_argument(
+        "--plain",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="plain text even on a terminal (no rich tables or progress bars)",
+    )
+    p = argparse.ArgumentParser(
+        prog="jobqueue",
+        description="Embedded, crash-safe asyncio job queue on SQLite.",
+        epilog="Exit codes: 0 done, 1 the command failed (unknown job, change not allowed, "
+        "check found problems), 2 bad usage or an unusable database file, 130 interrupted.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="version", version=f"jobqueue {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    def cmd(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=description or help_, parents=[common])
+
+    cmd(
+        "demo",
+        "run a 2-second showcase with a live progress display",
+        "Run a showcase: submit jobs, follow their events with a live progress display "
+        "(stderr), cancel one, retry one, then print the statuses read back from the "
+        "database file (stdout). --db keeps the file; by default a temporary one is used.",
+    )
+    add_worker_parser(sub, parents=[common])
+
+    ls = cmd("list", "list jobs, newest first")
+    ls.add_argument(
+        "--status", type=_statuses, metavar="S[,S...]", help="only these statuses (comma-separated)"
+    )
+    ls.add_argument("--handler", help="only jobs of this handler")
+    ls.add_argument("--limit", type=_positive_int, default=50, help="at most N jobs (default 50)")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line (all fields)")
+
+    show = cmd("show", "show one job: its record, workflow steps and last events")
+    show.add_argument("job", metavar="JOB", help="the job id")
+    show.add_argument(
+        "--events",
+        type=int,
+        default=10,
+        metavar="N",
+        help="how many of the last persisted events to show (default 10)",
+    )
+    show.add_argument("--json", action="store_true", help="one JSON object")
+
     for name, help_ in CONTROLS.items():
-        with_db(name, help_).add_argument("job")
-    with_db("stats", "job counts and lag")
-    with_db("check", "integrity check and schema version")
-    met = with_db("metrics", "serve Prometheus metrics until SIGINT/SIGTERM")
-    met.add_argument("--port", type=int, required=True, help="TCP port (0: a free one)")
-    met.add_argument("--addr", default="127.0.0.1", help="bind address (default: loopback)")
-    met.add_argument("--interval", type=float, default=5.0, help="stats refresh, seconds")
+        c = cmd(name, help_)
+        c.add_argument("job", metavar="JOB", nargs="+", help="job id(s)")
+
+    st = cmd("stats", "job counts by status, lag, queues and live processes")
+    st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    st.add_argument(
+        "--interval", type=_seconds, default=2.0, help="seconds between refreshes (default 2)"
+    )
+    st.add_argument("--count", type=_positive_int, help="with --watch: stop after N reports")
+    st.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
+
+    ck = cmd(
+        "check",
+        "integrity and schema version of a database file (read-only)",
+        "Check a database file without writing to it: SQLite's integrity_check, the "
+        "schema version, stored statuses, foreign keys, journal mode, running jobs of "
+        "dead processes. Exit 0 healthy, 1 problems found, 2 not a usable SQLite file.",
+    )
+    ck.add_argument("--quick", action="store_true", help="quick_check instead of integrity_check")
+    ck.add_argument("--json", action="store_true", help="one JSON object")
+
+    met = cmd("metrics", "serve Prometheus metrics until SIGINT/SIGTERM")
+    met.add_argument(
+        "--port", type=_port, required=True, help="TCP port (0: a free one, printed on stdout)"
+    )
+    met.add_argument("--addr", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    met.add_argument(
+        "--interval", type=_seconds, default=5.0, help="seconds between reads of the counts"
+    )
     return p
 
 
-async def _serve_metrics(args: argparse.Namespace) -> int:
-    from jobqueue.telemetry import serve_metrics
-
-    async with JobQueueService(args.db, metrics=True) as svc:
-        metrics = svc.metrics
-        assert metrics is not None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        with serve_metrics(args.port, args.addr, registry=metrics.prometheus_registry) as srv:
-            print(f"serving metrics at {srv.url}", flush=True)
-            while not stop.is_set():
-                await svc.refresh_stats()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.interval)
-    return 0
-
-
-def _job_dict(job: Job) -> dict[str, Any]:
-    d = asdict(job)
-    d["status"] = job.status.value
-    return d
-
-
-async def _run(args: argparse.Namespace) -> int:
-    async with JobQueueService(args.db, check_on_open=args.cmd == "check") as svc:
-        if args.cmd == "list":
-            for job in await svc.list(status=args.status, limit=args.limit):
-                if args.json:
-                    print(json.dumps(_job_dict(job)))
-                else:
-                    print(
-                        f"{job.id}  {job.handler or '-':16} {job.status:10} attempt={job.attempt}"
-                    )
-        elif args.cmd == "show":
-            print(json.dumps(_job_dict(await svc.get(args.job)), indent=2))
-        elif args.cmd in CONTROLS:
-            job = await _control(svc, args.cmd, args.job)
-            print(_control_line(svc, args.cmd, job))
-        elif args.cmd == "stats":
-            await svc.refresh_stats()
-            print(json.dumps(svc.stats(), indent=2))
-        elif args.cmd == "check":
-            from jobqueue.store.schema import latest_version
-
-            print(
-                json.dumps({"integrity": "ok", "schema_version": latest_version(), "path": args.db})
-            )
-    return 0
-
-
-async def _control(svc: JobQueueService, cmd: str, job_id: str) -> Job:
-    """Call ``svc.<cmd>(job_id)``; ``stop`` needs the id (without one it closes the service)."""
-    method = getattr(svc, cmd)
-    job: Job = await method(job_id)
-    return job
-
-
-def _control_line(svc: JobQueueService, cmd: str, job: Job) -> str:
-    """``"<id> <status>"``, plus what happens next when the request is not applied yet."""
-    line = f"{job.id} {job.status}"
-    if cmd == "resume" and job.status == "paused":
-        return line + (
-            " (resume requested: a worker with its handler claims it like a due pending job "
-            f"within its poll interval; `show {job.id}` tells when)"
-        )
-    owner = job.owner
-    if job.status == "running" and owner is not None and owner != svc.owner:
-        pid = owner.split(":", 1)[0]
-        line += (
-            f" ({cmd} requested: the worker running it, pid {pid}, applies it within its "
-            f"poll interval, then {_PENDING_NOTE[cmd]}; `show {job.id}` tells when)"
-        )
-    return line
+def _exit_code(exc: JobQueueError) -> int:
+    if isinstance(exc, StoreError | InvalidArgumentError):
+        return EXIT_USAGE
+    return EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv``; returns the exit code (tests call this)."""
-    args = _parser().parse_args(argv)
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Never raises ``SystemExit``: tests and embedding programs call it directly.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.cmd is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    out = Output(plain=getattr(args, "plain", False))
+    args.db = getattr(args, "db", None)
+    if args.db is None and args.cmd in _NEEDS_DB:
+        args.db = os.environ.get(DB_ENV) or None
+        if args.db is None:
+            out.error(f"{args.cmd} needs --db FILE (or the {DB_ENV} environment variable)")
+            return EXIT_USAGE
+    if args.cmd != "worker" and not logging.getLogger().handlers:  # the worker sets its own
+        logging.basicConfig(level=logging.WARNING, format="jobqueue: %(levelname)s %(message)s")
+    try:
+        return _dispatch(args, out)
+    except JobQueueError as exc:
+        out.error(str(exc))
+        return _exit_code(exc)
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace, out: Output) -> int:
     if args.cmd == "demo":
         from jobqueue.cli.demo import run_demo
 
-        return run_demo(args.db)
+        return run_demo(args.db, out)
     if args.cmd == "worker":
         from jobqueue.cli.worker import run_worker_command
 
         return run_worker_command(args)
-    if not Path(args.db).exists():
-        print(f"jobqueue: no database file at {args.db}", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(_serve_metrics(args) if args.cmd == "metrics" else _run(args))
-    except JobNotFoundError as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
-        return 1
-    except StoreError as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
-        return 2
-    except JobQueueError as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
-        return 1
+    if os.path.isdir(args.db):
+        out.error(f"{args.db} is a directory; --db takes a database file such as jobs.db")
+        return EXIT_USAGE
+    if not os.path.exists(args.db):
+        out.error(
+            f"no database file at {args.db}; check the path ({args.cmd} never creates one: "
+            "a worker or your application does)"
+        )
+        return EXIT_USAGE
+    if args.cmd == "check":
+        from jobqueue.cli.check import check_command
+
+        return check_command(args, out)
+    if args.cmd == "metrics":
+        from jobqueue.cli.metrics import metrics_command
+
+        return asyncio.run(metrics_command(args, out))
+    return asyncio.run(_with_service(args, out))
+
+
+async def _with_service(args: argparse.Namespace, out: Output) -> int:
+    from jobqueue.cli.jobs import control_command, list_command, show_command
+    from jobqueue.cli.stats import stats_command
+    from jobqueue.service import JobQueueService
+
+    async with JobQueueService(args.db) as svc:
+        if args.cmd == "list":
+            return await list_command(svc, args, out)
+        if args.cmd == "show":
+            return await show_command(svc, args, out)
+        if args.cmd == "stats":
+            return await stats_command(svc, args, out)
+        return await control_command(svc, args, out)
 
 
 def entrypoint() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: exit with :func:`main`'s code."""
     sys.exit(main())

@@ -24,10 +24,14 @@ __all__ = ["add_worker_parser", "run_worker_command"]
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 
 
-def add_worker_parser(sub: Any) -> None:
-    """Add the ``worker`` subcommand to the parser's subcommands ``sub``."""
+def add_worker_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
+    """Add the ``worker`` subcommand to the parser's subcommands ``sub``.
+
+    ``parents`` give the options every subcommand shares (``--db``, ``--plain``).
+    """
     w = sub.add_parser(
         "worker",
+        parents=parents or [],
         help="run the handlers of a JobQueueService until SIGINT/SIGTERM",
         description=(
             "Run the JobQueueService named by MODULE:ATTR (an instance, or a function "
@@ -39,7 +43,6 @@ def add_worker_parser(sub: Any) -> None:
         ),
     )
     w.add_argument("app", metavar="MODULE:ATTR", help="e.g. myapp.jobs:service")
-    w.add_argument("--db", help="database file (default: the path the service was created with)")
     w.add_argument("--concurrency", type=int, help="jobs run at once (default: the service's)")
     w.add_argument(
         "--drain-timeout",
@@ -70,7 +73,8 @@ def run_worker_command(args: argparse.Namespace) -> int:
         return 2
     try:
         service = load_service(args.app)
-        prepare_service(service, path=args.db, concurrency=args.concurrency, target=args.app)
+        path = getattr(args, "db", None)
+        prepare_service(service, path=path, concurrency=args.concurrency, target=args.app)
     except WorkerAppError as exc:
         logging.getLogger("jobqueue.worker").debug("cannot load %s", args.app, exc_info=True)
         print(f"jobqueue: {exc}", file=sys.stderr)

@@ -1,0 +1,170 @@
+"""``check``: a read-only health check of a database file.
+
+Unlike every other command it does not open a service: the file is opened
+read-only (``mode=ro``), so a damaged file is never written to, an old one is
+reported as it is (not migrated), and nothing is recovered. It runs SQLite's
+``integrity_check`` (``--quick``: ``quick_check``), then checks the schema
+version, the stored statuses, foreign keys, the journal mode and running jobs
+whose process is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import urllib.parse
+from typing import Any
+
+from jobqueue.cli.render import Output
+from jobqueue.errors import StoreError
+from jobqueue.status import TaskStatus
+from jobqueue.store.connection import map_sqlite_error
+from jobqueue.store.recovery import owner_alive
+from jobqueue.store.schema import latest_version, refuse_foreign
+
+__all__ = ["check_command", "check_file"]
+
+#: The schema version that lowercased statuses (older files may hold ``RUNNING``).
+_LOWERCASE_VERSION = 2
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise map_sqlite_error(exc, path) or StoreError(f"{path}: {exc}", path) from exc
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()  # reads the header: fails if not SQLite
+    except sqlite3.Error as exc:
+        conn.close()
+        raise map_sqlite_error(exc, path) or StoreError(f"{path}: {exc}", path) from exc
+    return conn
+
+
+def check_file(path: str, *, quick: bool = False) -> dict[str, Any]:
+    """Check ``path`` without writing to it; returns the report.
+
+    The report's ``problems`` are what makes the file unusable or wrong
+    (``ok`` is false when there are any); ``warnings`` are worth knowing
+    but harmless (an older schema is migrated at the next open, a dead
+    process's running jobs are recovered then).
+
+    Raises:
+        StoreCorruptedError: not a SQLite file, or a database of another program.
+        StoreError: the file cannot be read.
+    """
+    conn = _connect(path)
+    try:
+        return _check(conn, path, quick)
+    finally:
+        conn.close()
+
+
+def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
+    latest = latest_version()
+    report: dict[str, Any] = {
+        "path": path,
+        "ok": False,
+        "integrity": None,
+        "schema_version": None,
+        "supported_version": latest,
+        "journal_mode": None,
+        "size_bytes": os.path.getsize(path),
+        "jobs": {},
+        "problems": [],
+        "warnings": [],
+    }
+    problems: list[str] = report["problems"]
+    warnings: list[str] = report["warnings"]
+    try:
+        rows = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        report["journal_mode"] = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        report["integrity"] = [str(exc)]
+        problems.append(f"the file is damaged ({exc}); restore it from a backup")
+        return report
+    found = [str(r[0]) for r in rows]
+    report["integrity"] = "ok" if found == ["ok"] else found[:20]
+    if found != ["ok"]:
+        shown = "; ".join(found[:3])
+        problems.append(f"integrity check failed ({shown}); restore the file from a backup")
+    report["schema_version"] = version
+    if version == 0:
+        refuse_foreign(conn, path)  # raises for another program's database
+        warnings.append("empty: no jobqueue schema yet (the first service to open it creates it)")
+        report["ok"] = not problems
+        return report
+    if version > latest:
+        problems.append(
+            f"schema version {version} is newer than this jobqueue understands ({latest}); "
+            "upgrade jobqueue to use this file"
+        )
+    elif version < latest:
+        warnings.append(
+            f"schema version {version} is older than this jobqueue's ({latest}); the next "
+            "service to open the file migrates it"
+        )
+    if report["journal_mode"] != "wal":
+        warnings.append(
+            f"journal_mode is {report['journal_mode']!r}, not 'wal' (the next open switches it)"
+        )
+    try:
+        _check_rows(conn, version, report)
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"reading the jobs failed ({exc}); restore the file from a backup")
+    report["ok"] = not problems
+    return report
+
+
+def _check_rows(conn: sqlite3.Connection, version: int, report: dict[str, Any]) -> None:
+    valid = {s.value for s in TaskStatus}
+    counts: dict[str, int] = {}
+    for status, n in conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
+        key = status.lower() if isinstance(status, str) and version < _LOWERCASE_VERSION else status
+        if key in valid:
+            counts[key] = counts.get(key, 0) + n
+            continue
+        example = conn.execute("SELECT id FROM jobs WHERE status IS ? LIMIT 1", (status,))
+        report["problems"].append(
+            f"{n} job(s) have the invalid status {status!r} (e.g. job {example.fetchone()[0]!r}); "
+            f"valid statuses are {', '.join(sorted(valid))}. Fix or delete those rows."
+        )
+    report["jobs"] = counts
+    fk = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if fk:
+        report["problems"].append(f"{len(fk)} row(s) break a foreign key (first: {fk[0]!r})")
+    running = conn.execute(
+        "SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner"
+    ).fetchall()
+    for owner, n in running:
+        if owner is not None and owner_alive(owner) is False:
+            report["warnings"].append(
+                f"{n} running job(s) belong to process {owner.split(':')[0]}, which is gone; "
+                "the next service to open the file puts them back to pending"
+            )
+
+
+def check_command(args: argparse.Namespace, out: Output) -> int:
+    """``check``: 0 healthy, 1 problems found (listed), 2 not a usable SQLite file at all."""
+    report = check_file(args.db, quick=args.quick)
+    if args.json:
+        out.line(json.dumps(report, indent=2))
+    else:
+        integrity = report["integrity"]
+        version = report["schema_version"]
+        fields = [
+            ("file", f"{report['path']} ({report['size_bytes']:,} bytes)"),
+            ("integrity", integrity if isinstance(integrity, str) else "FAILED"),
+            ("schema", f"version {version} (this jobqueue: {report['supported_version']})"),
+            ("journal", str(report["journal_mode"])),
+            ("jobs", ", ".join(f"{s} {n}" for s, n in sorted(report["jobs"].items())) or "none"),
+        ]
+        fields += [("problem", p) for p in report["problems"]]
+        fields += [("warning", w) for w in report["warnings"]]
+        out.fields(fields)
+        out.note("check: ok" if report["ok"] else f"check: {len(report['problems'])} problem(s)")
+    return 0 if report["ok"] else 1

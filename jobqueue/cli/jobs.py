@@ -1,0 +1,261 @@
+"""``list``, ``show`` and the control commands (``cancel``, ``pause``, ``resume``, ``stop``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
+from jobqueue.errors import JobQueueError, StoreError
+from jobqueue.service import JobQueueService
+from jobqueue.status import TaskStatus
+from jobqueue.store import eventlog
+from jobqueue.store.jobs import Job
+
+__all__ = ["CONTROLS", "control_command", "job_dict", "list_command", "show_command"]
+
+#: The control commands and their help; each calls the service method of that name.
+CONTROLS = {
+    "cancel": "cancel a job now (a running one is interrupted)",
+    "pause": "pause a job (a running one stops at its next checkpoint)",
+    "resume": "resume a paused job",
+    "stop": "stop a job gracefully (its current step finishes, then it ends stopped)",
+}
+#: What a control request does when the job still shows as running in another process.
+_PENDING_NOTE = {
+    "cancel": "it is cancelled",
+    "pause": "it is paused",
+    "stop": "it stops after its current step",
+}
+_LIST_COLUMNS = ["ID", "HANDLER", "STATUS", "ATTEMPT", "PRIORITY", "CREATED", "DETAIL"]
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    """The stored record as JSON-ready data (``status`` as its string value)."""
+    d = dataclasses.asdict(job)
+    d["status"] = job.status.value
+    return d
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _detail(job: Job, now: float) -> str:
+    """One phrase about where the job is: what it returned, why it failed, when it runs."""
+    status = job.status
+    request = f"; {job.control} requested" if job.control else ""
+    if status is TaskStatus.PENDING:
+        due = f"due {fmt_age(job.run_at, now)}" if job.run_at > now else "due now"
+        return due + (f" (retry after {job.reason})" if job.reason else "") + request
+    if status is TaskStatus.RUNNING:
+        since = f"for {fmt_duration(now - job.started_at)}" if job.started_at else "running"
+        return f"{since}, pid {job.owner.split(':', 1)[0]}{request}" if job.owner else since
+    if status is TaskStatus.COMPLETED:
+        return "result " + _short(job.result, 50)
+    if status is TaskStatus.FAILED:
+        what = job.error or job.error_type or ""
+        return _short(f"{job.reason}: {what}" if job.reason not in (None, "error") else what)
+    return _short(job.reason or "") + request
+
+
+async def list_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+    """``list``: stored jobs, newest first (``--json``: one JSON object per line)."""
+    found = await svc.list(status=args.status, handler=args.handler, limit=args.limit)
+    if args.json:
+        for job in found:
+            out.line(json.dumps(job_dict(job)))
+        return 0
+    if not found:
+        which = f" with status {', '.join(args.status)}" if args.status else ""
+        out.note(f"no jobs{which} in {args.db}")
+        return 0
+    now = time.time()
+    rows = [
+        [
+            job.id,
+            job.handler or "(coroutine)",
+            job.status.value,
+            str(job.attempt),
+            str(job.priority),
+            fmt_age(job.created_at, now),
+            _detail(job, now),
+        ]
+        for job in found
+    ]
+    out.table(_LIST_COLUMNS, rows)
+    if len(found) == args.limit:
+        out.note(f"(the newest {args.limit} shown; --limit N shows more)")
+    return 0
+
+
+async def _last_events(svc: JobQueueService, job_id: str, count: int) -> list[dict[str, Any]]:
+    """The job's newest ``count`` persisted events, oldest first (none without the log)."""
+    if count <= 0:
+        return []
+    newest = await svc._read(eventlog.max_seq, job_id)
+    rows = await svc._read(eventlog.read_after, job_id, max(0, newest - count), count)
+    out = []
+    for seq, kind, data, created_at in rows:
+        try:
+            decoded = json.loads(data)
+        except ValueError:
+            decoded = data
+        out.append({"seq": seq, "type": kind, "data": decoded, "created_at": created_at})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A step record (dataclass, mapping, named tuple, object) as JSON-ready data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    elif hasattr(value, "_asdict"):
+        value = value._asdict()
+    elif not isinstance(value, Mapping) and hasattr(value, "__dict__"):
+        value = vars(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, TaskStatus):
+        return value.value
+    return value
+
+
+async def _steps(svc: JobQueueService, job_id: str) -> list[Any] | None:
+    """Durable workflow steps, if this jobqueue records them (``service.get_steps``)."""
+    get_steps = getattr(svc, "get_steps", None)
+    if get_steps is None:
+        return None
+    steps = await get_steps(job_id)
+    return [_plain(s) for s in steps]
+
+
+def _record_fields(job: Job, now: float) -> list[tuple[str, str]]:
+    def when(ts: float | None) -> str:
+        return "-" if ts is None else f"{fmt_time(ts)} ({fmt_age(ts, now)})"
+
+    status = job.status.value + (f" (reason: {job.reason})" if job.reason else "")
+    fields = [
+        ("id", job.id),
+        ("handler", job.handler or "(a coroutine started with start_job)"),
+        ("status", status),
+        ("attempt", f"{job.attempt} (max_retries {job.max_retries})"),
+        ("priority", str(job.priority)),
+        ("created", when(job.created_at)),
+        ("started", when(job.started_at)),
+        ("completed", when(job.completed_at)),
+        ("updated", when(job.updated_at)),
+    ]
+    if job.status is TaskStatus.PENDING:
+        fields.append(("run at", when(job.run_at)))
+    optional = [
+        ("timeout", None if job.timeout is None else f"{job.timeout:g}s"),
+        ("owner", None if job.owner is None else f"{job.owner} (pid {job.owner.split(':')[0]})"),
+        ("control", None if job.control is None else f"{job.control} requested, not yet applied"),
+        ("session", job.session_id),
+        ("idempotency key", job.idempotency_key),
+        ("description", job.description),
+        ("concurrency key", job.concurrency_key),
+        ("workspace", job.workspace),
+        ("report", job.report_path),
+    ]
+    fields += [(name, value) for name, value in optional if value is not None]
+    fields.append(("payload", json.dumps(job.payload, indent=2, default=str)))
+    if job.status is TaskStatus.COMPLETED:
+        fields.append(("result", json.dumps(job.result, indent=2, default=str)))
+    if job.error is not None or job.error_type is not None:
+        fields.append(("error", job.error or str(job.error_type)))
+    if job.traceback:
+        fields.append(("traceback", "\n".join(job.traceback.rstrip().splitlines()[-8:])))
+    return fields
+
+
+async def show_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+    """``show JOB``: the record, its workflow steps and its last persisted events."""
+    job = await svc.get(args.job)
+    steps = await _steps(svc, job.id)
+    events = await _last_events(svc, job.id, args.events)
+    if args.json:
+        data = job_dict(job)
+        if steps is not None:
+            data["steps"] = steps
+        data["events"] = events
+        out.line(json.dumps(data, indent=2, default=str))
+        return 0
+    now = time.time()
+    out.fields(_record_fields(job, now))
+    if steps:
+        keys: list[str] = []
+        for step in steps:
+            for key in step if isinstance(step, dict) else ["step"]:
+                if key not in keys:
+                    keys.append(key)
+        rows = [
+            [_short(s.get(k, "") if isinstance(s, dict) else s, 40) for k in keys] for s in steps
+        ]
+        out.line("")
+        out.table([k.upper() for k in keys], rows, title=f"steps ({len(steps)})")
+    elif steps is not None:
+        out.line("")
+        out.line("steps: none recorded")
+    out.line("")
+    if events:
+        rows = [
+            [str(e["seq"]), fmt_time(e["created_at"]), e["type"], _short(e["data"], 70)]
+            for e in events
+        ]
+        out.table(["SEQ", "TIME", "TYPE", "DATA"], rows, title=f"last {len(events)} events")
+    else:
+        out.line("events: none persisted (open the service with persist_events=True to keep them)")
+    return 0
+
+
+def _control_line(svc: JobQueueService, cmd: str, job: Job) -> str:
+    """``"<id> <status>"``, plus what happens next when the request is not applied yet."""
+    line = f"{job.id} {job.status}"
+    if cmd == "resume" and job.status == "paused":
+        return line + (
+            " (resume requested: a worker with its handler claims it like a due pending job "
+            f"within its poll interval; `show {job.id}` tells when)"
+        )
+    owner = job.owner
+    if job.status == "running" and owner is not None and owner != svc.owner:
+        pid = owner.split(":", 1)[0]
+        line += (
+            f" ({cmd} requested: the worker running it, pid {pid}, applies it within its "
+            f"poll interval, then {_PENDING_NOTE[cmd]}; `show {job.id}` tells when)"
+        )
+    return line
+
+
+async def control_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+    """``cancel|pause|resume|stop JOB...``: one ``<id> <status>`` line per job.
+
+    Every job is tried; the exit code is 1 if any of them failed.
+    """
+    method = getattr(svc, args.cmd)  # stop needs the id: without one it closes the service
+    failed = 0
+    for job_id in _unique(args.job):
+        try:
+            job: Job = await method(job_id)
+        except StoreError:
+            raise  # the file itself is the problem: no point trying the other ids
+        except JobQueueError as exc:
+            if len(args.job) == 1:
+                raise
+            out.error(str(exc))
+            failed += 1
+            continue
+        out.line(_control_line(svc, args.cmd, job))
+    return 1 if failed else 0
+
+
+def _unique(ids: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,158 @@
+"""``stats [--watch]``: job counts, lag and the processes on the file (RagFlow's report)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import time
+from typing import Any
+
+from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
+from jobqueue.service import JobQueueService
+from jobqueue.store.recovery import owner_alive
+
+__all__ = ["read_stats", "stats_command"]
+
+_COUNTS = ("pending", "running", "paused", "done", "failed", "cancelled", "stopped")
+
+
+def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
+    """Every count of the report in one read (runs on the database thread).
+
+    ``lag`` is how long the oldest due pending job has been waiting to start
+    (0 when none is due); ``processes`` are the live services that opened the
+    file (workers, apps, this command excluded) with their boot time and heartbeat.
+    """
+    by_status = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+    due, oldest = conn.execute(
+        "SELECT count(*), min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?", (now,)
+    ).fetchone()
+    queues = dict(
+        conn.execute(
+            "SELECT coalesce(handler, ''), count(*) FROM jobs WHERE status = 'pending' "
+            "GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    running_by_owner = dict(
+        conn.execute(
+            "SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner"
+        ).fetchall()
+    )
+    processes = [
+        {
+            "owner": owner,
+            "pid": pid,
+            "boot_at": started_at,
+            "heartbeat_age": max(0.0, now - beat),
+            "running": running_by_owner.get(owner, 0),
+        }
+        for owner, pid, started_at, beat in conn.execute(
+            "SELECT owner, pid, started_at, heartbeat FROM owners ORDER BY started_at"
+        )
+        if owner != me and owner_alive(owner) is not False
+    ]
+    pending = by_status.get("pending", 0)
+    return {
+        "pending": pending,
+        "due": due,
+        "delayed": pending - due,
+        "running": by_status.get("running", 0),
+        "paused": by_status.get("paused", 0),
+        "done": by_status.get("completed", 0),
+        "failed": by_status.get("failed", 0),
+        "cancelled": by_status.get("cancelled", 0),
+        "stopped": by_status.get("stopped", 0),
+        "lag": 0.0 if oldest is None else max(0.0, now - oldest),
+        "queues": queues,
+        "processes": processes,
+        "now": now,
+    }
+
+
+def _fields(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    now = stats["now"]
+    pending = f"{stats['pending']} (due {stats['due']}, delayed {stats['delayed']})"
+    fields = [("pending", pending)]
+    fields += [(name, str(stats[name])) for name in _COUNTS[1:]]
+    fields.append(("lag", f"{fmt_duration(stats['lag'])} (how long the oldest due job has waited)"))
+    queues = "  ".join(f"{h or '(none)'}={n}" for h, n in stats["queues"].items())
+    fields.append(("queues", queues or "-"))
+    procs = [
+        f"pid {p['pid']}: up since {fmt_time(p['boot_at'])}, heartbeat "
+        f"{fmt_age(now - p['heartbeat_age'], now)}, {p['running']} running"
+        for p in stats["processes"]
+    ]
+    fields.append(("processes", "\n".join(procs) or "none (no worker has the file open)"))
+    return fields
+
+
+def _one_line(stats: dict[str, Any]) -> str:
+    counts = " ".join(f"{name}={stats[name]}" for name in _COUNTS)
+    when = time.strftime("%H:%M:%S", time.localtime(stats["now"]))
+    return f"{when} {counts} lag={stats['lag']:.1f}s processes={len(stats['processes'])}"
+
+
+def _rich_table(stats: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for name, value in _fields(stats):
+        table.add_row(name, value)
+    return table
+
+
+async def stats_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+    """``stats``: one report; ``--watch``: a new one every ``--interval`` seconds until stopped."""
+
+    async def read() -> dict[str, Any]:
+        return await svc._read(read_stats, svc.owner, time.time())
+
+    if not args.watch:
+        stats = await read()
+        if args.json:
+            out.line(json.dumps(stats, indent=2))
+        else:
+            out.fields(_fields(stats))
+        return 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    live = None
+    try:
+        if not args.json and out.fancy(out.stdout):
+            from rich.console import Console
+            from rich.live import Live
+
+            live = Live(console=Console(file=out.stdout), auto_refresh=False)
+            live.start()
+        shown = 0
+        while not stop.is_set():
+            stats = await read()
+            shown += 1
+            if args.json:
+                out.line(json.dumps(stats))
+            elif live is not None:
+                title = f"{args.db} at {fmt_time(stats['now'])} (Ctrl-C to stop)"
+                live.update(_rich_table(stats, title), refresh=True)
+            else:
+                out.line(_one_line(stats))
+            if args.count and shown >= args.count:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.interval)
+    finally:
+        if live is not None:
+            live.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 0
