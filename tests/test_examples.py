@@ -15,6 +15,19 @@ EXPECT = {
     "langflow_streaming.py": ["token-1", "end", "stored status: completed"],
     "quickstart.py": ["result: {'words': 4}", "failed as expected", "ValueError: bad input"],
     "resumable_events.py": ["without gap or repeat"],
+    "crash_and_resume.py": [
+        "stored status after the crash: running",
+        "requeued=1",
+        "after restart: completed, attempt 1: charged 42 for A-1",
+        "ledger rows: [('A-1', 42)]",
+    ],
+    "prometheus_scrape.py": [
+        'jobqueue_jobs_finished_total{handler="resize",status="completed"} 4',
+        'jobqueue_job_errors_total{error_type="ValueError",handler="resize"} 1',
+        'jobqueue_queue_length{handler="resize"} 1',
+        "scrape_configs:",
+    ],
+    "testing_handlers.py": ["8 passed"],
 }
 
 
