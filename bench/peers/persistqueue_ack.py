@@ -1,0 +1,124 @@
+"""persist-queue's ``SQLiteAckQueue`` on a file, consumed by worker threads.
+
+Run: ``PYTHONPATH=. python bench/peers/persistqueue_ack.py --workload throughput``
+(``--settings defaults`` for persist-queue's own durability defaults).
+
+persist-queue is a queue, not a job runner, so the consumer is the loop its
+README shows: ``get(raw=True)`` (blocking; woken by the in-process put event),
+run the job, ``ack(id=...)``. Four worker threads share one queue object
+(``multithreading=True``: separate put and get connections, its own locks).
+
+Durability: persist-queue opens WAL with SQLite's default ``synchronous=FULL``
+(an fsync per commit). ``matched`` (default) sets ``synchronous=NORMAL`` on its
+connections, as jobqueue uses; ``defaults`` leaves ``FULL``. Each job is three
+commits: put (insert, ``ready``), get (``unack``), ack (``acked``: the stored
+outcome; no result value is kept). Pickle serializer (its default).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+try:
+    from _harness import CountingPeer, Handler, main, sqlite_counts
+except ImportError:  # imported as bench.peers.persistqueue_ack
+    from bench.peers._harness import CountingPeer, Handler, main, sqlite_counts
+
+WORKERS = 4
+
+
+class PersistQueuePeer(CountingPeer):
+    name = "persistqueue_ack"
+
+    def __init__(self, matched: bool = True) -> None:
+        super().__init__()
+        self.matched = matched
+        self.directory = ""
+        self.queue: Any = None
+        self.handler: Handler | None = None
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def open(self, directory: str, handler: Handler) -> None:
+        from persistqueue import SQLiteAckQueue
+
+        self.directory = directory
+        self.handler = handler
+        self.queue = SQLiteAckQueue(directory, multithreading=True, auto_resume=False)
+        if self.matched:
+            for conn in {id(c): c for c in (self.queue._getter, self.queue._putter)}.values():
+                conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _work(self) -> None:
+        from persistqueue.exceptions import Empty
+
+        queue, handler = self.queue, self.handler
+        assert handler is not None
+        while not self.stop.is_set():
+            try:
+                item = queue.get(block=True, timeout=0.05, raw=True)
+            except Empty:
+                continue
+            handler(item["data"])
+            queue.ack(id=item["pqid"])
+            self._stored()
+
+    def start(self) -> None:
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(WORKERS)]
+        for thread in self.threads:
+            thread.start()
+
+    def submit(self, payload: dict[str, Any]) -> None:
+        self.queue.put(payload)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5.0)
+        self.queue.close()
+
+    def outcomes(self) -> dict[str, int]:
+        # AckStatus: inited 0, ready 1, unack 2, acked 5, ack_failed 9.
+        return sqlite_counts(
+            f"{self.directory}/data.db",
+            "SELECT CASE status WHEN 5 THEN 'completed' WHEN 2 THEN 'unack' ELSE 'queued' END, "
+            "count(*) FROM ack_queue_default GROUP BY 1",
+        )
+
+
+SETTINGS = {
+    "matched": {
+        "journal_mode": "wal",
+        "synchronous": "NORMAL",
+        "consumer": f"{WORKERS} threads: get(raw=True) / ack(id)",
+        "poll": "in-process put event (0.05 s timeout)",
+        "commits_per_job": 3,
+    },
+    "defaults": {
+        "journal_mode": "wal",
+        "synchronous": "FULL (SQLite default)",
+        "consumer": f"{WORKERS} threads: get(raw=True) / ack(id)",
+        "poll": "in-process put event (0.05 s timeout)",
+        "commits_per_job": 3,
+    },
+}
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    mode = "matched"
+    if "--settings" in argv:
+        i = argv.index("--settings")
+        mode = argv[i + 1]
+        del argv[i : i + 2]
+    name = "persistqueue_ack" if mode == "matched" else "persistqueue_ack_defaults"
+    sys.exit(
+        main(
+            lambda: PersistQueuePeer(matched=mode == "matched"),
+            name=name,
+            requires=("persistqueue",),
+            settings=SETTINGS[mode],
+            argv=argv,
+        )
+    )
