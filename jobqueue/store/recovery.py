@@ -55,10 +55,16 @@ def _pid_exists(pid: int) -> bool | None:
 
 
 def dead_owners(conn: sqlite3.Connection, me: str, now: float, stale_after: float) -> list[str]:
-    """Owners of running jobs that are not alive (never ``me``)."""
+    """Owners of running jobs, or with a heartbeat row, that are not alive (never ``me``).
+
+    Owners that held no running job are included so that their ``owners`` rows
+    are deleted by :func:`sweep` too, instead of piling up after each crash.
+    """
     owners = [
         r[0]
-        for r in conn.execute("SELECT DISTINCT owner FROM jobs WHERE status = 'running'")
+        for r in conn.execute(
+            "SELECT owner FROM jobs WHERE status = 'running' UNION SELECT owner FROM owners"
+        )
         if r[0] is not None and r[0] != me
     ]
     if not owners:
@@ -99,6 +105,12 @@ def sweep(conn: sqlite3.Connection, dead: Sequence[str], now: float) -> SweepRes
     where = _SOURCE.format(marks=marks)
     owners = tuple(dead)
     done = "completed_at = ?, updated_at = ?, owner = NULL, heartbeat = NULL, control = NULL"
+    # Workflow steps the dead owner was running did not finish: they run again.
+    conn.execute(
+        "UPDATE steps SET status = 'pending' WHERE status = 'running' "
+        f"AND job_id IN (SELECT id FROM jobs WHERE {where})",
+        owners,
+    )
     # A control request the dead owner never applied: honour it now.
     controlled = conn.execute(
         "UPDATE jobs SET status = CASE control WHEN 'pause' THEN 'paused' "

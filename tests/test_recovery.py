@@ -1,0 +1,33 @@
+"""Owner bookkeeping of crash recovery: dead owners' rows do not pile up."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from jobqueue.owner import owner_identity
+
+
+def _owners(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT owner FROM owners")}
+
+
+async def test_dead_owners_without_running_jobs_are_pruned_on_open(make_service, db_path) -> None:
+    svc = await make_service()
+    await svc.close()
+    now = time.time()
+    me = owner_identity()
+    reused = f"{os.getpid()}:1"  # our pid with another start time: a reused pid
+    gone = "999999999:1"  # no such pid
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO owners (owner, pid, started_at, heartbeat) VALUES (?, ?, ?, ?)",
+            [(reused, os.getpid(), now, now), (gone, 999999999, now, now)],
+        )
+    assert {reused, gone} <= _owners(db_path)
+    again = await make_service()
+    assert again.owner == me
+    assert _owners(db_path) == {me}
