@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailableError",
     "DuplicateJobError",
+    "DuplicateStepError",
     "EventError",
     "InvalidArgumentError",
     "InvalidHandlerError",
@@ -34,6 +35,9 @@ __all__ = [
     "PayloadTooLargeError",
     "QueueExistsError",
     "ServiceClosedError",
+    "StepError",
+    "StepResultError",
+    "StepTimeoutError",
     "StoreCorruptedError",
     "StoreError",
     "StoreFullError",
@@ -299,6 +303,8 @@ class TaskFailedError(JobFailedError):
         super().__init__(task_id, error, reason)
         self.error_type = error_type
         self.traceback = traceback
+        why = f" ({reason})" if reason else ""
+        self.args = (f"task {task_id!r} failed{why}: {error}",)
 
 
 class BackendUnavailableError(JobQueueError, ConnectionError):
@@ -311,4 +317,75 @@ class BackendUnavailableError(JobQueueError, ConnectionError):
             f"the {backend} backend cannot reach {url} ({type(cause).__name__}: {cause}); "
             "start the broker (Redis: `redis-server --daemonize yes` or "
             "`docker run -p 6379:6379 redis`) or fix the URL"
+        )
+
+
+# --- durable workflows (ctx.step / ctx.sleep) ---------------------------------
+
+
+class StepError(JobQueueError):
+    """A durable workflow step could not be used as written.
+
+    Attributes:
+        job_id: the job whose handler called the step.
+        step: the step name.
+        reason: the job's failure reason when this error ends the run.
+    """
+
+    reason = "invalid_workflow"
+
+    def __init__(self, job_id: str, step: str, message: str) -> None:
+        self.job_id = job_id
+        self.step = step
+        super().__init__(message)
+
+
+class DuplicateStepError(StepError, ValueError):
+    """A step name was used twice in one run of a job (step names are unique per job)."""
+
+    reason = "duplicate_step"
+
+    def __init__(self, job_id: str, step: str) -> None:
+        super().__init__(
+            job_id,
+            step,
+            f"step {step!r} was already used in this run of job {job_id!r}; give each "
+            "ctx.step()/ctx.sleep() call its own name, e.g. f'fetch[{i}]' inside a loop "
+            "(a restarted run replays the same names: that is not a duplicate)",
+        )
+
+
+class StepResultError(StepError, PayloadError):
+    """A step returned a value that cannot be stored as JSON (or is over the size cap)."""
+
+    reason = "invalid_result"
+
+    def __init__(self, job_id: str, step: str, cause: str) -> None:
+        super().__init__(
+            job_id,
+            step,
+            f"step {step!r} of job {job_id!r} returned a value that cannot be stored: "
+            f"{cause}. Return plain JSON (dict, list, str, int, float, bool, None); "
+            "store large data in a file and return its path",
+        )
+
+
+class StepTimeoutError(StepError, TimeoutError):
+    """Every attempt of a step ran past its ``timeout``.
+
+    The job fails with reason ``step_timeout``, or is retried if it has
+    ``max_retries`` left (the retry replays the finished steps).
+    """
+
+    reason = "step_timeout"
+
+    def __init__(self, job_id: str, step: str, timeout: float, attempts: int) -> None:
+        self.timeout = timeout
+        self.attempts = attempts
+        super().__init__(
+            job_id,
+            step,
+            f"step {step!r} of job {job_id!r} ran past its timeout of {timeout:g}s in each "
+            f"of {attempts} attempt(s); raise timeout= or retries= on ctx.step(), or make "
+            "the step do less",
         )

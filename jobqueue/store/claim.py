@@ -15,7 +15,10 @@ from typing import Any, Final
 
 from jobqueue.store.jobs import Claimed
 
-__all__ = ["ClaimRequest", "claim"]
+__all__ = ["PENDING_ORDER", "ClaimRequest", "claim"]
+
+#: Claim order of pending jobs; matches the ``jobs_pending`` index (no sort step).
+PENDING_ORDER: Final = "priority DESC, (started_at IS NOT NULL) DESC, run_at, seq"
 
 _RETURNING: Final = (
     "RETURNING id, handler, payload, attempt, max_retries, timeout, priority, run_at, "
@@ -58,10 +61,12 @@ class ClaimRequest:
 def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], float | None]:
     """Atomically move up to ``req.limit`` due jobs to running for ``req.owner``.
 
-    Resumed paused jobs go first, then pending ones by priority, ``run_at``
-    and submission order. Returns the claimed jobs in that order, and when
-    fewer than ``limit`` were claimed, the ``run_at`` of the next delayed
-    job (or ``None``).
+    Resumed paused jobs go first, then pending ones by priority; within a
+    priority, jobs that already started once (workflows waking from a durable
+    sleep, retries, crash recoveries) before new ones; then by ``run_at`` and
+    submission order (:data:`PENDING_ORDER`, served by the ``jobs_pending``
+    index). Returns the claimed jobs in that order, and when fewer than
+    ``limit`` were claimed, the ``run_at`` of the next delayed job (or ``None``).
     """
     marks = ", ".join("?" * len(req.handlers))
     blocked = [hk for hk, room in req.key_room.items() if room <= 0]
@@ -86,7 +91,7 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
         "CASE WHEN concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs r "
         "WHERE r.status = 'running' AND r.concurrency_key = jobs.concurrency_key) END "
         f"FROM jobs WHERE status = 'pending' AND run_at <= ? AND handler IN ({marks}) "
-        f"AND {_KEY_ROOM}{key_clause} ORDER BY priority DESC, run_at, seq LIMIT ?",
+        f"AND {_KEY_ROOM}{key_clause} ORDER BY {PENDING_ORDER} LIMIT ?",
         params,
     ).fetchall()
     picked = _pick(resumed + pending, req)
