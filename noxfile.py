@@ -1,17 +1,17 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a real SQLite file per test."""
-    session.install("-e", ".[test,cli]")
+    session.install("-e", ".[test,cli,docs]")  # docs: tests/test_docs.py builds the site
     session.run("pytest", "-q", "-ra", *session.posargs)
 
 
@@ -26,8 +26,18 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the library."""
-    session.install("-e", ".", "mypy>=1.10")
+    session.install("-e", ".[cli]", "mypy>=1.10")  # cli: rich's types for jobqueue.cli
     session.run("mypy", "--strict", "jobqueue")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ with warnings as errors (mkdocs --strict).
+
+    ``nox -s docs -- --site-dir /tmp/site`` builds elsewhere; ``mkdocs serve`` previews.
+    """
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 BENCH_SCRIPTS = ("throughput", "recovery")

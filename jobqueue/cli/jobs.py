@@ -10,13 +10,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
-from jobqueue.errors import JobQueueError, StoreError
+from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.status import TaskStatus
 from jobqueue.store import eventlog
 from jobqueue.store.jobs import Job
 
-__all__ = ["CONTROLS", "control_command", "job_dict", "list_command", "show_command"]
+__all__ = [
+    "CONTROLS",
+    "control_command",
+    "job_dict",
+    "list_command",
+    "not_found",
+    "show_command",
+]
 
 #: The control commands and their help; each calls the service method of that name.
 CONTROLS = {
@@ -32,6 +39,11 @@ _PENDING_NOTE = {
     "stop": "it stops after its current step",
 }
 _LIST_COLUMNS = ["ID", "HANDLER", "STATUS", "ATTEMPT", "PRIORITY", "CREATED", "DETAIL"]
+
+
+def not_found(exc: JobNotFoundError, db: str) -> str:
+    """The command line's message for an unknown id: where to look instead."""
+    return f"no job with id {exc.job_id!r} in {db}; `jobqueue list --db {db}` lists the jobs"
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -137,6 +149,25 @@ async def _steps(svc: JobQueueService, job_id: str) -> list[Any] | None:
     return [_plain(s) for s in steps]
 
 
+def _step_table(job_id: str, steps: list[Any]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows for the steps: every key the records have, times as clock times."""
+    keys: list[str] = []
+    for step in steps:
+        for key in step if isinstance(step, dict) else ["step"]:
+            if key not in keys and key != "job_id":
+                keys.append(key)
+
+    def cell(step: Any, key: str) -> str:
+        value = step.get(key) if isinstance(step, dict) else step
+        if value is None:
+            return "-"
+        if key.endswith("_at") and isinstance(value, int | float):
+            return fmt_time(value)
+        return _short(value, 40)
+
+    return [k.upper() for k in keys], [[cell(s, k) for k in keys] for s in steps]
+
+
 def _record_fields(job: Job, now: float) -> list[tuple[str, str]]:
     def when(ts: float | None) -> str:
         return "-" if ts is None else f"{fmt_time(ts)} ({fmt_age(ts, now)})"
@@ -192,16 +223,9 @@ async def show_command(svc: JobQueueService, args: argparse.Namespace, out: Outp
     now = time.time()
     out.fields(_record_fields(job, now))
     if steps:
-        keys: list[str] = []
-        for step in steps:
-            for key in step if isinstance(step, dict) else ["step"]:
-                if key not in keys:
-                    keys.append(key)
-        rows = [
-            [_short(s.get(k, "") if isinstance(s, dict) else s, 40) for k in keys] for s in steps
-        ]
+        columns, rows = _step_table(job.id, steps)
         out.line("")
-        out.table([k.upper() for k in keys], rows, title=f"steps ({len(steps)})")
+        out.table(columns, rows, title=f"steps ({len(steps)})")
     elif steps is not None:
         out.line("")
         out.line("steps: none recorded")
@@ -247,6 +271,12 @@ async def control_command(svc: JobQueueService, args: argparse.Namespace, out: O
             job: Job = await method(job_id)
         except StoreError:
             raise  # the file itself is the problem: no point trying the other ids
+        except JobNotFoundError as exc:
+            if len(args.job) == 1:
+                raise
+            out.error(not_found(exc, args.db))
+            failed += 1
+            continue
         except JobQueueError as exc:
             if len(args.job) == 1:
                 raise

@@ -27,10 +27,10 @@ import sys
 from collections.abc import Sequence
 
 from jobqueue import __version__
-from jobqueue.cli.jobs import CONTROLS
+from jobqueue.cli.jobs import CONTROLS, not_found
 from jobqueue.cli.render import Output
 from jobqueue.cli.worker import add_worker_parser
-from jobqueue.errors import InvalidArgumentError, JobQueueError, StoreError
+from jobqueue.errors import InvalidArgumentError, JobNotFoundError, JobQueueError, StoreError
 from jobqueue.status import TaskStatus
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "entrypoint", "main"]
@@ -68,6 +68,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -90,21 +100,21 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m jobqueue``."""
+
     # Options every subcommand takes, before or after the subcommand's name. SUPPRESS
     # keeps a value given before the name from being reset by the subcommand's default.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help=f"the jobqueue database file (default: ${DB_ENV}, except for worker and demo)",
-    )
-    common.add_argument(
-        "--plain",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="plain text even on a terminal (no rich tables or progress bars)",
-    )
+    def shared(db_help: str) -> argparse.ArgumentParser:
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument("--db", metavar="FILE", default=argparse.SUPPRESS, help=db_help)
+        parent.add_argument(
+            "--plain",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="plain text even on a terminal (no rich tables or progress bars)",
+        )
+        return parent
+
+    common = shared(f"the jobqueue database file (default: ${DB_ENV})")
     p = argparse.ArgumentParser(
         prog="jobqueue",
         description="Embedded, crash-safe asyncio job queue on SQLite.",
@@ -118,28 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     def cmd(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=description or help_, parents=[common])
 
-    cmd(
+    sub.add_parser(
         "demo",
-        "run a 2-second showcase with a live progress display",
-        "Run a showcase: submit jobs, follow their events with a live progress display "
+        parents=[shared("keep the demo's database in FILE (default: a temporary file)")],
+        help="run a 2-second showcase with a live progress display",
+        description="Run a showcase: submit jobs, follow their events with a live progress display "
         "(stderr), cancel one, retry one, then print the statuses read back from the "
         "database file (stdout). --db keeps the file; by default a temporary one is used.",
     )
-    add_worker_parser(sub, parents=[common])
+    add_worker_parser(
+        sub, parents=[shared("database file (default: the path the service was created with)")]
+    )
 
     ls = cmd("list", "list jobs, newest first")
     ls.add_argument(
         "--status", type=_statuses, metavar="S[,S...]", help="only these statuses (comma-separated)"
     )
-    ls.add_argument("--handler", help="only jobs of this handler")
-    ls.add_argument("--limit", type=_positive_int, default=50, help="at most N jobs (default 50)")
+    ls.add_argument("--handler", metavar="NAME", help="only jobs of this handler")
+    ls.add_argument(
+        "--limit", type=_positive_int, default=50, metavar="N", help="at most N jobs (default 50)"
+    )
     ls.add_argument("--json", action="store_true", help="one JSON object per line (all fields)")
 
     show = cmd("show", "show one job: its record, workflow steps and last events")
     show.add_argument("job", metavar="JOB", help="the job id")
     show.add_argument(
         "--events",
-        type=int,
+        type=_count,
         default=10,
         metavar="N",
         help="how many of the last persisted events to show (default 10)",
@@ -153,9 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = cmd("stats", "job counts by status, lag, queues and live processes")
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     st.add_argument(
-        "--interval", type=_seconds, default=2.0, help="seconds between refreshes (default 2)"
+        "--interval",
+        type=_seconds,
+        default=2.0,
+        metavar="S",
+        help="seconds between refreshes (default 2)",
     )
-    st.add_argument("--count", type=_positive_int, help="with --watch: stop after N reports")
+    st.add_argument(
+        "--count", type=_positive_int, metavar="N", help="with --watch: stop after N reports"
+    )
     st.add_argument("--json", action="store_true", help="JSON (one object per line with --watch)")
 
     ck = cmd(
@@ -170,11 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     met = cmd("metrics", "serve Prometheus metrics until SIGINT/SIGTERM")
     met.add_argument(
-        "--port", type=_port, required=True, help="TCP port (0: a free one, printed on stdout)"
+        "--port",
+        type=_port,
+        required=True,
+        metavar="PORT",
+        help="TCP port (0: a free one; the URL is printed on stdout)",
     )
-    met.add_argument("--addr", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     met.add_argument(
-        "--interval", type=_seconds, default=5.0, help="seconds between reads of the counts"
+        "--addr", default="127.0.0.1", metavar="ADDR", help="bind address (default: 127.0.0.1)"
+    )
+    met.add_argument(
+        "--interval",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="seconds between reads of the counts from the file (default 5)",
     )
     return p
 
@@ -209,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="jobqueue: %(levelname)s %(message)s")
     try:
         return _dispatch(args, out)
+    except JobNotFoundError as exc:
+        out.error(not_found(exc, args.db))
+        return EXIT_FAILED
     except JobQueueError as exc:
         out.error(str(exc))
         return _exit_code(exc)
