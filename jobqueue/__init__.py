@@ -8,16 +8,22 @@ from __future__ import annotations
 from jobqueue.context import JobContext
 from jobqueue.control import Cancel, Retry
 from jobqueue.errors import (
+    DuplicateStepError,
     JobCancelledError,
     JobFailedError,
     JobNotFoundError,
     JobQueueError,
     JobQueueNotFoundError,
+    StepError,
+    StepResultError,
+    StepTimeoutError,
 )
 from jobqueue.events import Event, EventManager, create_default_event_manager
 from jobqueue.service import JobQueueService
 from jobqueue.status import ACTIVE, TERMINAL, TaskStatus
 from jobqueue.store.jobs import Job
+from jobqueue.store.steps import Step
+from jobqueue.workflow import Failure
 
 __version__ = "0.1.0"
 
@@ -25,8 +31,10 @@ __all__ = [
     "ACTIVE",
     "TERMINAL",
     "Cancel",
+    "DuplicateStepError",
     "Event",
     "EventManager",
+    "Failure",
     "Job",
     "JobCancelledError",
     "JobContext",
@@ -36,6 +44,10 @@ __all__ = [
     "JobQueueNotFoundError",
     "JobQueueService",
     "Retry",
+    "Step",
+    "StepError",
+    "StepResultError",
+    "StepTimeoutError",
     "TaskStatus",
     "__version__",
     "create_default_event_manager",

@@ -15,13 +15,14 @@ from typing import Any
 from jobqueue import codec
 from jobqueue.context import JobContext
 from jobqueue.control import Cancel, Interrupt, Retry
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import JobQueueError, StepError, StepTimeoutError
 from jobqueue.events import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
 from jobqueue.status import TaskStatus
 from jobqueue.store.jobs import Claimed
 from jobqueue.store.outcomes import Outcome, finish
 from jobqueue.store.writer import Writer
+from jobqueue.workflow import Suspend, run_failure_callbacks
 
 __all__ = ["Handler", "Runner"]
 
@@ -166,6 +167,13 @@ class Runner:
         value: Any = None
         try:
             out, value = await self._call(run)
+            ctx = run.ctx
+            if out.status is TaskStatus.FAILED and ctx is not None and ctx._on_failure:
+                if run.watchdog is not None:  # the handler has ended: only the callbacks run
+                    run.watchdog.cancel()
+                    run.watchdog = None
+                if not run.abandoned:
+                    await run_failure_callbacks(ctx, out, self._cancel_grace)
         finally:
             if run.watchdog is not None:
                 run.watchdog.cancel()
@@ -209,7 +217,7 @@ class Runner:
             return
         if out.status is TaskStatus.PENDING:
             self._retried(out.run_at or now, c.handler)
-            if self._hooks.wants(_RETRYING):
+            if out.reason != "sleeping" and self._hooks.wants(_RETRYING):
                 self._hooks.emit(
                     Lifecycle(_RETRYING, c.id, c.handler, None, out.reason, out.error_type)
                 )
@@ -239,7 +247,14 @@ class Runner:
                 error_type="UnknownHandlerError",
                 reason="unknown_handler",
             ), None
-        ctx = run.ctx = JobContext(c.id, c.handler, c.attempt, self._manager_for)
+        ctx = run.ctx = JobContext(
+            c.id,
+            c.handler,
+            c.attempt,
+            self._manager_for,
+            writer=self._writer,
+            max_result=self._max_result,
+        )
         try:
             value = await fn(ctx, codec.decode(c.payload))
             if run.cancel_reason is not None:  # it swallowed our CancelledError
@@ -252,6 +267,12 @@ class Runner:
             return Outcome(TaskStatus.COMPLETED, result=text, effects=tuple(ctx._effects)), value
         except asyncio.CancelledError:
             return self._cancelled(run), None
+        except Suspend as exc:  # a durable sleep: give the slot back until its deadline
+            if run.cancel_reason is not None:
+                return self._cancelled(run), None
+            return Outcome(
+                TaskStatus.PENDING, run_at=exc.wake_at, count_attempt=False, reason="sleeping"
+            ), None
         except Interrupt as exc:
             if exc.kind == "pause":
                 return Outcome(TaskStatus.PAUSED, reason="paused"), None
@@ -285,7 +306,13 @@ class Runner:
         error = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:]
         etype = type(exc).__name__
-        if isinstance(exc, JobQueueError) and reason == "error":
+        if isinstance(exc, StepError) and reason == "error":
+            reason = exc.reason  # a workflow written wrongly: retrying won't help ...
+            if not isinstance(exc, StepTimeoutError):  # ... but a slow step may pass next time
+                return Outcome(
+                    TaskStatus.FAILED, error=error, error_type=etype, traceback=tb, reason=reason
+                )
+        elif isinstance(exc, JobQueueError) and reason == "error":
             reason = "invalid_result"  # e.g. a result that is not JSON: retrying won't help
             return Outcome(
                 TaskStatus.FAILED, error=error, error_type=etype, traceback=tb, reason=reason

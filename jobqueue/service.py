@@ -23,9 +23,10 @@ from jobqueue.errors import (
 from jobqueue.events import Event, EventManager
 from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.status import TaskStatus
-from jobqueue.store import jobs
+from jobqueue.store import jobs, steps
 from jobqueue.store.connection import MEMORY
 from jobqueue.store.jobs import Job, NewJob
+from jobqueue.store.steps import Step
 from jobqueue.validation import check_id, check_number, parse_status_arg
 
 if TYPE_CHECKING:
@@ -314,6 +315,18 @@ class JobQueueService(ControlLayer):
         wanted = [status] if isinstance(status, str) else status
         statuses = None if wanted is None else [parse_status_arg(s) for s in wanted]
         return await self._read(jobs.list_jobs, statuses, handler, session_id, limit, offset)
+
+    async def get_steps(self, job_id: str) -> builtins.list[Step]:
+        """The job's workflow steps (``ctx.step``/``ctx.sleep``) in the order it reached them.
+
+        Each :class:`~jobqueue.Step` has its status (pending, running,
+        sleeping, completed, failed), attempts, timings, error and stored
+        result. A job that uses no steps has none.
+
+        Raises:
+            JobNotFoundError: unknown id.
+        """
+        return await self._read(steps.list_steps, job_id)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Any:
         """Wait until the job is finished and return its result.

@@ -12,6 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECT = {
+    "close_order.py": [
+        "close-order at 3.",
+        "status: completed",
+        "steps: start_at=completed wait-close=completed close-order=completed",
+    ],
     "langflow_streaming.py": ["token-1", "end", "stored status: completed"],
     "quickstart.py": ["result: {'words': 4}", "failed as expected", "ValueError: bad input"],
     "resumable_events.py": ["without gap or repeat"],
