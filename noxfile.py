@@ -40,21 +40,20 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
-BENCH_SCRIPTS = ("throughput", "recovery")
+BENCH_SCRIPTS = ("throughput", "recovery", "events_stream", "metrics_overhead", "run")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks (JSON lines on stdout).
+    """Run the benchmarks against the peers and write docs/benchmarks.md (bench/run.py).
 
-    ``nox -s bench -- [--quick]`` runs throughput.py then recovery.py;
+    ``nox -s bench`` runs everything three times (about 10 minutes);
+    ``nox -s bench -- --quick`` is a smoke run (its output goes to a temp dir);
     ``nox -s bench -- recovery --repeat 3`` runs one script with its own options.
     """
-    session.install("-e", ".")
+    session.install("-e", ".[bench]")
     args = list(session.posargs)
     if args and args[0] in BENCH_SCRIPTS:
         session.run("python", f"bench/{args[0]}.py", *args[1:])
         return
-    session.run("python", "bench/throughput.py", *args)
-    if not any(a.startswith("--only") for a in args):  # a throughput.py selection: that only
-        session.run("python", "bench/recovery.py", *[a for a in args if a == "--quick"])
+    session.run("python", "bench/run.py", *args)

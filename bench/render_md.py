@@ -1,139 +1,640 @@
-"""Render the JSON lines of the bench scripts as the markdown of docs/benchmarks.md.
+"""Render a run's JSON lines as docs/benchmarks.md (tables of medians with min/max, targets).
 
-Usage: python bench/throughput.py --repeat 3 > run.jsonl
-       python bench/recovery.py --repeat 3 > recovery.jsonl     # optional
-       python bench/render_md.py run.jsonl [recovery.jsonl] > docs/benchmarks.md
+Usage::
 
-Each file may hold the lines of either script; the last summary line of each
-bench (``"bench": "throughput"`` / ``"recovery"``) is rendered.
+    python bench/run.py                                  # runs everything, writes docs/ itself
+    python bench/render_md.py docs/benchmarks-last-run.jsonl > docs/benchmarks.md
+
+The input is the ``.jsonl`` that ``bench/run.py`` writes (one JSON line per
+figure from every script, tagged with ``step`` and ``repeat``); lines of the
+individual scripts (``throughput.py``, ``recovery.py``...) concatenated work
+too. Medians and min/max are taken over the repeats of the run; every ratio
+against a target pairs two systems of the same repeat, then takes the median.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
-NOTES = """
-## What made it fast
+try:
+    from _common import figure
+except ImportError:  # imported as bench.render_md
+    from bench._common import figure
 
-- A submit queues its insert together with a claim, so both run in one transaction:
-  a job submitted while a slot is free starts after a single thread hop.
-- Outcomes of all jobs finishing in a batch are written by one
-  `UPDATE ... FROM (VALUES ...) RETURNING id`.
-- A job's task ends when its handler returns. The commit callback does the
-  bookkeeping, so no second await or `shield` is needed per job.
-- Automatic WAL checkpoints are off on the writer connection, and a second
-  connection checkpoints in the background. Before this change p99 latency was
-  8 ms, caused by `fdatasync` on the commit path.
-"""
+Line = dict[str, Any]
+
+#: Issue 10's targets.
+T_CEILING: Final = 0.30
+T_HUEY: Final = 30.0
+T_P99_MS: Final = 2.0
+T_RSS_100K_MIB: Final = 30.0
+T_EVENTS: Final = 0.40
+T_METRICS: Final = 0.05
+
+#: Rows of the main table: (label, throughput source, latency source, rss source).
+#: A source is (bench, system, workload-or-None); None: not measured for that system.
+Source = tuple[str, str, str | None] | None
+ROWS: Final[list[tuple[str, str, Source, Source, Source]]] = [
+    (
+        "stdlib `sqlite3` group-commit ceiling",
+        "WAL, NORMAL; 3 batched commits per 1,000 jobs",
+        ("throughput", "sqlite3_ceiling", None),
+        None,
+        None,
+    ),
+    (
+        "**jobqueue** (`submit_many`, 1,000 per call)",
+        "WAL, NORMAL; group commit",
+        ("throughput", "jobqueue_submit_many", None),
+        ("throughput", "latency_jobqueue", None),
+        ("throughput", "rss_jobqueue_pending", None),
+    ),
+    (
+        "**jobqueue** (`submit` per job, 500 gathered)",
+        "WAL, NORMAL; group commit",
+        ("throughput", "jobqueue_submit_gather", None),
+        None,
+        None,
+    ),
+    (
+        "aiosqlite + a simple batching writer",
+        "WAL, NORMAL; group commit",
+        ("throughput", "aiosqlite_batching", None),
+        None,
+        None,
+    ),
+    (
+        "huey, `SqliteHuey` + its consumer (4 threads)",
+        "WAL, NORMAL (set by us)",
+        ("peers", "huey_sqlite", "throughput"),
+        ("peers", "huey_sqlite", "latency"),
+        ("peers", "huey_sqlite", "rss"),
+    ),
+    (
+        "persist-queue `SQLiteAckQueue` (4 threads)",
+        "WAL, NORMAL (set by us)",
+        ("peers", "persistqueue_ack", "throughput"),
+        ("peers", "persistqueue_ack", "latency"),
+        ("peers", "persistqueue_ack", "rss"),
+    ),
+    (
+        "litequeue `LiteQueue` (4 threads)",
+        "WAL, NORMAL (its default)",
+        ("peers", "litequeue_file", "throughput"),
+        ("peers", "litequeue_file", "latency"),
+        ("peers", "litequeue_file", "rss"),
+    ),
+    (
+        "DBOS Transact, SQLite system database, a DBOS queue",
+        "WAL, NORMAL (set by us)",
+        ("peers", "dbos_sqlite", "throughput"),
+        ("peers", "dbos_sqlite", "latency"),
+        ("peers", "dbos_sqlite", "rss"),
+    ),
+    (
+        "plain asyncio, no persistence",
+        "none",
+        ("peers", "asyncio_plain", "throughput"),
+        ("throughput", "latency_asyncio", None),
+        ("throughput", "rss_asyncio", None),
+    ),
+    (
+        "huey with its defaults",
+        "WAL, FULL (fsync per commit)",
+        ("peers", "huey_sqlite_defaults", "throughput"),
+        None,
+        None,
+    ),
+    (
+        "persist-queue with its defaults",
+        "WAL, FULL",
+        ("peers", "persistqueue_ack_defaults", "throughput"),
+        None,
+        None,
+    ),
+    (
+        "DBOS with its defaults",
+        "rollback journal, FULL",
+        ("peers", "dbos_sqlite_defaults", "throughput"),
+        None,
+        None,
+    ),
+]
+
+#: What limits a missed target, from the profiles in bench/profiles/ (see the profile section).
+LIMITS: Final[dict[str, str]] = {
+    "jobqueue_vs_sqlite3_ceiling": (
+        "The event loop thread is the bottleneck, not SQLite: in the profile of the 20,000-job "
+        "run (`bench/profiles/jobqueue_submit_many.txt`) the loop thread is busy about 90 % of "
+        "the wall time, and the SQLite work of the group-commit writer runs in parallel on "
+        "aiosqlite's thread. Per job the loop builds a `Job`, encodes the payload, creates a "
+        "task and a `JobContext`, runs the handler, and settles the outcome through the "
+        "writer's callback (see the profile summary). The ceiling does none of that: it is "
+        "three `executemany` calls per 1,000 jobs."
+    ),
+    "jobqueue_vs_huey_sqlite": (
+        "The ≥ 30× target was set against huey at 682 jobs/s, which is huey with its default "
+        "`synchronous=FULL` (an fsync per commit, three per job). With the same settings as "
+        "jobqueue (WAL + `synchronous=NORMAL`) huey does several thousand jobs/s, so the fair "
+        "ratio is bounded by jobqueue's own loop-thread cost per job (see the ceiling row). "
+        "Against huey's defaults (`huey_sqlite_defaults`) the ratio is reported alongside."
+    ),
+    "latency_p99_ms": (
+        "A job submitted while a slot is free starts after one writer batch (one thread hop "
+        "and a commit); the tail comes from batches that also carry other jobs' outcomes and "
+        "from the shared machine's scheduling noise (see `producer_late_p99_ms`)."
+    ),
+    "rss_100k_pending_mib": "Pending jobs are rows in the file, not Python objects.",
+    "events_vs_raw_queue": (
+        "Each event is JSON-encoded twice (`codec.encode` for the data and again for the "
+        "event type), given an id (f-string) and a `time.time()` stamp, and passes two "
+        "overridden `full()` checks; a raw queue passes the dict as is. `raw_queue_items` "
+        "(the same Langflow items built by hand) runs at about the EventManager's rate, so "
+        "the item format, not the manager, sets the cost."
+    ),
+    "metrics_cost": (
+        "Per job the metrics add two histogram records and a counter increment "
+        "(`subscriber_us_per_job`) plus building the lifecycle records."
+    ),
+}
 
 
-def render_recovery(summary: dict[str, Any]) -> list[str]:
-    """Markdown lines for the ``"bench": "recovery"`` summary line of ``bench/recovery.py``."""
-    rec, rss, met = summary["recovery_s"], summary["rss_growth_mib"], summary["targets_met"]
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    def sec(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f}"
 
-    swept = "all swept as SPEC.md §6 says" if summary["swept_ok"] else "**NOT all swept**"
+class Report:
+    """The lines of one run, with helpers to pick values across repeats."""
+
+    def __init__(self, lines: Iterable[Line], wall_s: float | None = None) -> None:
+        self.lines = [ln for ln in lines if isinstance(ln, dict)]
+        self.wall_s = wall_s
+        for ln in self.lines:
+            if ln.get("bench") == "run" and ln.get("system") == "summary" and wall_s is None:
+                self.wall_s = ln.get("wall_s")
+
+    # -- selection ---------------------------------------------------------------------
+    def rows(self, bench: str, system: str, workload: str | None = None) -> list[Line]:
+        return [
+            ln
+            for ln in self.lines
+            if ln.get("bench") == bench
+            and ln.get("system") == system
+            and (workload is None or ln.get("workload") == workload)
+            and "error" not in ln
+            and "skipped" not in ln
+        ]
+
+    def by_repeat(self, src: Source, field: str) -> dict[int, float]:
+        if src is None:
+            return {}
+        out: dict[int, float] = {}
+        for ln in self.rows(*src):
+            value = _num(ln.get(field))
+            if value is not None:
+                out[int(ln.get("repeat", 0))] = value
+        return out
+
+    def stat(self, src: Source, field: str) -> tuple[float, float, float] | None:
+        vals = list(self.by_repeat(src, field).values())
+        if not vals:
+            return None
+        return statistics.median(vals), min(vals), max(vals)
+
+    def status(self, src: Source) -> str | None:
+        """'skipped: why' / 'error: why' when a source has no usable line."""
+        if src is None:
+            return None
+        bench, system, workload = src
+        for ln in self.lines:
+            if ln.get("bench") == bench and ln.get("system") == system:
+                if workload is not None and ln.get("workload") != workload:
+                    continue
+                if "skipped" in ln:
+                    return f"skipped: {ln['skipped']}"
+                if "error" in ln:
+                    return f"error: {ln['error']}"
+        return None
+
+    def summary(self, bench: str) -> Line | None:
+        found = [
+            ln
+            for ln in self.lines
+            if ln.get("bench") == bench
+            and (ln.get("system") == "summary" or ln.get("variant") == "summary")
+        ]
+        return found[-1] if found else None
+
+    def paired(self, num: Source, den: Source, field: str) -> dict[int, float]:
+        a, b = self.by_repeat(num, field), self.by_repeat(den, field)
+        return {r: a[r] / b[r] for r in a if b.get(r)}
+
+    # -- targets -----------------------------------------------------------------------
+    def targets(self) -> list[Line]:
+        """One figure per issue-10 target (value = median over repeats of a same-repeat ratio)."""
+        out: list[Line] = []
+
+        def add(
+            name: str,
+            values: dict[int, float],
+            unit: str,
+            target: float,
+            higher: bool,
+            **extra: Any,
+        ) -> None:
+            vals = list(values.values())
+            value = round(statistics.median(vals), 3) if vals else None
+            line = {
+                "system": name,
+                **figure(name, value, unit, target, higher_is_better=higher),
+                "min": round(min(vals), 3) if vals else None,
+                "max": round(max(vals), 3) if vals else None,
+                "repeats": len(vals),
+                **extra,
+            }
+            if line["meets_target"] is False:
+                line["limited_by"] = LIMITS.get(name)
+            out.append(line)
+
+        jq = ("throughput", "jobqueue_submit_many", None)
+        jq_gather = ("throughput", "jobqueue_submit_gather", None)
+        ceiling = ("throughput", "sqlite3_ceiling", None)
+        huey = ("peers", "huey_sqlite", "throughput")
+        huey_def = ("peers", "huey_sqlite_defaults", "throughput")
+        f = "jobs_per_s"
+        add(
+            "jobqueue_vs_sqlite3_ceiling",
+            self.paired(jq, ceiling, f),
+            "ratio",
+            T_CEILING,
+            True,
+            submit_gather=_med(self.paired(jq_gather, ceiling, f)),
+        )
+        add(
+            "jobqueue_vs_huey_sqlite",
+            self.paired(jq, huey, f),
+            "x",
+            T_HUEY,
+            True,
+            submit_gather=_med(self.paired(jq_gather, huey, f)),
+            vs_huey_defaults=_med(self.paired(jq, huey_def, f)),
+        )
+        add(
+            "latency_p99_ms",
+            self.by_repeat(("throughput", "latency_jobqueue", None), "p99_ms"),
+            "ms",
+            T_P99_MS,
+            False,
+        )
+        add(
+            "rss_100k_pending_mib",
+            self.by_repeat(("recovery", "rss_pending", None), "rss_growth_mib"),
+            "MiB",
+            T_RSS_100K_MIB,
+            False,
+        )
+        ev = self.summary("events")
+        ev_val = _num(ev.get("value")) if ev else None
+        add(
+            "events_vs_raw_queue",
+            {} if ev_val is None else {0: ev_val},
+            "ratio",
+            T_EVENTS,
+            True,
+        )
+        mo = self.summary("metrics_overhead")
+        mo_val = _num(mo.get("cost_metrics_cpu")) if mo else None
+        add("metrics_cost", {} if mo_val is None else {0: mo_val}, "ratio", T_METRICS, False)
+        return out
+
+
+def _med(values: dict[int, float]) -> float | None:
+    return round(statistics.median(values.values()), 3) if values else None
+
+
+def _fmt(x: float, digits: int) -> str:
+    if digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def _cell(st: tuple[float, float, float] | None, digits: int = 0, note: str | None = None) -> str:
+    if st is None:
+        return note or "-"
+    med, lo, hi = st
+    if lo == hi:
+        return _fmt(med, digits)
+    return f"{_fmt(med, digits)} ({_fmt(lo, digits)}–{_fmt(hi, digits)})"
+
+
+def _short(status: str | None) -> str | None:
+    if status is None:
+        return None
+    return "skipped" if status.startswith("skipped") else "error"
+
+
+def _ratio_cell(values: dict[int, float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    vals = list(values.values())
+    return _cell((statistics.median(vals), min(vals), max(vals)), digits)
+
+
+def render_main_table(rep: Report) -> list[str]:
+    ceiling = ("throughput", "sqlite3_ceiling", None)
+    jq = ("throughput", "jobqueue_submit_many", None)
+    out = [
+        "| system | durability | jobs/s | ÷ ceiling | jobqueue ÷ it "
+        "| p50 ms | p99 ms | RSS growth, 10k in flight (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, durability, thr, lat, mem in ROWS:
+        if thr and not rep.rows(*thr) and not rep.status(thr):
+            continue  # not part of this run
+        note = _short(rep.status(thr))
+        rate = _cell(rep.stat(thr, "jobs_per_s"), 0, note)
+        vs_ceiling = "-" if thr == ceiling else _ratio_cell(rep.paired(thr, ceiling, "jobs_per_s"))
+        jq_vs = "-" if thr in (ceiling, jq) else _ratio_cell(rep.paired(jq, thr, "jobs_per_s"), 1)
+        if lat is not None:
+            lnote = _short(rep.status(lat))
+            p50 = _cell(rep.stat(lat, "p50_ms"), 2, lnote)
+            p99 = _cell(rep.stat(lat, "p99_ms"), 2, lnote)
+        else:
+            p50 = p99 = "-"
+        if mem is None:
+            rss = "-"
+        else:
+            field = {
+                "rss_jobqueue_pending": "rss_growth_submitted_mib",
+                "rss_asyncio": "rss_growth_started_mib",
+            }.get(mem[1], "rss_growth_mib")
+            rss = _cell(rep.stat(mem, field), 1, _short(rep.status(mem)))
+        out.append(
+            f"| {label} | {durability} | {rate} | {vs_ceiling} | {jq_vs} | {p50} | {p99} | {rss} |"
+        )
+    return out
+
+
+def render_settings(rep: Report) -> list[str]:
+    seen: dict[str, Line] = {}
+    for ln in rep.lines:
+        if ln.get("bench") == "peers" and isinstance(ln.get("settings"), dict):
+            seen.setdefault(str(ln["system"]), ln["settings"])
+    if not seen:
+        return []
     out = [
         "",
-        f"## Crash recovery: {summary['jobs']:,} jobs, {summary['running']:,} running "
-        "under a dead owner",
+        "### How each peer was run",
         "",
-        "| system | seconds |",
-        "|---|---|",
-        f"| open, no running jobs (`open_clean`) | {sec(rec['open_clean'])} |",
-        f"| open and sweep (`open_recover`) | {sec(rec['open_recover'])} |",
-        f"| stdlib `sqlite3`, the sweep's UPDATEs alone | {sec(rec['sqlite3_sweep_update'])} |",
+        "| system | journal | synchronous | consumer | empty-queue wait | commits per job |",
+        "|---|---|---|---|---|---|",
+    ]
+    for system, st in seen.items():
+        out.append(
+            f"| `{system}` | {st.get('journal_mode')} | {st.get('synchronous')} | "
+            f"{st.get('consumer')} | {st.get('poll')} | {st.get('commits_per_job')} |"
+        )
+    return out
+
+
+def render_events(rep: Report) -> list[str]:
+    summary = rep.summary("events")
+    if summary is None:
+        return []
+    ratios = summary.get("ratios", {})
+    out = [
         "",
-        f"- Recovery (open until ready, dead owner's jobs {swept}): "
-        f"**{sec(rec['open_recover'])} s** (target <= 1 s; met: {met['recovery_le_1s']})",
-        f"- The sweep's own cost (minus `open_clean`): {sec(rec['sweep_cost'])} s; "
-        f"a fresh process from spawn to ready: {sec(rec['spawn_to_ready'])} s",
+        f"## Event streaming: {summary['events']:,} events, producer -> consumer, "
+        f"{summary['rounds']} interleaved rounds",
         "",
-        f"## RSS growth, {summary['rss_jobs']:,} pending jobs",
+        "| variant | events/s | ÷ `raw_queue` (paired, median) |",
+        "|---|---|---|",
+    ]
+    names = [
+        "raw_queue",
+        "eventmanager",
+        "raw_queue_items",
+        "raw_queue_burst",
+        "eventmanager_burst",
+        "service_events",
+    ]
+    raw = ("events", "raw_queue", None)
+    for name in names:
+        src = ("events", name, None)
+        if not rep.rows(*src):
+            continue
+        ratio = "1" if name == "raw_queue" else _ratio_cell(rep.paired(src, raw, "events_per_s"))
+        out.append(f"| `{name}` | {_cell(rep.stat(src, 'events_per_s'))} | {ratio} |")
+    out += [
         "",
-        "| case | MiB |",
-        "|---|---|",
-        f"| jobqueue, `submit_many(..., delay=3600)` (`rss_pending`) | {rss['rss_pending']} |",
-        f"| one asyncio task per job, sleeping (`rss_tasks`) | {rss['rss_tasks']} |",
-        f"| a list of small job dicts (`rss_dicts`) | {rss['rss_dicts']} |",
-        "",
-        f"- Target <= 30 MiB; met: {met['rss_le_30mib']}. jobqueue / one task per job: "
-        f"{rss['ratio_vs_tasks']}.",
-        f"- asyncio tasks alive after the submits: {summary['tasks_after_submit']} "
-        "(pending jobs are rows in the file, not tasks).",
+        f"`eventmanager` ÷ `raw_queue`: **{summary.get('value')}** (target >= {T_EVENTS}); "
+        f"÷ `raw_queue_items` (the same Langflow items built by hand): "
+        f"{ratios.get('eventmanager_vs_raw_queue_items')}; durable layer end to end "
+        f"(`service.events`) ÷ `raw_queue`: {ratios.get('service_events_vs_raw_queue')}.",
     ]
     return out
 
 
-def render(summary: dict[str, Any], recovery: dict[str, Any] | None = None) -> str:
-    """Markdown for one throughput ``"system": "summary"`` line (and a recovery one)."""
-    r = summary["ratios"]
+def render_metrics(rep: Report) -> list[str]:
+    s = rep.summary("metrics_overhead")
+    if s is None:
+        return []
+    return [
+        "",
+        "## Metrics on: what they cost (`bench/metrics_overhead.py`)",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| CPU per job, metrics on vs off (paired rounds, median) | {s.get('cost_metrics_cpu')} |",
+        f"| throughput lost, metrics on vs off | {s.get('cost_metrics_throughput')} |",
+        f"| CPU per job, a no-op hook subscriber vs off | {s.get('cost_hooks_cpu')} |",
+        f"| CPU per job, metrics off (µs) | {s.get('off_cpu_us_per_job')} |",
+        f"| the metrics subscriber alone, replayed (µs per job) | "
+        f"{s.get('subscriber_us_per_job')} |",
+    ]
+
+
+def render_pending(rep: Report) -> list[str]:
+    src = ("recovery", "rss_pending", None)
+    if not rep.rows(*src):
+        return []
+    jobs = rep.rows(*src)[0].get("jobs", 100_000)
+    out = [
+        "",
+        f"## RSS growth, {jobs:,} pending jobs (`bench/recovery.py --only rss`)",
+        "",
+        "| case | MiB |",
+        "|---|---|",
+        f"| jobqueue, `submit_many(..., delay=3600)` | "
+        f"{_cell(rep.stat(src, 'rss_growth_mib'), 2)} |",
+        f"| one asyncio task per job, sleeping | "
+        f"{_cell(rep.stat(('recovery', 'rss_tasks', None), 'rss_growth_mib'), 2)} |",
+        f"| a list of small job dicts (the data alone) | "
+        f"{_cell(rep.stat(('recovery', 'rss_dicts', None), 'rss_growth_mib'), 2)} |",
+    ]
+    return out
+
+
+def render_rss_detail(rep: Report) -> list[str]:
+    rows = [
+        ("jobqueue, concurrency 8 (most pending)", "rss_jobqueue_pending", "submitted"),
+        ("jobqueue, concurrency 10,000 (all running)", "rss_jobqueue_running", "started"),
+        ("plain asyncio: a task and a queue each", "rss_asyncio", "started"),
+    ]
+    out = [
+        "",
+        "### RSS with 10,000 jobs in flight, in detail",
+        "",
+        "| case | RSS growth MiB | peak RSS growth MiB |",
+        "|---|---|---|",
+    ]
+    any_row = False
+    for label, system, stage in rows:
+        src = ("throughput", system, None)
+        if not rep.rows(*src):
+            continue
+        any_row = True
+        out.append(
+            f"| {label} | {_cell(rep.stat(src, f'rss_growth_{stage}_mib'), 1)} | "
+            f"{_cell(rep.stat(src, f'peak_rss_growth_{stage}_mib'), 1)} |"
+        )
+    for label, _, _, _, mem in ROWS:
+        if mem is None or mem[0] != "peers" or not rep.rows(*mem):
+            continue
+        any_row = True
+        out.append(
+            f"| {label} | {_cell(rep.stat(mem, 'rss_growth_mib'), 1)} | "
+            f"{_cell(rep.stat(mem, 'peak_rss_growth_mib'), 1)} |"
+        )
+    return out if any_row else []
+
+
+def render_targets(rep: Report) -> list[str]:
+    names = {
+        "jobqueue_vs_sqlite3_ceiling": "durable throughput ÷ stdlib sqlite3 group-commit ceiling",
+        "jobqueue_vs_huey_sqlite": "durable throughput ÷ huey-SQLite (same settings)",
+        "latency_p99_ms": "submit -> start p99 at 500 jobs/s (ms)",
+        "rss_100k_pending_mib": "RSS growth, 100,000 pending jobs (MiB)",
+        "events_vs_raw_queue": "event streaming ÷ raw asyncio.Queue put/get",
+        "metrics_cost": "metrics on: CPU cost per job",
+    }
+    out = [
+        "",
+        "## Targets (issue 10): each ratio from one run",
+        "",
+        "| target | value (median, min–max) | target | met |",
+        "|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for t in rep.targets():
+        value = t["value"]
+        if value is None:
+            shown = "not measured"
+        elif t["min"] is not None and t["min"] != t["max"]:
+            shown = f"**{value}** ({t['min']}–{t['max']})"
+        else:
+            shown = f"**{value}**"
+        sign = ">=" if t["target_is"] == "min" else "<="
+        met = {True: "met", False: "**missed**", None: "-"}[t["meets_target"]]
+        out.append(f"| {names[t['system']]} | {shown} | {sign} {t['target']} | {met} |")
+        if t["system"] == "jobqueue_vs_sqlite3_ceiling" and t.get("submit_gather") is not None:
+            notes.append(f"- Per-job `submit` (500 gathered) ÷ ceiling: {t['submit_gather']}.")
+        if t["system"] == "jobqueue_vs_huey_sqlite":
+            notes.append(
+                f"- jobqueue ÷ huey with huey's own defaults (`synchronous=FULL`): "
+                f"{t.get('vs_huey_defaults')}; per-job `submit` ÷ huey (same settings): "
+                f"{t.get('submit_gather')}."
+            )
+        if t["meets_target"] is False and t.get("limited_by"):
+            notes.append(f"- **{names[t['system']]}, missed:** {t['limited_by']}")
+    return out + (["", *notes] if notes else [])
+
+
+PROFILE_NOTES = """
+## Profile of the hot path
+
+See `bench/profiles/README.md`: how the profiles were taken and what they show.
+"""
+
+
+def render_report(rep: Report) -> str:
+    config = next(
+        (ln for ln in rep.lines if ln.get("bench") == "run" and ln.get("system") == "config"), {}
+    )
+    run_summary = next(
+        (
+            ln
+            for ln in reversed(rep.lines)
+            if ln.get("bench") == "run" and ln.get("system") == "summary"
+        ),
+        {},
+    )
+    repeats = config.get("repeats", "?")
+    wall = rep.wall_s
     out = [
         "# Benchmarks",
         "",
-        f"Produced by `python bench/throughput.py --repeat {summary['repeats']}` and "
-        "`bench/render_md.py` on the project's 2-core machine. Every system runs in a fresh",
-        "process in the same run, and the figures are medians. The machine is shared and noisy,",
-        "so compare ratios within one run. `bench/README.md` says what each figure measures.",
+        f"Produced by `python bench/run.py` ({repeats} repeats"
+        + (", `--quick`: smoke sizes, not figures" if config.get("quick") else "")
+        + (f", {config.get('started_at')}" if config.get("started_at") else "")
+        + (f", {wall / 60:.1f} minutes" if isinstance(wall, int | float) else "")
+        + ") on the project's 2-core machine, shared and noisy: **only ratios measured in "
+        "the same run count**; absolute rates move with the neighbours' load. Cells are "
+        "medians over the repeats with (min–max); every ratio pairs two systems of the same "
+        "repeat. Raw lines: `docs/benchmarks-last-run.jsonl`; what each figure measures: "
+        "`bench/README.md`.",
         "",
-        f"## Throughput: {summary['jobs']:,} no-op jobs, three row writes each, all committed",
+        "## The same workload on every system",
         "",
-        "| system | jobs/s |",
-        "|---|---|",
+        f"{config.get('jobs', 20_000):,} no-op jobs submitted one by one (jobqueue also in bulk) "
+        "and run to completion, each outcome stored in the file; then submit -> start latency "
+        "at a steady 500 jobs/s (2,000 jobs); then RSS growth while 10,000 jobs are in flight "
+        "(submitted, handler gated). DBOS runs 5,000 jobs (20,000 would take minutes) and the "
+        "`*_defaults` rows 2,000 (DBOS 500): rates, not totals, are compared.",
+        "",
     ]
-    out += [f"| {k} | {v:,.0f} |" for k, v in summary["median_jobs_per_s"].items() if v]
+    out += render_main_table(rep)
     out += [
         "",
-        f"- jobqueue (`submit_many`) / stdlib `sqlite3` group-commit ceiling: "
-        f"**{r['c_submit_many_vs_a']:.2f}** (target >= 0.30)",
-        f"- jobqueue (`submit_many`) / 25,600 jobs/s (2 x 12.8k): "
-        f"**{r['c_submit_many_vs_target']:.2f}** (target >= 1.0)",
-        f"- jobqueue, 500 concurrent single `submit` calls: {r['c_submit_gather_vs_a']:.2f} of "
-        f"the ceiling, {r['c_submit_gather_vs_target']:.2f} of the target",
-        "- `aiosqlite_naive` commits each change on its own (2,000 jobs).",
-        "",
-        "## Submit -> start latency at a steady 500 jobs/s",
-        "",
-        "| system | p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|",
+        "`÷ ceiling`: the system's rate over the stdlib sqlite3 ceiling of the same repeat; "
+        "`jobqueue ÷ it`: jobqueue (`submit_many`) over the system, same repeat. jobqueue's "
+        "RSS cell is `submit_many` with concurrency 8 (most jobs pending, as in the peers' "
+        "runs, where four workers hold four jobs); asyncio's is 10,000 tasks with a queue each.",
     ]
-    out += [
-        f"| {k} | {v['p50_ms']} | {v['p99_ms']} | {v['max_ms']} |"
-        for k, v in summary["latency_ms"].items()
-    ]
-    out += ["", "Target: p99 <= 2 ms.", "", "## RSS growth, 10,000 jobs in flight", ""]
-    out += ["| case | MiB |", "|---|---|"]
-    out += [f"| {k} | {v} |" for k, v in summary["rss_growth_mib"].items()]
-    out += [
-        "",
-        "`asyncio_started` is the baseline: 10,000 plain tasks, each with its own queue.",
-        "`jobqueue_pending_submitted` is 10,000 jobs waiting in the database with concurrency 8:",
-        "pending jobs hold no task, queue or event manager.",
-    ]
-    if recovery is not None:
-        out += render_recovery(recovery)
-    return "\n".join(out) + "\n" + NOTES
+    out += render_settings(rep)
+    out += render_targets(rep)
+    out += render_events(rep)
+    out += render_pending(rep)
+    out += render_rss_detail(rep)
+    out += render_metrics(rep)
+    out += PROFILE_NOTES.rstrip("\n").split("\n")
+    problems = run_summary.get("errors") or []
+    skipped = run_summary.get("skipped") or []
+    if problems or skipped or run_summary.get("step_s"):
+        out += ["", "## This run", ""]
+        if run_summary.get("step_s"):
+            steps = ", ".join(f"{k} {v:.0f} s" for k, v in run_summary["step_s"].items())
+            out.append(f"- Time per step: {steps}.")
+        out += [f"- Error: {p}" for p in problems]
+        out += [f"- Skipped: {s}" for s in skipped]
+    return "\n".join(out) + "\n"
 
 
-def main(*paths: str) -> None:
-    """Print the markdown for the last summary line of each bench in ``paths``."""
-    rows = []
+def load(paths: Iterable[str]) -> list[Line]:
+    rows: list[Line] = []
     for path in paths:
         with open(path, encoding="utf-8") as fh:
-            rows += [json.loads(line) for line in fh if line.strip()]
-    summaries = [r for r in rows if r.get("system") == "summary"]
-    throughput = [r for r in summaries if r.get("bench", "throughput") == "throughput"]
-    recovery = [r for r in summaries if r.get("bench") == "recovery"]
-    if throughput:
-        sys.stdout.write(render(throughput[-1], recovery[-1] if recovery else None))
-    elif recovery:
-        sys.stdout.write("\n".join(["# Benchmarks", *render_recovery(recovery[-1])]) + "\n")
-    else:
-        raise SystemExit(f"no summary line in {', '.join(paths)}")
+            rows += [json.loads(line) for line in fh if line.strip().startswith("{")]
+    return rows
+
+
+def main(*paths: str, write: Callable[[str], Any] = sys.stdout.write) -> None:
+    """Print the markdown for the lines in ``paths``."""
+    write(render_report(Report(load(paths))))
 
 
 if __name__ == "__main__":

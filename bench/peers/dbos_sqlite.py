@@ -122,8 +122,17 @@ class DbosPeer(Peer):
         from dbos import DBOS
 
         if self._reader is not None:
+            # Let dequeued workflows (a gated RSS run's) finish before the files go away.
+            deadline = time.perf_counter() + 5.0
+            while (
+                time.perf_counter() < deadline
+                and self._reader.execute(
+                    "SELECT count(*) FROM workflow_status WHERE status = 'PENDING'"
+                ).fetchone()[0]
+            ):
+                time.sleep(0.01)
             self._reader.close()
-        DBOS.destroy(destroy_registry=True, workflow_completion_timeout_sec=5)
+        DBOS.destroy(destroy_registry=True)
 
     def outcomes(self) -> dict[str, int]:
         states = sqlite_counts(
