@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from typing import TYPE_CHECKING
 
 from jobqueue.cli.render import Output
 from jobqueue.service import JobQueueService
+
+if TYPE_CHECKING:
+    from jobqueue.telemetry import JobMetrics
 
 __all__ = ["metrics_command"]
 
@@ -19,11 +23,23 @@ async def metrics_command(args: argparse.Namespace, out: Output) -> int:
     Counts of jobs by status and the queue lengths are re-read from the file
     every ``--interval`` seconds, so they include other processes' jobs.
     """
+    from prometheus_client import CollectorRegistry
+
+    from jobqueue.telemetry import JobMetrics
+
+    # A registry of its own (not prometheus_client's global one), shut down even when
+    # the file cannot be opened: main() may run several times in one process (tests).
+    metrics = JobMetrics(prometheus_registry=CollectorRegistry())
+    try:
+        return await _serve(args, out, metrics)
+    finally:
+        metrics.shutdown()
+
+
+async def _serve(args: argparse.Namespace, out: Output, metrics: JobMetrics) -> int:
     from jobqueue.telemetry import serve_metrics
 
-    async with JobQueueService(args.db, metrics=True) as svc:
-        metrics = svc.metrics
-        assert metrics is not None
+    async with JobQueueService(args.db, metrics=metrics) as svc:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
