@@ -143,6 +143,16 @@ def test_missing_file(run: Run, tmp_path: Path, argv: list[str]) -> None:
     assert list(tmp_path.iterdir()) == []  # nothing was created
 
 
+def test_worker_with_a_bad_app(run: Run, tmp_path: Path) -> None:
+    code, out, err = run("worker", "no_such_module_xyz:service", "--db", tmp_path / "jobs.db")
+    assert (code, out) == (2, "")
+    assert "no module named 'no_such_module_xyz'" in err
+    code, _, err = run("worker", "not-a-target", "--db", tmp_path / "jobs.db")
+    assert code == 2
+    assert "is not of the form module:attr" in err
+    assert not (tmp_path / "jobs.db").exists()
+
+
 def test_directory_instead_of_file(run: Run, tmp_path: Path) -> None:
     code, _, err = run("list", "--db", tmp_path)
     assert code == 2
@@ -303,6 +313,44 @@ def test_show_steps_when_the_service_records_them(
     assert json.loads(out)["steps"][1] == {"name": "nap", "status": "sleeping", "wake_at": 1.5}
 
 
+def test_show_steps_of_a_real_workflow(run: Run, tmp_path: Path) -> None:
+    db = tmp_path / "flow.db"
+
+    async def fill() -> None:
+        async with JobQueueService(db) as svc:
+
+            @svc.handler("order")
+            async def order(ctx: JobContext, payload: Any) -> Any:
+                async def fetch() -> dict[str, int]:
+                    return {"rows": 3}
+
+                async def close() -> str:
+                    return "closed"
+
+                rows = await ctx.step("fetch", fetch)
+                await ctx.step("close", close)
+                return rows
+
+            await svc.wait((await svc.submit("order", {}, job_id="order-1")).id)
+
+    asyncio.run(fill())
+    if not hasattr(JobQueueService, "get_steps"):
+        pytest.skip("this jobqueue records no workflow steps")
+    code, out, _ = run("show", "--db", db, "order-1")
+    assert code == 0
+    assert "steps (2):" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:2] == "  "}
+    assert "completed" in rows["fetch"]
+    assert "completed" in rows["close"]
+    assert "JOB_ID" not in out  # the job's own id is not repeated per step
+    code, out, _ = run("show", "--db", db, "order-1", "--json")
+    steps = json.loads(out)["steps"]
+    assert [(s["name"], s["status"], s["result"]) for s in steps] == [
+        ("fetch", "completed", {"rows": 3}),
+        ("close", "completed", "closed"),
+    ]
+
+
 def test_unknown_job(run: Run, db: Path) -> None:
     for argv in (["show", "nope"], ["cancel", "nope"], ["stop", "nope"], ["resume", "nope"]):
         code, out, err = run(*argv, "--db", db)
@@ -427,6 +475,28 @@ def test_stats_watch(run: Run, db: Path) -> None:
     code, _, err = run("stats", "--db", db, "--watch", "--interval", "0")
     assert code == 2
     assert "must be a positive number of seconds" in err
+
+
+def test_stats_watch_ends_cleanly_on_ctrl_c(db: Path) -> None:
+    import signal
+
+    cmd = [sys.executable, "-m", "jobqueue", "stats", "--db", str(db), "--watch", "--json"]
+    proc = subprocess.Popen(
+        [*cmd, "--interval", "0.1"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())  # a report is out: the watch loop runs
+        assert first["done"] == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert err == ""
 
 
 # -- check -----------------------------------------------------------------------------------
