@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
@@ -39,6 +40,11 @@ MEMORY: Final = ":memory:"
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
 
 Synchronous = Literal["NORMAL", "FULL"]
+
+# The largest write SQLite makes at once: a WAL frame of the biggest page size.
+_MAX_FRAME: Final = 65536 + 24
+# A database file is whole pages, and the smallest page size is 512 bytes.
+_MIN_PAGE: Final = 512
 
 
 def map_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError | None:
@@ -70,6 +76,12 @@ def map_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError | None:
             "exists and is writable.",
             path,
         )
+    if text.startswith("Could not decode to UTF-8"):  # raised by Python's sqlite3 on a read
+        return StoreCorruptedError(
+            f"{path}: a stored text value is not valid UTF-8 ({text:.200}); the file was damaged "
+            "or written by another program. Run `python -m jobqueue check --db FILE`.",
+            path,
+        )
     if primary in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
         return StoreCorruptedError(
             f"{path}: the database file is damaged or is not a SQLite database ({text}); "
@@ -77,7 +89,37 @@ def map_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError | None:
             path,
         )
     if primary == _IOERR:
-        return StoreError(f"{path}: disk I/O error ({text}); the change was rolled back.", path)
+        limit = _size_limit_reached(path)
+        if limit is not None:  # SQLite reports EFBIG (RLIMIT_FSIZE) as an I/O error
+            return StoreFullError(
+                f"{path}: the file size limit of {limit} bytes (RLIMIT_FSIZE, `ulimit -f`) is "
+                f"reached ({text}); the change was rolled back and stored jobs are intact. "
+                "Raise the limit and retry.",
+                path,
+            )
+        return StoreError(
+            f"{path}: disk I/O error ({text}); the change was rolled back and stored jobs are "
+            "intact. Check the disk (for example the kernel log) and retry.",
+            path,
+        )
+    return None
+
+
+def _size_limit_reached(path: str) -> int | None:
+    """The ``RLIMIT_FSIZE`` soft limit if the database or its journal is within a frame of it."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return None
+    for name in (path, path + "-wal", path + "-journal"):
+        try:
+            if os.path.getsize(name) + _MAX_FRAME >= soft:
+                return soft
+        except OSError:
+            continue
     return None
 
 
@@ -179,18 +221,10 @@ def _configure(
     conn: sqlite3.Connection, busy_timeout: float, synchronous: str, check: bool, path: str
 ) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-    # Read-only probe of the header: a file that is not SQLite fails here, untouched.
-    conn.execute("PRAGMA schema_version").fetchone()
-    if check:  # read-only, before anything could write to a damaged file
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-        if [r[0] for r in rows] != ["ok"]:
-            detail = "; ".join(str(r[0]) for r in rows[:3])
-            raise StoreCorruptedError(
-                f"{path}: integrity check failed ({detail}); the file was not modified. "
-                "Restore it from a backup or point jobqueue at a new file.",
-                path,
-            )
-    # Still read-only: a file of another program must be refused before WAL rewrites its header.
+    if path != MEMORY:
+        _probe(path, busy_timeout, check)
+    # The write connection has not read the file yet (so it has not opened a WAL that it
+    # would checkpoint into the file on close). From here on the file is known to be ours.
     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
         refuse_foreign(conn, path)
     if path != MEMORY:
@@ -200,6 +234,48 @@ def _configure(
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA temp_store = MEMORY")
+
+
+def _probe(path: str, busy_timeout: float, check: bool) -> None:
+    """Every check of an existing file, on a read-only connection of its own.
+
+    Closing the last read-write connection of a WAL database checkpoints the
+    WAL into the file. A ``-wal`` file beside a damaged database, or one copied
+    from another program's database, would thus be written into the file we
+    then refuse; a read-only connection never checkpoints, so a refused file
+    and its ``-wal`` are left exactly as they were.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0 and not os.path.exists(path + "-wal"):
+            return  # a new file: nothing to check, nothing to damage
+    except OSError:
+        return  # cannot even stat it: the write connection reports why
+    if 0 < size < _MIN_PAGE:  # SQLite would take it for an empty database and write over it
+        raise StoreCorruptedError(
+            f"{path}: {size} bytes is too short to be a SQLite database (a truncated file?); "
+            "it was not modified. Restore it from a backup or point jobqueue at a new file.",
+            path,
+        )
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    ro = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+    try:
+        # Reads the header: a file that is not SQLite fails here.
+        ro.execute("PRAGMA schema_version").fetchone()
+        if check:
+            rows = ro.execute("PRAGMA quick_check").fetchall()
+            if [r[0] for r in rows] != ["ok"]:
+                detail = "; ".join(str(r[0]) for r in rows[:3])
+                raise StoreCorruptedError(
+                    f"{path}: integrity check failed ({detail}); the file was not modified. "
+                    "Restore it from a backup or point jobqueue at a new file.",
+                    path,
+                )
+        # A file of another program is refused before WAL mode rewrites its header.
+        if ro.execute("PRAGMA user_version").fetchone()[0] == 0:
+            refuse_foreign(ro, path)
+    finally:
+        ro.close()
 
 
 def _no_autocheckpoint(conn: sqlite3.Connection) -> None:
