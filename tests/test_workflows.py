@@ -601,6 +601,25 @@ async def test_stop_lets_the_current_step_finish(make_service) -> None:
     assert calls == {"s0": 1, "s1": 1, "s2": 1}
 
 
+async def test_stop_during_a_map_lets_running_items_finish_and_starts_no_new_one(
+    make_service,
+) -> None:
+    svc = await make_service(stop_timeout=5.0, **FAST)
+    g = _Gauge()
+
+    @svc.handler("wf")
+    async def wf(ctx: JobContext, payload: Any) -> Any:
+        return await ctx.map("m", range(6), lambda i: g.run(i, 0.3), limit=2)
+
+    job = await svc.submit("wf")
+    await _step_status(svc, job.id, "m[1]", "running")
+    assert (await svc.stop(job.id)).status is S.STOPPED
+    steps = {s.name: s.status for s in await svc.get_steps(job.id)}
+    assert steps == {"m[0]": "completed", "m[1]": "completed"}
+    await asyncio.sleep(0.4)
+    assert g.calls == {0: 1, 1: 1}
+
+
 async def test_pause_during_an_in_place_sleep_keeps_its_deadline(make_service) -> None:
     svc = await make_service(**FAST)
     woke: list[float] = []
