@@ -11,7 +11,7 @@ nox.options.reuse_existing_virtualenvs = True
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a real SQLite file per test."""
-    session.install("-e", ".[test,cli,docs]")  # docs: tests/test_docs.py builds the site
+    session.install("-e", ".[test,cli,docs,celery]")  # docs: test_docs.py builds the site
     session.run("pytest", "-q", "-ra", *session.posargs)
 
 
@@ -26,7 +26,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the library."""
-    session.install("-e", ".[cli]", "mypy>=1.10")  # cli: rich's types for jobqueue.cli
+    session.install("-e", ".[cli,celery]", "mypy>=1.10")  # rich's, redis's and kombu's types
     session.run("mypy", "--strict", "jobqueue")
 
 

@@ -23,6 +23,7 @@ from jobqueue.service import JobQueueService
 from jobqueue.status import ACTIVE, TERMINAL, TaskStatus
 from jobqueue.store.jobs import Job
 from jobqueue.store.steps import Step
+from jobqueue.tasks import TaskService
 from jobqueue.workflow import Failure
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "StepError",
     "StepResultError",
     "StepTimeoutError",
+    "TaskService",
     "TaskStatus",
     "__version__",
     "create_default_event_manager",

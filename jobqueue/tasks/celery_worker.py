@@ -1,0 +1,193 @@
+"""What a Celery worker does with a jobqueue task: run the registered handler by name.
+
+Each task runs its handler coroutine in a fresh event loop (``asyncio.run``),
+so it works in every Celery pool (prefork, threads, solo). A supervisor on
+that loop enforces the soft time limit and watches for a revoke:
+
+* soft time limit: the handler is cancelled and the task retried, as
+  Langflow's ``build_vertex`` did on ``SoftTimeLimitExceeded``, up to the
+  backend's ``time_limit_tries`` tries in all; then it fails with
+  ``SoftTimeLimitExceeded`` (reported with reason ``timeout``). A soft limit
+  enforced by Celery itself (``--soft-time-limit`` on a prefork worker) is
+  treated the same way.
+* revoke: the backend's revoke flag is read every ``revoke_poll`` seconds;
+  once set, the handler is cancelled and the task recorded ``REVOKED``.
+
+This module needs Celery; it is imported only by :mod:`jobqueue.tasks.celery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from jobqueue import codec
+from jobqueue.context import JobContext
+from jobqueue.errors import InvalidArgumentError
+from jobqueue.events import EventManager, create_default_event_manager
+
+if TYPE_CHECKING:
+    from jobqueue.tasks.celery import CeleryBackend
+
+__all__ = ["TASK_NAME", "CeleryJobContext", "HandlerFailed", "run_handler"]
+
+log = logging.getLogger("jobqueue.tasks.celery")
+
+#: The one Celery task every handler runs through.
+TASK_NAME = "jobqueue.run_handler"
+#: Seconds a cancelled handler gets to end before the task gives up waiting for it.
+CANCEL_GRACE = 5.0
+
+
+class CeleryJobContext(JobContext):
+    """The ``ctx`` a handler gets on a Celery worker.
+
+    ``ctx.job_id`` is the task id, ``ctx.attempt`` counts retries (0 first),
+    ``ctx.checkpoint()`` works. Events (``ctx.events``, ``ctx.progress``) are
+    validated as JSON and then dropped: a Celery worker has no consumer for
+    them. ``ctx.effect()`` needs the SQLite store and raises here.
+    """
+
+    __slots__ = ()
+
+    def effect(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Not available on a Celery worker: there is no job transaction to join.
+
+        Raises:
+            InvalidArgumentError: always.
+        """
+        raise InvalidArgumentError(
+            "ctx.effect() writes in the SQLite transaction that completes a job; a "
+            "Celery worker has none. Write the effect yourself (idempotently), or run "
+            "this handler with the in-process backend"
+        )
+
+
+def _drop_events(job_id: str) -> EventManager:
+    return create_default_event_manager(None)
+
+
+def run_handler(
+    task: Any, backend: CeleryBackend, name: str, payload: Any, time_limit: float | None
+) -> Any:
+    """Body of the Celery task: run handler ``name`` on ``payload`` and return its result.
+
+    Args:
+        task: the bound Celery task (``self`` of a ``bind=True`` task).
+        backend: the :class:`~jobqueue.tasks.CeleryBackend` that registered it.
+        name: the handler name.
+        payload: the JSON payload.
+        time_limit: soft time limit of one try, in seconds (``None``: none).
+
+    Raises:
+        UnknownHandlerError: the worker has no handler of that name.
+        SoftTimeLimitExceeded: the last try ran out of time.
+        celery.exceptions.Retry: a try ran out of time and another is scheduled.
+        celery.exceptions.Ignore: the task was revoked (it is recorded ``REVOKED``).
+    """
+    task_id: str = task.request.id
+    if backend.is_revoked(task_id):
+        _record_revoked(task, backend, task_id)
+    try:
+        fn = backend.handler_for(name)
+        ctx = CeleryJobContext(task_id, name, int(task.request.retries or 0), _drop_events)
+        verdict, value = asyncio.run(
+            _supervise(
+                fn(ctx, payload),
+                time_limit,
+                lambda: backend.is_revoked(task_id),
+                backend.revoke_poll,
+            )
+        )
+        if verdict == "done":
+            codec.encode(value, "result")  # PayloadError now, not a serializer error later
+    except SoftTimeLimitExceeded:  # Celery's own soft limit (prefork --soft-time-limit)
+        verdict, value = "timeout", None
+    except Exception as exc:
+        if backend.is_revoked(task_id):  # a revoke raced the failure: revoke wins
+            _record_revoked(task, backend, task_id)
+        portable = _portable(exc)
+        if portable is exc:
+            raise
+        raise portable from exc
+    if verdict == "revoked" or backend.is_revoked(task_id):
+        _record_revoked(task, backend, task_id)
+    if verdict == "timeout":
+        _retry_timeout(task, backend, name, time_limit)
+    return value
+
+
+class HandlerFailed(Exception):
+    """Stands in for a handler exception that cannot be pickled: ``(type name, message)``.
+
+    Celery replaces an exception it cannot pickle (any class whose ``__init__``
+    takes other arguments than its ``args``, such as most of
+    :mod:`jobqueue.errors`) by its nearest picklable base class, losing its
+    name. This carries the name and message; the original is chained as the
+    cause, so the traceback text still shows it.
+    """
+
+
+def _portable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return HandlerFailed(type(exc).__name__, str(exc))
+    return exc
+
+
+def _retry_timeout(task: Any, backend: CeleryBackend, name: str, limit: float | None) -> NoReturn:
+    tries = backend.time_limit_tries
+    attempt = int(task.request.retries or 0) + 1
+    limit_txt = f"its {limit:g}s soft time limit" if limit is not None else "its soft time limit"
+    final = attempt >= tries
+    exc = SoftTimeLimitExceeded(
+        f"handler {name!r} ran past {limit_txt} (try {attempt} of {tries}"
+        + ("; giving up)" if final else "; trying again)")
+    )
+    log.warning("task %s: %s", task.request.id, exc)
+    raise task.retry(exc=exc, countdown=backend.retry_countdown, max_retries=tries - 1)
+
+
+def _record_revoked(task: Any, backend: CeleryBackend, task_id: str) -> NoReturn:
+    backend.results.mark_as_revoked(task_id, reason="revoked", request=task.request)
+    raise Ignore()
+
+
+async def _supervise(
+    coro: Awaitable[Any],
+    time_limit: float | None,
+    revoked: Callable[[], bool],
+    poll: float,
+) -> tuple[str, Any]:
+    """Run ``coro`` until it ends, ``time_limit`` passes, or ``revoked()`` turns true.
+
+    Returns ``("done", result)``, ``("timeout", None)`` or ``("revoked", None)``;
+    the handler's own exception propagates.
+    """
+    loop = asyncio.get_running_loop()
+    job = asyncio.ensure_future(coro)
+    deadline = None if time_limit is None else loop.time() + time_limit
+    while True:
+        wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
+        await asyncio.wait({job}, timeout=wait)
+        if job.done():
+            return "done", job.result()
+        if deadline is not None and loop.time() >= deadline:
+            verdict = "timeout"
+        elif revoked():
+            verdict = "revoked"
+        else:
+            continue
+        job.cancel()
+        await asyncio.wait({job}, timeout=CANCEL_GRACE)
+        if not job.done():
+            log.error("handler ignored cancellation for %gs; giving up on it", CANCEL_GRACE)
+        elif not job.cancelled():
+            job.exception()  # retrieved: it was cancelled anyway
+        return verdict, None
