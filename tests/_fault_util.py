@@ -97,3 +97,18 @@ def tmpfs(where: Path, size: str = "1m") -> Iterator[Path]:
 
 def remount(where: Path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
+
+
+def report(name: str, **figures: object) -> None:
+    """Print a test's figures; also append them to $JOBQUEUE_FIGURES (JSON lines) if set.
+
+    docs/reliability.md quotes the figures of the last run made with that variable.
+    """
+    import json
+
+    line = json.dumps({"test": name, **figures}, sort_keys=True)
+    print(f"FIGURES {line}")
+    out = os.environ.get("JOBQUEUE_FIGURES")
+    if out:
+        with open(out, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
