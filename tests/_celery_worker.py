@@ -15,10 +15,14 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from _celery_app import REDIS_URL
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_HOST = urlsplit(REDIS_URL).hostname or "127.0.0.1"
+REDIS_PORT = urlsplit(REDIS_URL).port or 6379
 START_REDIS = "start it with `redis-server --daemonize yes` or `docker run -p 6379:6379 redis`"
 
 
@@ -104,7 +108,7 @@ def delete_keys(prefix: str) -> int:
     """Delete this run's Redis keys (every key starting with ``prefix``)."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=1)
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=500))
         if keys:

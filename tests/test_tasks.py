@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 from _celery_app import HANDLERS, PREFIX, make_backend
-from _celery_worker import ROOT, START_REDIS, CeleryWorker, delete_keys, redis_answers
+from _celery_worker import (
+    REDIS_HOST,
+    REDIS_PORT,
+    ROOT,
+    START_REDIS,
+    CeleryWorker,
+    delete_keys,
+    redis_answers,
+)
 
 from jobqueue import JobCancelledError, JobFailedError, JobNotFoundError, TaskStatus
 from jobqueue.errors import (
@@ -34,12 +42,6 @@ from jobqueue.tasks import InProcessBackend, TaskInfo, TaskService
 
 MakeService = Any
 
-pytestmark = [
-    # Celery 5.7's Redis result backend still calls redis-py's setex(), which
-    # redis-py 8 deprecates; it happens inside Celery when a revoke is recorded.
-    pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning"),
-]
-
 
 def _need_celery() -> None:
     pytest.importorskip(
@@ -52,7 +54,7 @@ def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryWo
     """One real Celery worker for the whole session; skips when Redis does not answer."""
     _need_celery()
     if not redis_answers():
-        pytest.skip(f"Redis not reachable at 127.0.0.1:6379: {START_REDIS}")
+        pytest.skip(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {START_REDIS}")
     worker = CeleryWorker(tmp_path_factory.mktemp("celery") / "worker.log")
     backend = make_backend()
     try:

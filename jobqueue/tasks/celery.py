@@ -33,11 +33,12 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
+from celery.exceptions import TaskRevokedError
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -78,6 +79,18 @@ STATUS_OF_STATE: Final[dict[str, TaskStatus]] = {
 _TIMEOUT_TYPES: Final = frozenset({"SoftTimeLimitExceeded", "TimeLimitExceeded"})
 _REASONS: Final = {"UnknownHandlerError": "unknown_handler", "PayloadError": "invalid_result"}
 _UNAVAILABLE: Final = (OperationalError, RedisConnectionError, RedisTimeoutError, OSError)
+# KEYS[1] result key; ARGV[1] encoded REVOKED meta (JSON); ARGV[2] expiry in seconds.
+_RECORD_REVOKED: Final = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  local done = {SUCCESS = true, FAILURE = true, REVOKED = true, REJECTED = true}
+  if ok and type(meta) == 'table' and done[meta['status']] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class CeleryBackend:
@@ -276,7 +289,28 @@ class CeleryBackend:
             self.results.client.set(self._key("revoked", task_id), "1", ex=self.expires)
             self.app.control.revoke(task_id)  # workers drop it if queued or reserved
             if record:
-                self.results.mark_as_revoked(task_id, reason="revoked")
+                self.record_revoked(task_id)
+
+    def record_revoked(self, task_id: str) -> bool:
+        """Store Celery's ``REVOKED`` result for ``task_id`` unless it already ended.
+
+        One Lua script reads the current result and writes the new one, so a
+        result the worker stored a moment earlier (``SUCCESS``, ``FAILURE``) is
+        never overwritten. Waiters on the result channel are notified, as
+        Celery does. Returns True if the result was written.
+        """
+        results = self.results
+        meta = {
+            "status": "REVOKED",
+            "result": results.prepare_exception(TaskRevokedError("revoked")),
+            "traceback": None,
+            "children": [],
+            "date_done": datetime.now(UTC).isoformat(),
+            "task_id": task_id,
+        }
+        key = results.get_key_for_task(task_id)
+        raw = results.encode(meta)
+        return bool(results.client.eval(_RECORD_REVOKED, 1, key, raw, self.expires))
 
     async def aclose(self) -> None:
         """Close idle result-backend connections (they reopen if used again).

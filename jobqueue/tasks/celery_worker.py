@@ -155,8 +155,8 @@ def _retry_timeout(task: Any, backend: CeleryBackend, name: str, limit: float | 
 
 
 def _record_revoked(task: Any, backend: CeleryBackend, task_id: str) -> NoReturn:
-    backend.results.mark_as_revoked(task_id, reason="revoked", request=task.request)
-    raise Ignore()
+    backend.record_revoked(task_id)
+    raise Ignore()  # nothing more to store: the result is REVOKED
 
 
 async def _supervise(
