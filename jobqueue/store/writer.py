@@ -17,6 +17,7 @@ database error rolls the whole batch back and fails every op in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -126,7 +127,7 @@ class Writer:
 
     def enqueue(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue ``fn(conn, *args)`` for the next batch; the future resolves after commit."""
-        if self._closing or self._task is None:
+        if self._closing or self._task is None or self._task.done():
             raise ServiceClosedError("the store writer is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.append(_Op(fn, args, fut))
@@ -151,9 +152,21 @@ class Writer:
         if task is None:
             return
         self._wake.set()
-        await asyncio.shield(task)
+        # Not shield(): that re-raises the CancelledError of a writer task someone cancelled.
+        # wait() also leaves the task running if our own caller is cancelled.
+        await asyncio.wait([task])
 
     async def _loop(self) -> None:
+        try:
+            await self._batches()
+        finally:
+            # Stopped (closed, or its task was cancelled): nothing queued may wait forever.
+            self._closing = True
+            ops, self._ops = self._ops, []
+            for op in ops:
+                _resolve(op, False, ServiceClosedError("the store writer stopped"))
+
+    async def _batches(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -166,11 +179,31 @@ class Writer:
                     return
                 continue
             self._wake.set()  # look again after this batch: more may have queued
+            batch = asyncio.ensure_future(
+                self._db.run(_run_batch, [(op.fn, op.args) for op in ops], claim)
+            )
             try:
                 # Shielded: the transaction always ends (commit or rollback) on its thread.
-                outcomes, claimed = await asyncio.shield(
-                    self._db.run(_run_batch, [(op.fn, op.args) for op in ops], claim)
-                )
+                outcomes, claimed = await asyncio.shield(batch)
+            except asyncio.CancelledError:
+                # Our task was cancelled mid-batch: the batch still ends on its thread. Wait
+                # for it so that each caller learns whether its change was committed.
+                while not batch.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([batch])
+                error = batch.exception() if not batch.cancelled() else None
+                if error is None and not batch.cancelled():
+                    outcomes, claimed = batch.result()
+                    for op, (ok, value) in zip(ops, outcomes, strict=True):
+                        _resolve(op, ok, value)
+                else:
+                    for op in ops:
+                        _resolve(op, False, error or ServiceClosedError("the writer stopped"))
+                if claim is not None and planner is not None:
+                    # Do not start jobs on a stopping writer: their outcomes could not be
+                    # stored. Committed claims are recovered once this process has exited.
+                    planner.claim_failed(ServiceClosedError("the store writer stopped"))
+                raise
             except Exception as exc:
                 log.warning("store batch of %d ops rolled back: %s", len(ops), exc)
                 for op in ops:
