@@ -108,6 +108,8 @@ class ServiceCore:
             return await self._open_store()
         except BaseException:
             self._state = "closed"  # nothing is left open; close() has nothing to do
+            self._close_extras()  # e.g. unregister the metrics' Prometheus collector
+            self._closed.set()
             raise
 
     async def _open_store(self) -> Writer:

@@ -900,3 +900,20 @@ def test_histogram_tally_matches_the_sdk_histogram() -> None:
     with pytest.raises(ValueError, match="not a histogram"):
         HistogramTally(JOBQUEUE_METRICS["jobqueue.jobs.finished"])
     provider.shutdown()
+
+
+async def test_failed_open_releases_the_metrics_collector(tmp_path) -> None:
+    """A service whose file cannot be opened must not leave its reader registered."""
+    from jobqueue import JobQueueService
+    from jobqueue.errors import StoreError
+
+    bad = tmp_path / "not-a-db.db"
+    bad.write_bytes(b"this is not a SQLite database, just text" * 100)
+    before = set(REGISTRY._collector_to_names)
+    svc = JobQueueService(bad, metrics=True)
+    with pytest.raises(StoreError):
+        await svc.__aenter__()
+    assert set(REGISTRY._collector_to_names) == before
+    good = JobQueueService(tmp_path / "ok.db", metrics=True)  # the next one can register
+    async with good:
+        assert good.metrics is not None
