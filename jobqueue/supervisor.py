@@ -44,6 +44,11 @@ def recover_on_open(conn: sqlite3.Connection, owner: str, now: float) -> SweepRe
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        # Running rows without an owner come from files written before owners were
+        # recorded (or by another program): nobody can be running them now.
+        conn.execute(
+            "UPDATE jobs SET owner = 'unknown:0' WHERE status = 'running' AND owner IS NULL"
+        )
         dead = dead_owners(conn, owner, now, stale_after=60.0)
         result = sweep(conn, dead, now)
         heartbeat(conn, owner, os.getpid(), now, now)

@@ -31,3 +31,25 @@ async def test_dead_owners_without_running_jobs_are_pruned_on_open(make_service,
     again = await make_service()
     assert again.owner == me
     assert _owners(db_path) == {me}
+
+
+async def test_running_rows_without_owner_are_recovered_on_open(make_service, db_path) -> None:
+    """Files from before owners were recorded: a running row with no owner is swept."""
+    svc = await make_service()
+
+    @svc.handler("work")
+    async def work(ctx, payload) -> str:
+        return "done"
+
+    job = await svc.submit("work", delay=3600, max_retries=2)
+    await svc.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "UPDATE jobs SET status = 'running', owner = NULL, run_at = 0 WHERE id = ?", (job.id,)
+        )
+    again = await make_service()
+    again.register("work", work)
+    assert again.recovered.requeued == 1
+    assert await again.wait(job.id, timeout=10) == "done"
+    stored = await again.get(job.id)
+    assert stored.attempt == 1
