@@ -287,6 +287,26 @@ async def test_celery_launcher_without_handlers_leaves_names_to_the_worker(
     assert info.reason == "unknown_handler", info
     assert info.failure is not None
     assert "no handler registered as 'nope'" in info.failure.message
+    assert info.failure.error_type == "UnknownHandlerError"  # not pickled down to a base class
+
+
+async def test_celery_revoked_before_any_worker_saw_it_stays_revoked(
+    celery_worker: CeleryWorker,
+) -> None:
+    from jobqueue.tasks import CeleryBackend
+
+    nobody = CeleryBackend(  # a queue no worker consumes
+        HANDLERS, broker=make_backend().url, queue=f"{PREFIX}nobody", key_prefix=PREFIX
+    )
+    async with TaskService(nobody) as ts:
+        task_id = await ts.launch_task("add", {"a": 1, "b": 1})
+        start = time.monotonic()
+        info = await ts.revoke_task(task_id)
+        assert time.monotonic() - start < 2  # not waiting for a worker
+        assert info.status is TaskStatus.CANCELLED
+        # A worker that gets the message later must not flip it back to running.
+        assert nobody.record_started(task_id, "late-worker") is False
+        assert (await ts.get_task(task_id)).status is TaskStatus.CANCELLED
 
 
 # -- without a broker ---------------------------------------------------------------------

@@ -33,12 +33,11 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import Celery
 from celery.backends.redis import RedisBackend
-from celery.exceptions import TaskRevokedError
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,8 +51,8 @@ from jobqueue.errors import (
     TaskNotFoundError,
     UnknownHandlerError,
 )
-from jobqueue.status import TaskStatus
-from jobqueue.tasks.backend import TaskFailure, TaskInfo, poll_until_done
+from jobqueue.tasks.backend import TaskInfo, poll_until_done
+from jobqueue.tasks.celery_results import STATUS_OF_STATE, info_from_meta, store_unless_done
 from jobqueue.tasks.celery_worker import TASK_NAME, run_handler
 
 if TYPE_CHECKING:
@@ -64,33 +63,7 @@ __all__ = ["STATUS_OF_STATE", "CeleryBackend", "info_from_meta"]
 
 NAME = "celery"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-
-#: Celery state -> lowercase status. Other (custom) states count as running.
-STATUS_OF_STATE: Final[dict[str, TaskStatus]] = {
-    "PENDING": TaskStatus.PENDING,
-    "RECEIVED": TaskStatus.PENDING,
-    "STARTED": TaskStatus.RUNNING,
-    "RETRY": TaskStatus.RUNNING,
-    "SUCCESS": TaskStatus.COMPLETED,
-    "FAILURE": TaskStatus.FAILED,
-    "REJECTED": TaskStatus.FAILED,
-    "REVOKED": TaskStatus.CANCELLED,
-}
-_TIMEOUT_TYPES: Final = frozenset({"SoftTimeLimitExceeded", "TimeLimitExceeded"})
-_REASONS: Final = {"UnknownHandlerError": "unknown_handler", "PayloadError": "invalid_result"}
 _UNAVAILABLE: Final = (OperationalError, RedisConnectionError, RedisTimeoutError, OSError)
-# KEYS[1] result key; ARGV[1] encoded REVOKED meta (JSON); ARGV[2] expiry in seconds.
-_RECORD_REVOKED: Final = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, meta = pcall(cjson.decode, current)
-  local done = {SUCCESS = true, FAILURE = true, REVOKED = true, REJECTED = true}
-  if ok and type(meta) == 'table' and done[meta['status']] then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"""
 
 
 class CeleryBackend:
@@ -163,7 +136,7 @@ class CeleryBackend:
             name=TASK_NAME,
             bind=True,
             shared=False,
-            track_started=True,
+            track_started=False,  # run_handler records STARTED, unless already revoked
             acks_late=True,  # a worker that dies mid-task leaves it for another one
             reject_on_worker_lost=True,
             max_retries=time_limit_tries - 1,
@@ -292,25 +265,12 @@ class CeleryBackend:
                 self.record_revoked(task_id)
 
     def record_revoked(self, task_id: str) -> bool:
-        """Store Celery's ``REVOKED`` result for ``task_id`` unless it already ended.
+        """Store ``REVOKED`` for ``task_id`` unless it already ended; True if written."""
+        return store_unless_done(self.results, task_id, "REVOKED", self.expires)
 
-        One Lua script reads the current result and writes the new one, so a
-        result the worker stored a moment earlier (``SUCCESS``, ``FAILURE``) is
-        never overwritten. Waiters on the result channel are notified, as
-        Celery does. Returns True if the result was written.
-        """
-        results = self.results
-        meta = {
-            "status": "REVOKED",
-            "result": results.prepare_exception(TaskRevokedError("revoked")),
-            "traceback": None,
-            "children": [],
-            "date_done": datetime.now(UTC).isoformat(),
-            "task_id": task_id,
-        }
-        key = results.get_key_for_task(task_id)
-        raw = results.encode(meta)
-        return bool(results.client.eval(_RECORD_REVOKED, 1, key, raw, self.expires))
+    def record_started(self, task_id: str, hostname: str | None) -> bool:
+        """Store ``STARTED`` for ``task_id`` unless it already ended; True if written."""
+        return store_unless_done(self.results, task_id, "STARTED", self.expires, hostname)
 
     async def aclose(self) -> None:
         """Close idle result-backend connections (they reopen if used again).
@@ -322,42 +282,6 @@ class CeleryBackend:
 
     def _close(self) -> None:
         self.results.client.connection_pool.disconnect(inuse_connections=False)
-
-
-def info_from_meta(task_id: str, name: str | None, meta: Mapping[str, Any]) -> TaskInfo:
-    """Describe a task from its (decoded, raw) Celery result meta."""
-    state = str(meta.get("status", "PENDING"))
-    status = STATUS_OF_STATE.get(state, TaskStatus.RUNNING)
-    value = meta.get("result")
-    result, failure, reason = None, None, None
-    if status is TaskStatus.COMPLETED:
-        result = value
-    elif status is TaskStatus.FAILED:
-        failure = _failure(value, meta.get("traceback"))
-        reason = "rejected" if state == "REJECTED" else _reason(failure.error_type)
-    elif status is TaskStatus.CANCELLED:
-        reason = "cancelled"
-    return TaskInfo(task_id, name, status, NAME, result, failure, reason, state)
-
-
-def _failure(value: Any, traceback: Any) -> TaskFailure:
-    tb = traceback if isinstance(traceback, str) else None
-    if not isinstance(value, Mapping) or "exc_type" not in value:
-        return TaskFailure("Error", "" if value is None else str(value), tb)
-    args = value.get("exc_message")
-    if value["exc_type"] == "HandlerFailed" and isinstance(args, list | tuple) and len(args) == 2:
-        return TaskFailure(str(args[0]), str(args[1]), tb)  # see celery_worker.HandlerFailed
-    if isinstance(args, list | tuple):
-        message = "" if not args else str(args[0]) if len(args) == 1 else str(tuple(args))
-    else:
-        message = "" if args is None else str(args)
-    return TaskFailure(str(value["exc_type"]), message, tb)
-
-
-def _reason(error_type: str) -> str:
-    if error_type in _TIMEOUT_TYPES:
-        return "timeout"
-    return _REASONS.get(error_type, "error")
 
 
 def _make_app(broker: str, results: str, queue: str, key_prefix: str, expires: int) -> Any:

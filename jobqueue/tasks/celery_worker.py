@@ -93,6 +93,8 @@ def run_handler(
     task_id: str = task.request.id
     if backend.is_revoked(task_id):
         _record_revoked(task, backend, task_id)
+    if not backend.record_started(task_id, task.request.hostname):
+        raise Ignore()  # it already ended (revoked before it got here): never run it
     try:
         fn = backend.handler_for(name)
         ctx = CeleryJobContext(task_id, name, int(task.request.retries or 0), _drop_events)
