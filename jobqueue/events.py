@@ -133,6 +133,18 @@ class EventQueue(asyncio.Queue[QueueItem]):
 
     def _init(self, maxsize: int) -> None:
         self._queue: collections.deque[QueueItem] = collections.deque()
+        # Monotonic put stamps beside the items (whose put_time is wall-clock, as
+        # Langflow's are): time in queue must not jump with the wall clock.
+        self._stamps: collections.deque[float] = collections.deque()
+        self._taken_stamp = 0.0
+
+    def _put(self, item: QueueItem) -> None:
+        self._queue.append(item)
+        self._stamps.append(time.monotonic())
+
+    def _get(self) -> QueueItem:
+        self._taken_stamp = self._stamps.popleft()
+        return self._queue.popleft()
 
     def full(self) -> bool:
         """Full, unless a terminal item is being forced in."""
@@ -155,7 +167,7 @@ class EventQueue(asyncio.Queue[QueueItem]):
         if item[0] is None:
             self.sentinel_taken = True
         elif self.on_consume is not None:
-            self.on_consume(time.time() - item[2])
+            self.on_consume(time.monotonic() - self._taken_stamp)
         return item
 
     def _force_put(self, item: QueueItem) -> None:

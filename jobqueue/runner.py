@@ -44,6 +44,8 @@ class Run:
     #: "shutdown" (close past its drain time).
     cancel_reason: str | None = None
     started: float = field(default_factory=time.time)
+    #: Monotonic start: run time must not jump with the wall clock.
+    mono: float = field(default_factory=time.monotonic)
     released: bool = False
     #: It ignored cancellation past ``cancel_grace``: recorded failed, task left behind.
     abandoned: bool = False
@@ -183,18 +185,18 @@ class Runner:
 
     def _record(self, run: Run, out: Outcome, value: Any) -> None:
         # The task ends here; the commit callback finishes the job's bookkeeping.
-        now = time.time()
+        now, ran = time.time(), time.monotonic() - run.mono
         try:
             self._writer.then(
                 finish,
                 (run.claimed.id, out, now),
-                partial(self._recorded, run, out, value, now),
+                partial(self._recorded, run, out, value, now, ran),
             )
         except JobQueueError as exc:  # closed under a job that ignored cancellation
-            self._recorded(run, out, value, now, False, exc)
+            self._recorded(run, out, value, now, ran, False, exc)
 
     def _recorded(
-        self, run: Run, out: Outcome, value: Any, now: float, ok: bool, stored: Any
+        self, run: Run, out: Outcome, value: Any, now: float, ran: float, ok: bool, stored: Any
     ) -> None:
         c = run.claimed
         self.active.pop(c.id, None)
@@ -233,7 +235,7 @@ class Runner:
                     out.reason,
                     out.error_type,
                     None,
-                    now - run.started,
+                    ran,
                 )
             )
 
