@@ -16,6 +16,14 @@ def check_id(value: str, what: str) -> str:
             f"{what} must be a non-empty string of at most {_MAX_ID} characters without NUL; "
             f"got {value!r:.80}"
         )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: SQLite cannot store it
+            raise InvalidArgumentError(
+                f"{what} must be valid Unicode text (no lone surrogates such as '\\udc80'); "
+                f"got {value!r:.80}"
+            ) from None
     return value
 
 
