@@ -262,6 +262,15 @@ class ServiceCore:
             self._state = "closed"
             return
         self._state = "closing"
+        # The teardown runs in its own task: a caller cancelled halfway leaves it to
+        # finish (a half-closed store would leak its thread and hold the write lock).
+        task = asyncio.get_running_loop().create_task(
+            self._close(drain_timeout), name="jobqueue-close"
+        )
+        task.add_done_callback(_log_close_error)
+        await asyncio.shield(task)
+
+    async def _close(self, drain_timeout: float | None) -> None:
         try:
             if self._opening is not None and not self._opening.done():
                 await asyncio.wait([self._opening])
@@ -470,3 +479,8 @@ class ServiceCore:
         """Re-read job counts and lag from the store (the reaper does this periodically)."""
         if self._db is not None:
             await self.tally.refresh(self._db)
+
+
+def _log_close_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("closing the service failed: %s", exc, exc_info=exc)

@@ -10,6 +10,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from jobqueue import codec, streams
@@ -225,6 +226,10 @@ class JobQueueService(ControlLayer):
     ) -> Job:
         """Store a new pending job; returns once it is committed.
 
+        Cancelling a ``submit`` does not withdraw the job once it is queued: it
+        is stored all the same (submit again with the same ``idempotency_key``
+        to find out which job it is).
+
         Higher ``priority`` runs first; ``delay`` postpones the first run; a
         job that raises is retried up to ``max_retries`` times with
         exponential backoff; ``timeout`` fails a run that takes longer. A
@@ -290,17 +295,24 @@ class JobQueueService(ControlLayer):
         # Ask for a claim before the insert is queued: both go into the same
         # transaction, so a job submitted while a slot is free starts after one hop.
         self._want_claim()
-        existing = await writer.write(jobs.insert_jobs, rows)
-        out: builtins.list[Job] = []
-        for row, payload, old in zip(rows, payloads, existing, strict=True):
-            if old is not None:
-                out.append(old)
-                continue
-            out.append(row.as_pending(payload))
-            self.tally.submitted(row.handler)
-            if self.hooks.wants(HookKind.SUBMITTED):
-                self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
-        return out
+        stored = writer.enqueue(jobs.insert_jobs, rows)
+        # Counted when committed, even if our caller is cancelled meanwhile: once
+        # queued, the insert is not withdrawn (shield), so the counts stay exact.
+        stored.add_done_callback(partial(self._inserted, rows))
+        existing = await asyncio.shield(stored)
+        return [
+            row.as_pending(payload) if old is None else old
+            for row, payload, old in zip(rows, payloads, existing, strict=True)
+        ]
+
+    def _inserted(self, rows: Sequence[NewJob], stored: asyncio.Future[Any]) -> None:
+        if stored.cancelled() or stored.exception() is not None:
+            return
+        for row, old in zip(rows, stored.result(), strict=True):
+            if old is None:
+                self.tally.submitted(row.handler)
+                if self.hooks.wants(HookKind.SUBMITTED):
+                    self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
 
     async def list(
         self,
