@@ -115,7 +115,7 @@ class TaskBackend(Protocol):
         Raises:
             UnknownHandlerError: no handler of that name is known here.
             PayloadError: the payload is not JSON or is too large.
-            DuplicateJobError: ``task_id`` is taken (where the backend can tell).
+            DuplicateJobError: ``task_id`` is taken.
             BackendUnavailableError: the broker cannot be reached.
         """
         ...

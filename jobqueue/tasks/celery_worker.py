@@ -89,6 +89,7 @@ def run_handler(
         SoftTimeLimitExceeded: the last try ran out of time.
         celery.exceptions.Retry: a try ran out of time and another is scheduled.
         celery.exceptions.Ignore: the task was revoked (it is recorded ``REVOKED``).
+        HandlerFailed: in place of any exception Celery could not pickle.
     """
     task_id: str = task.request.id
     if backend.is_revoked(task_id):

@@ -86,7 +86,7 @@ class TaskService:
         Raises:
             UnknownHandlerError: no handler registered under ``name``.
             PayloadError: the payload is not JSON or is too large.
-            DuplicateJobError: ``task_id`` is already taken (in-process backend).
+            DuplicateJobError: ``task_id`` is already taken.
             BackendUnavailableError: the broker cannot be reached (Celery).
             InvalidArgumentError: a bad ``task_id`` or ``time_limit``.
         """
