@@ -41,7 +41,26 @@ def encode(value: Any, what: str = "payload", limit: int = DEFAULT_MAX_BYTES) ->
         raise PayloadError(f"{what} is nested too deeply to encode as JSON") from None
     if len(text) > limit:  # ensure_ascii: one char is one byte
         raise PayloadTooLargeError(what, len(text), limit)
+    if "{" in text:  # json would turn non-str keys into text ({1: 'a'} -> {'1': 'a'})
+        _check_keys(value, what)
     return text
+
+
+def _check_keys(value: Any, what: str) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise PayloadError(
+                        f"{what} has a dict key that is not a string ({key!r:.40}); JSON "
+                        "would store it as text and read it back changed: use str keys"
+                    )
+                if isinstance(sub, dict | list | tuple):
+                    stack.append(sub)
+        elif isinstance(item, list | tuple):
+            stack.extend(sub for sub in item if isinstance(sub, dict | list | tuple))
 
 
 def decode(text: str | bytes | None) -> Any:

@@ -28,7 +28,7 @@ from jobqueue.store import jobs, steps
 from jobqueue.store.connection import MEMORY
 from jobqueue.store.jobs import Job, NewJob
 from jobqueue.store.steps import Step
-from jobqueue.validation import check_id, check_number, parse_status_arg
+from jobqueue.validation import check_id, check_number, check_text, parse_status_arg
 
 if TYPE_CHECKING:
     from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
@@ -166,6 +166,7 @@ class JobQueueService(ControlLayer):
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
     ) -> NewJob:
+        check_id(handler, "handler name")
         if handler not in self._handlers and handler not in self._declared:
             raise UnknownHandlerError(handler, [*self._handlers, *self._declared])
         if not isinstance(priority, int) or isinstance(priority, bool):
@@ -176,10 +177,15 @@ class JobQueueService(ControlLayer):
         check_number(delay, "delay")
         if idempotency_key is not None:
             check_id(idempotency_key, "idempotency_key")
+        if session_id is not None:
+            check_id(session_id, "session_id")
+        if description is not None:
+            check_text(description, "description")
         if concurrency_key is not None:
             check_id(concurrency_key, "concurrency_key")
             if concurrency_limit is None:
-                concurrency_limit = self._limits[handler].key_concurrency
+                limits = self._limits.get(handler)  # declared handlers: the default, 1
+                concurrency_limit = 1 if limits is None else limits.key_concurrency
             elif (
                 not isinstance(concurrency_limit, int)
                 or isinstance(concurrency_limit, bool)

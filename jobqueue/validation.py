@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobqueue.errors import InvalidArgumentError
 from jobqueue.status import TaskStatus
 
-__all__ = ["check_id", "check_number", "parse_status_arg"]
+__all__ = ["check_id", "check_number", "check_text", "parse_status_arg"]
 
 _MAX_ID = 255
 
@@ -23,6 +23,20 @@ def check_id(value: str, what: str) -> str:
             raise InvalidArgumentError(
                 f"{what} must be valid Unicode text (no lone surrogates such as '\\udc80'); "
                 f"got {value!r:.80}"
+            ) from None
+    return value
+
+
+def check_text(value: str, what: str) -> str:
+    """Any string SQLite can store as text (no lone surrogates); may be empty."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"{what} must be valid Unicode text (no lone surrogates); got {value!r:.80}"
             ) from None
     return value
 

@@ -45,7 +45,7 @@ NOT_TEXT = st.one_of(
     st.none(), st.integers(), st.floats(), st.binary(max_size=8), st.lists(st.text(), max_size=2)
 )
 
-# JSON values that must round-trip exactly (string keys only; see the xfail below).
+# JSON values that must round-trip exactly (string keys only: other keys are refused).
 JSON_LEAF = st.one_of(
     st.none(),
     st.booleans(),
@@ -124,12 +124,6 @@ async def test_fuzz_handler_names(make_service, db_path: Path, name: Any) -> Non
     assert (await svc.get(job.id)).handler == name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.JobQueueService._new_row tests `handler not in self._handlers` before "
-    "checking its type: submit([], ...) raises a bare TypeError (unhashable) instead of "
-    "InvalidArgumentError; call validation.check_id(handler, 'handler name') first",
-)
 async def test_submit_with_an_unhashable_handler_name(make_service) -> None:
     svc = await _service(make_service)
     with pytest.raises(InvalidArgumentError):
@@ -209,13 +203,6 @@ async def test_huge_integer_payload_is_refused_typed(make_service) -> None:
         await svc.submit("h", {"n": 10**5000})  # over Python's int-to-text digit limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec.encode accepts dict keys that are not strings and json turns them into "
-    "text: {1: 'a'} reads back as {'1': 'a'}, and {1: 'a', '1': 'b'} is stored with a "
-    "duplicate key and reads back as {'1': 'b'} (data lost). Refuse non-str keys with "
-    "PayloadError (a default= hook cannot see keys; check them or pass a key-checking encoder)",
-)
 @pytest.mark.parametrize(
     "payload", [{1: "a"}, {1: "a", "1": "b"}, {None: 0}, {True: 1}, {1.5: 2}], ids=str
 )
@@ -228,14 +215,6 @@ async def test_non_string_keys_are_refused_not_rewritten(make_service, payload: 
 # -- other submit options ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.JobQueueService._new_row checks neither session_id nor description: a "
-    "non-text value is stored as is (session_id=123 reads back as an int) or fails the "
-    "whole group-commit batch with a raw sqlite3/UnicodeEncodeError (a lone surrogate, an "
-    "object), failing the other callers' submits in the same batch. Check both with "
-    "validation.check_id-like rules (description: any valid str)",
-)
 @pytest.mark.parametrize(
     "option",
     [
