@@ -354,6 +354,29 @@ def test_celery_failure_meta_is_read_without_importing_the_exception() -> None:
     assert caught.value.traceback == meta["traceback"]
 
 
+def test_celery_worker_keeps_exception_names_celery_cannot_rebuild() -> None:
+    _need_celery()
+    import threading
+
+    from jobqueue.tasks.celery_worker import HandlerFailed, _portable
+
+    class Local(Exception):
+        pass
+
+    plain = ValueError("x")
+    assert _portable(plain) is plain
+    with_lock = ValueError("y")
+    with_lock.lock = threading.Lock()  # type: ignore[attr-defined]
+    for exc, name in [
+        (UnknownHandlerError("n", ["a"]), "UnknownHandlerError"),  # __init__(name, known)
+        (Local("z"), "Local"),  # not importable by its qualified name
+        (with_lock, "ValueError"),  # an attribute that cannot be copied
+    ]:
+        stand_in = _portable(exc)
+        assert isinstance(stand_in, HandlerFailed)
+        assert stand_in.args == (name, str(exc))
+
+
 async def test_celery_broker_down_is_a_typed_error() -> None:
     _need_celery()
     from jobqueue.tasks import CeleryBackend

@@ -19,8 +19,9 @@ This module needs Celery; it is imported only by :mod:`jobqueue.tasks.celery`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-import pickle
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -126,22 +127,36 @@ def run_handler(
 
 
 class HandlerFailed(Exception):
-    """Stands in for a handler exception that cannot be pickled: ``(type name, message)``.
+    """Stands in for a handler exception Celery could not rebuild: ``(type name, message)``.
 
-    Celery replaces an exception it cannot pickle (any class whose ``__init__``
-    takes other arguments than its ``args``, such as most of
-    :mod:`jobqueue.errors`) by its nearest picklable base class, losing its
-    name. This carries the name and message; the original is chained as the
-    cause, so the traceback text still shows it.
+    Celery stores an exception it cannot round-trip (a class whose
+    ``__init__`` takes other arguments than its ``args``, such as most of
+    :mod:`jobqueue.errors`; a class defined inside a function; unpicklable
+    attributes) as its nearest such base class, losing its name. This carries
+    the name and message; the original is chained as the cause, so the
+    traceback text still shows it.
     """
 
 
 def _portable(exc: Exception) -> Exception:
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return HandlerFailed(type(exc).__name__, str(exc))
-    return exc
+    """``exc`` itself if Celery can store it under its own name, else a ``HandlerFailed``.
+
+    Checked without pickle: the class must be importable by its qualified
+    name, and the exception must survive ``copy.deepcopy``, which rebuilds it
+    through the same ``__reduce_ex__`` protocol (``cls(*args)`` plus state).
+    """
+    cls = type(exc)
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    if found is cls:
+        try:
+            copy.deepcopy(exc)
+        except Exception:
+            pass
+        else:
+            return exc
+    return HandlerFailed(cls.__name__, str(exc))
 
 
 def _retry_timeout(task: Any, backend: CeleryBackend, name: str, limit: float | None) -> NoReturn:
