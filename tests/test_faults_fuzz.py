@@ -274,14 +274,6 @@ async def test_fuzz_status_values_found_in_the_database(
 # -- no pickle --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobqueue/tasks/celery_worker.py imports pickle: _portable() probes whether a "
-    "handler exception survives pickle.loads(pickle.dumps(exc)). No untrusted bytes are "
-    "loaded (the object is our own), but the rule is no pickle at all, and with Celery's "
-    "json serializers (tasks/celery.py) pickling is never used: test picklability-free, "
-    "e.g. always wrap non-jobqueue exceptions in HandlerFailed(type name, message)",
-)
 def test_no_pickle_anywhere() -> None:
     """Nothing in the library can deserialize code: no pickle, marshal, shelve, dill."""
     banned = {
