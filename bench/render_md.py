@@ -684,7 +684,7 @@ def render_report(rep: Report) -> str:
     out = [
         "# Benchmarks",
         "",
-        f"Produced by `python bench/run.py` ({repeats} repeats"
+        f"Produced by `python bench/run.py` ({repeats} repeat{'' if repeats == 1 else 's'}"
         + (", `--quick`: smoke sizes, not figures" if config.get("quick") else "")
         + (f", {config.get('started_at')}" if config.get("started_at") else "")
         + (f", {wall / 60:.1f} minutes" if isinstance(wall, int | float) else "")
