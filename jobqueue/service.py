@@ -7,7 +7,6 @@ import builtins
 import logging
 import os
 import time
-import uuid
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
@@ -23,6 +22,7 @@ from jobqueue.errors import (
 )
 from jobqueue.events import Event, EventManager
 from jobqueue.hooks import HookKind, Lifecycle
+from jobqueue.ids import new_job_id
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs, steps
 from jobqueue.store.connection import MEMORY
@@ -198,7 +198,7 @@ class JobQueueService(ControlLayer):
             raise InvalidArgumentError("concurrency_limit needs a concurrency_key")
         text = codec.encode(payload, "payload", self._max_payload)
         return NewJob(
-            uuid.uuid4().hex if job_id is None else check_id(job_id, "job_id"),
+            new_job_id() if job_id is None else check_id(job_id, "job_id"),
             handler,
             text,
             TaskStatus.PENDING,

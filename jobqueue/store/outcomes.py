@@ -17,7 +17,7 @@ from jobqueue.status import TERMINAL, TaskStatus
 __all__ = ["Outcome", "finish"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen record costs several µs per job
 class Outcome:
     """How one run of a job ended, ready to store (``result`` is JSON text)."""
 
