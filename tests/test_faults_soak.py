@@ -35,6 +35,15 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+async def _registry_empties(svc, within: float = 5.0) -> int:
+    """Wait until the in-memory registry is empty (at most ``within`` s); return its size."""
+    for _ in range(int(within / 0.02)):
+        if not svc.stats()["registry"]:
+            break
+        await asyncio.sleep(0.02)
+    return svc.stats()["registry"]
+
+
 def _slope(points: list[tuple[int, int]]) -> float:
     """Least-squares growth of RSS per job (bytes)."""
     n = len(points)
@@ -48,13 +57,14 @@ def _slope(points: list[tuple[int, int]]) -> float:
 async def test_soak_100k_jobs_memory_flat_registry_empty(make_service, db_path) -> None:
     """100,000 short jobs with events, reaper on: RSS flat after warm-up, registry empty after.
 
-    RSS is sampled every 2,000 jobs. The first 20,000 jobs are the warm-up:
+    RSS is sampled every 2,000 jobs, once the reaper has emptied the registry
+    (retention 0.1 s). The first 20,000 jobs are the warm-up:
     SQLite's page caches (2 MiB for each of the two connections) and the
     allocators' arenas fill once, then stay. The growth is the least-squares
     slope of the 41 samples over the other 80,000 jobs: a single pair of samples
     is dominated by a few MiB of allocator noise either way.
     """
-    svc = await make_service(concurrency=64, cleanup_interval=0.2, retention=0.5)
+    svc = await make_service(concurrency=64, cleanup_interval=0.05, retention=0.1)
     done = 0
 
     @svc.handler("short")
@@ -70,14 +80,11 @@ async def test_soak_100k_jobs_memory_flat_registry_empty(make_service, db_path) 
         for chunk in range(start, start + STEP, CHUNK):
             await svc.submit_many("short", list(range(chunk, chunk + CHUNK)))
         await svc.run_until_idle(timeout=300)
+        # Finished jobs' queues are reaped once their retention passes: sample RSS at
+        # that quiet point, or thousands of live queues would blur the samples.
+        registry = await _registry_empties(svc)
         samples.append((done, _rss()))
     elapsed = time.perf_counter() - t0
-    # Finished jobs' queues are reaped once their retention passes.
-    for _ in range(100):
-        if svc.stats()["registry"] == 0:
-            break
-        await asyncio.sleep(0.1)
-    registry = svc.stats()["registry"]
     measured = [s for s in samples if s[0] >= WARMUP_JOBS]
     per_1k = _slope(measured) * 1000
     first, last = measured[0], measured[-1]
