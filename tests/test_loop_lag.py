@@ -37,4 +37,9 @@ async def test_loop_lag_under_load(make_service) -> None:
     assert done == 5000
     assert len(await svc.list(status="completed", limit=10_000)) == 5000
     assert len(lags) >= 10
-    assert max(lags) < 0.1, (max(lags), elapsed)
+    # A blocking call (sync SQLite, a file lock) shows as lag on many ticks; one
+    # scheduler hiccup on a busy 2-core machine should not fail the test.
+    lags.sort()
+    p99 = lags[int(len(lags) * 0.99) - 1]
+    assert p99 < 0.05, (p99, max(lags), elapsed)
+    assert max(lags) < 0.25, (max(lags), elapsed)
