@@ -12,28 +12,50 @@ import json
 import math
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = [
     "COMPLETED_SQL",
+    "EVENT_VARIANTS",
     "INSERT_SQL",
     "PRAGMAS",
+    "REPO_ROOT",
     "RUNNING_SQL",
     "SCHEMA",
     "count_statuses",
     "emit",
+    "emit_summary",
+    "error_list",
     "figure",
     "log",
     "mem_snapshot",
     "percentile",
     "read_status_kib",
+    "select_systems",
+    "spawn_child",
     "summarize_ms",
     "temp_db",
 ]
+
+#: The variants ``events_stream.py`` runs, in the order ``render_md.py`` lists them.
+EVENT_VARIANTS: Final = (
+    "raw_queue",
+    "eventmanager",
+    "raw_queue_items",
+    "raw_queue_burst",
+    "eventmanager_burst",
+    "service_events",
+)
+#: The checkout the bench scripts live in (put on a child's ``PYTHONPATH``).
+REPO_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The jobs table the baselines write to: the fields SPEC.md §5 asks the
 #: library to keep, plus the one index a queue needs to claim pending jobs.
@@ -213,3 +235,58 @@ def count_statuses(path: str) -> dict[str, int] | None:
         log(f"could not read statuses back from {path}: {exc}")
         return None
     return {str(status): int(count) for status, count in rows}
+
+
+def select_systems(
+    parser: argparse.ArgumentParser,
+    only: str,
+    systems: Sequence[str],
+    aliases: Mapping[str, Sequence[str]],
+) -> list[str]:
+    """The systems ``--only`` names (comma-separated systems or alias groups), in ``systems`` order.
+
+    An unknown name, or a selection of nothing, is a ``parser.error``.
+    """
+    selected: list[str] = []
+    for name in (part.strip() for part in only.split(",")):
+        if not name:
+            continue
+        expanded = aliases.get(name, (name,) if name in systems else None)
+        if expanded is None:
+            parser.error(f"unknown system {name!r}; choose from {', '.join((*systems, *aliases))}")
+        selected.extend(s for s in expanded if s not in selected)
+    if not selected:
+        parser.error("--only selected nothing")
+    return sorted(selected, key=systems.index)
+
+
+def spawn_child(
+    cmd: list[str], *, quick: bool, timeout: float
+) -> subprocess.CompletedProcess[str] | str:
+    """Run a bench script's child (``cmd``, plus ``--quick`` when ``quick``), stdout captured.
+
+    The checkout is put first on the child's ``PYTHONPATH``. Returns the finished
+    process, or the error message for a child that timed out.
+    """
+    if quick:
+        cmd = [*cmd, "--quick"]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    try:
+        return subprocess.run(
+            cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        return f"child timed out after {exc.timeout} s"
+
+
+def error_list(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The distinct ``"system: error"`` of the failed lines, sorted (a summary's ``errors``)."""
+    return sorted({f"{r['system']}: {r['error']}" for r in results if "error" in r})
+
+
+def emit_summary(summary: dict[str, Any], started: float) -> int:
+    """Emit a script's summary line with its ``wall_s`` since ``started``; the exit status (0)."""
+    summary["wall_s"] = round(time.perf_counter() - started, 1)
+    emit(summary)
+    return 0

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import statistics
@@ -51,28 +52,46 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 try:
-    from _common import emit, figure, log, temp_db
+    from _common import EVENT_VARIANTS, emit, figure, log, temp_db
 except ImportError:  # imported as ``bench.events_stream``
-    from bench._common import emit, figure, log, temp_db
+    from bench._common import EVENT_VARIANTS, emit, figure, log, temp_db
 
 BENCH: Final = "events"
 TARGET_RATIO: Final = 0.40
 QUEUE_SIZE: Final = 10_000
 BURST: Final = 100
 DATA: Final = {"chunk": "tok"}
-VARIANTS: Final = (
-    "raw_queue",
-    "eventmanager",
-    "raw_queue_items",
-    "raw_queue_burst",
-    "eventmanager_burst",
-    "service_events",
-)
+VARIANTS: Final = EVENT_VARIANTS
 
 
 def _check(count: int, n: int, coalesced: int = 0) -> None:
     if count != n or coalesced:
         raise RuntimeError(f"consumer got {count} of {n} events ({coalesced} coalesced)")
+
+
+async def _race(
+    n: int,
+    produce: Callable[[], Awaitable[None]],
+    consume: Callable[[], Awaitable[int]],
+    coalescing: Any = None,
+) -> float:
+    """Run ``produce`` and ``consume`` together; the seconds until the consumer saw the end.
+
+    The consumer must have counted ``n`` events, and ``coalescing`` (the
+    EventQueue, if any) must have coalesced none of them.
+    """
+    t0 = time.perf_counter()
+    _, count = await asyncio.gather(produce(), consume())
+    elapsed = time.perf_counter() - t0
+    _check(count, n, coalescing.coalesced if coalescing is not None else 0)
+    return elapsed
+
+
+async def _consume_raw(q: asyncio.Queue[Any]) -> int:
+    count = 0
+    while await q.get() is not None:
+        count += 1
+    return count
 
 
 async def raw_queue(n: int) -> float:
@@ -83,17 +102,7 @@ async def raw_queue(n: int) -> float:
             await q.put(DATA)
         await q.put(None)
 
-    async def consume() -> int:
-        count = 0
-        while await q.get() is not None:
-            count += 1
-        return count
-
-    t0 = time.perf_counter()
-    _, count = await asyncio.gather(produce(), consume())
-    elapsed = time.perf_counter() - t0
-    _check(count, n)
-    return elapsed
+    return await _race(n, produce, functools.partial(_consume_raw, q))
 
 
 async def raw_queue_items(n: int) -> float:
@@ -106,11 +115,7 @@ async def raw_queue_items(n: int) -> float:
             await q.put((f"token-{i + 1}", raw, now()))
         await q.put((None, None, now()))
 
-    t0 = time.perf_counter()
-    _, count = await asyncio.gather(produce(), _consume_items(q))
-    elapsed = time.perf_counter() - t0
-    _check(count, n)
-    return elapsed
+    return await _race(n, produce, functools.partial(_consume_items, q))
 
 
 async def raw_queue_burst(n: int) -> float:
@@ -123,17 +128,7 @@ async def raw_queue_burst(n: int) -> float:
                 await asyncio.sleep(0)
         q.put_nowait(None)
 
-    async def consume() -> int:
-        count = 0
-        while await q.get() is not None:
-            count += 1
-        return count
-
-    t0 = time.perf_counter()
-    _, count = await asyncio.gather(produce(), consume())
-    elapsed = time.perf_counter() - t0
-    _check(count, n)
-    return elapsed
+    return await _race(n, produce, functools.partial(_consume_raw, q))
 
 
 def _manager() -> tuple[Any, Any]:
@@ -161,11 +156,7 @@ async def eventmanager(n: int) -> float:
             await asend("token", DATA)
         manager.end_stream()
 
-    t0 = time.perf_counter()
-    _, count = await asyncio.gather(produce(), _consume_items(queue))
-    elapsed = time.perf_counter() - t0
-    _check(count, n, queue.coalesced)
-    return elapsed
+    return await _race(n, produce, functools.partial(_consume_items, queue), queue)
 
 
 async def eventmanager_burst(n: int) -> float:
@@ -179,11 +170,7 @@ async def eventmanager_burst(n: int) -> float:
                 await asyncio.sleep(0)
         manager.end_stream()
 
-    t0 = time.perf_counter()
-    _, count = await asyncio.gather(produce(), _consume_items(queue))
-    elapsed = time.perf_counter() - t0
-    _check(count, n, queue.coalesced)
-    return elapsed
+    return await _race(n, produce, functools.partial(_consume_items, queue), queue)
 
 
 class _Service:

@@ -38,7 +38,6 @@ import os
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,10 +46,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-try:
-    from _common import PRAGMAS, count_statuses, emit, figure, log, mem_snapshot
-except ImportError:  # imported as ``bench.recovery`` rather than run as a script
-    from bench._common import PRAGMAS, count_statuses, emit, figure, log, mem_snapshot
+_BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+if _BENCH_DIR not in sys.path:  # imported as ``bench.recovery`` rather than run as a script
+    sys.path.insert(0, _BENCH_DIR)
+
+from _common import (  # noqa: E402
+    PRAGMAS,
+    count_statuses,
+    emit,
+    emit_summary,
+    error_list,
+    figure,
+    log,
+    mem_snapshot,
+    select_systems,
+    spawn_child,
+)
 
 BENCH: Final = "recovery"
 #: Issue 4: a 100,000-job file with 10,000 dead-owner running jobs is recovered in <= 1 s.
@@ -59,7 +70,6 @@ TARGET_RECOVERY_S: Final = 1.0
 TARGET_RSS_MIB: Final = 30.0
 #: The handler name of the durable jobs in the built file (registered by the open child).
 HANDLER: Final = "work"
-REPO_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECOVERY_SYSTEMS: Final = ("open_clean", "sqlite3_sweep", "open_recover")
 RSS_SYSTEMS: Final = ("rss_dicts", "rss_tasks", "rss_pending")
@@ -529,17 +539,10 @@ def spawn(system: str, args: argparse.Namespace, rep: int, **extra: Any) -> dict
     cmd += ["--repeat-index", str(rep), "--spawned", repr(time.time())]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    if args.quick:
-        cmd.append("--quick")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     base = {"bench": BENCH, "system": system, "repeat": rep}
-    try:
-        proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, text=True, env=env, timeout=args.timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        return {**base, "error": f"child timed out after {exc.timeout} s"}
+    proc = spawn_child(cmd, quick=args.quick, timeout=args.timeout)
+    if isinstance(proc, str):
+        return {**base, "error": proc}
     for raw in reversed(proc.stdout.splitlines()):
         try:
             line: dict[str, Any] = json.loads(raw)
@@ -686,7 +689,7 @@ def summarize(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
             "recovery_le_1s": None if rec_s is None else bool(swept_ok) and rec_s <= 1.0,
             "rss_le_30mib": None if rss is None else bool(tasks_ok) and rss <= TARGET_RSS_MIB,
         },
-        "errors": sorted({f"{r['system']}: {r['error']}" for r in results if "error" in r}),
+        "errors": error_list(results),
     }
 
 
@@ -715,17 +718,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be positive")
-    selected: list[str] = []
-    for name in (part.strip() for part in args.only.split(",")):
-        if not name:
-            continue
-        expanded = ALIASES.get(name, (name,) if name in SYSTEMS else None)
-        if expanded is None:
-            parser.error(f"unknown system {name!r}; choose from {', '.join((*SYSTEMS, *ALIASES))}")
-        selected.extend(s for s in expanded if s not in selected)
-    if not selected:
-        parser.error("--only selected nothing")
-    args.systems = sorted(selected, key=SYSTEMS.index)
+    args.systems = select_systems(parser, args.only, SYSTEMS, ALIASES)
     return args
 
 
@@ -745,10 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in lines:
             emit(line)
         results += lines
-    summary = summarize(results, args)
-    summary["wall_s"] = round(time.perf_counter() - started, 1)
-    emit(summary)
-    return 0
+    return emit_summary(summarize(results, args), started)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 try:
-    from _common import figure
+    from _common import EVENT_VARIANTS, figure
 except ImportError:  # imported as bench.render_md
-    from bench._common import figure
+    from bench._common import EVENT_VARIANTS, figure
 
 Line = dict[str, Any]
 
@@ -38,13 +38,31 @@ T_METRICS: Final = 0.05
 #: Rows of the main table: (label, throughput source, latency source, rss source).
 #: A source is (bench, system, workload-or-None); None: not measured for that system.
 Source = tuple[str, str, str | None] | None
-ROWS: Final[list[tuple[str, str, Source, Source, Source]]] = [
-    (
+Row = tuple[str, str, Source, Source, Source]
+
+
+def _throughput_only(label: str, durability: str, bench: str, system: str) -> Row:
+    """A row with a throughput figure only (``peers`` lines have the ``throughput`` workload)."""
+    return (
+        label,
+        durability,
+        (bench, system, "throughput" if bench == "peers" else None),
+        None,
+        None,
+    )
+
+
+def _peer(label: str, durability: str, system: str) -> Row:
+    """A peer adapter's row: its three workloads (bench/peers/<system>.py)."""
+    return (label, durability, *((("peers", system, w)) for w in ("throughput", "latency", "rss")))
+
+
+ROWS: Final[list[Row]] = [
+    _throughput_only(
         "stdlib `sqlite3` group-commit ceiling",
         "WAL, NORMAL; 3 batched commits per 1,000 jobs",
-        ("throughput", "sqlite3_ceiling", None),
-        None,
-        None,
+        "throughput",
+        "sqlite3_ceiling",
     ),
     (
         "**jobqueue** (`submit_many`, 1,000 per call)",
@@ -53,47 +71,29 @@ ROWS: Final[list[tuple[str, str, Source, Source, Source]]] = [
         ("throughput", "latency_jobqueue", None),
         ("throughput", "rss_jobqueue_pending", None),
     ),
-    (
+    _throughput_only(
         "**jobqueue** (`submit` per job, 500 gathered)",
         "WAL, NORMAL; group commit",
-        ("throughput", "jobqueue_submit_gather", None),
-        None,
-        None,
+        "throughput",
+        "jobqueue_submit_gather",
     ),
-    (
+    _throughput_only(
         "aiosqlite + a simple batching writer",
         "WAL, NORMAL; group commit",
-        ("throughput", "aiosqlite_batching", None),
-        None,
-        None,
+        "throughput",
+        "aiosqlite_batching",
     ),
-    (
-        "huey, `SqliteHuey` + its consumer (4 threads)",
-        "WAL, NORMAL (set by us)",
-        ("peers", "huey_sqlite", "throughput"),
-        ("peers", "huey_sqlite", "latency"),
-        ("peers", "huey_sqlite", "rss"),
+    _peer(
+        "huey, `SqliteHuey` + its consumer (4 threads)", "WAL, NORMAL (set by us)", "huey_sqlite"
     ),
-    (
-        "persist-queue `SQLiteAckQueue` (4 threads)",
-        "WAL, NORMAL (set by us)",
-        ("peers", "persistqueue_ack", "throughput"),
-        ("peers", "persistqueue_ack", "latency"),
-        ("peers", "persistqueue_ack", "rss"),
+    _peer(
+        "persist-queue `SQLiteAckQueue` (4 threads)", "WAL, NORMAL (set by us)", "persistqueue_ack"
     ),
-    (
-        "litequeue `LiteQueue` (4 threads)",
-        "WAL, NORMAL (its default)",
-        ("peers", "litequeue_file", "throughput"),
-        ("peers", "litequeue_file", "latency"),
-        ("peers", "litequeue_file", "rss"),
-    ),
-    (
+    _peer("litequeue `LiteQueue` (4 threads)", "WAL, NORMAL (its default)", "litequeue_file"),
+    _peer(
         "DBOS Transact, SQLite system database, a DBOS queue",
         "WAL, NORMAL (set by us)",
-        ("peers", "dbos_sqlite", "throughput"),
-        ("peers", "dbos_sqlite", "latency"),
-        ("peers", "dbos_sqlite", "rss"),
+        "dbos_sqlite",
     ),
     (
         "plain asyncio, no persistence",
@@ -102,26 +102,14 @@ ROWS: Final[list[tuple[str, str, Source, Source, Source]]] = [
         ("throughput", "latency_asyncio", None),
         ("throughput", "rss_asyncio", None),
     ),
-    (
-        "huey with its defaults",
-        "WAL, FULL (fsync per commit)",
-        ("peers", "huey_sqlite_defaults", "throughput"),
-        None,
-        None,
+    _throughput_only(
+        "huey with its defaults", "WAL, FULL (fsync per commit)", "peers", "huey_sqlite_defaults"
     ),
-    (
-        "persist-queue with its defaults",
-        "WAL, FULL",
-        ("peers", "persistqueue_ack_defaults", "throughput"),
-        None,
-        None,
+    _throughput_only(
+        "persist-queue with its defaults", "WAL, FULL", "peers", "persistqueue_ack_defaults"
     ),
-    (
-        "DBOS with its defaults",
-        "rollback journal, FULL",
-        ("peers", "dbos_sqlite_defaults", "throughput"),
-        None,
-        None,
+    _throughput_only(
+        "DBOS with its defaults", "rollback journal, FULL", "peers", "dbos_sqlite_defaults"
     ),
 ]
 
@@ -426,16 +414,8 @@ def render_events(rep: Report) -> list[str]:
         "| variant | events/s | ÷ `raw_queue` (paired, median) |",
         "|---|---|---|",
     ]
-    names = [
-        "raw_queue",
-        "eventmanager",
-        "raw_queue_items",
-        "raw_queue_burst",
-        "eventmanager_burst",
-        "service_events",
-    ]
     raw = ("events", "raw_queue", None)
-    for name in names:
+    for name in EVENT_VARIANTS:
         src = ("events", name, None)
         if not rep.rows(*src):
             continue

@@ -34,7 +34,6 @@ import math
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -43,34 +42,27 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-try:
-    from _common import (
-        COMPLETED_SQL,
-        INSERT_SQL,
-        PRAGMAS,
-        RUNNING_SQL,
-        SCHEMA,
-        count_statuses,
-        emit,
-        log,
-        mem_snapshot,
-        summarize_ms,
-        temp_db,
-    )
-except ImportError:  # imported as ``bench.throughput`` rather than run as a script
-    from bench._common import (
-        COMPLETED_SQL,
-        INSERT_SQL,
-        PRAGMAS,
-        RUNNING_SQL,
-        SCHEMA,
-        count_statuses,
-        emit,
-        log,
-        mem_snapshot,
-        summarize_ms,
-        temp_db,
-    )
+_BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+if _BENCH_DIR not in sys.path:  # imported as ``bench.throughput`` rather than run as a script
+    sys.path.insert(0, _BENCH_DIR)
+
+from _common import (  # noqa: E402
+    COMPLETED_SQL,
+    INSERT_SQL,
+    PRAGMAS,
+    RUNNING_SQL,
+    SCHEMA,
+    count_statuses,
+    emit,
+    emit_summary,
+    error_list,
+    log,
+    mem_snapshot,
+    select_systems,
+    spawn_child,
+    summarize_ms,
+    temp_db,
+)
 
 BENCH: Final = "throughput"
 #: The target from issue 3: 2 x 12.8k jobs/s on this 2-core machine.
@@ -79,7 +71,6 @@ TARGET_JOBS_PER_S: Final = 2 * 12_800
 TARGET_VS_CEILING: Final = 0.30
 #: Target submit->start p99 at 500 jobs/s.
 TARGET_LATENCY_P99_MS: Final = 2.0
-REPO_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SYSTEMS: Final = (
     "sqlite3_ceiling",
@@ -746,17 +737,10 @@ def _spawn(system: str, args: argparse.Namespace, repeat_index: int) -> list[dic
         "--repeat-index",
         str(repeat_index),
     ]
-    if args.quick:
-        cmd.append("--quick")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     base = {"bench": BENCH, "system": system, "repeat": repeat_index}
-    try:
-        proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env, timeout=args.timeout
-        )
-    except subprocess.TimeoutExpired as exc:
-        return [{**base, "error": f"child timed out after {exc.timeout} s"}]
+    proc = spawn_child(cmd, quick=args.quick, timeout=args.timeout)
+    if isinstance(proc, str):
+        return [{**base, "error": proc}]
     lines: list[dict[str, Any]] = []
     for raw in proc.stdout.splitlines():
         raw = raw.strip()
@@ -831,7 +815,7 @@ def summarize(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
         "latency_ms": latency,
         "rss_growth_mib": rss,
         "targets_met": targets,
-        "errors": sorted({f"{r['system']}: {r['error']}" for r in results if "error" in r}),
+        "errors": error_list(results),
     }
 
 
@@ -861,18 +845,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.timeout = 60.0 if args.quick else 150.0
     if args.jobs < 1 or args.repeat < 1 or args.concurrency < 1:
         parser.error("--jobs, --repeat and --concurrency must be positive")
-    selected: list[str] = []
-    for name in (part.strip() for part in args.only.split(",")):
-        if not name:
-            continue
-        expanded = ALIASES.get(name, (name,) if name in SYSTEMS else None)
-        if expanded is None:
-            parser.error(f"unknown system {name!r}; choose from {', '.join((*SYSTEMS, *ALIASES))}")
-        selected.extend(s for s in expanded if s not in selected)
-    if not selected:
-        parser.error("--only selected nothing")
     # Canonical order: the ceiling runs before the jobqueue figures that are divided by it.
-    selected.sort(key=SYSTEMS.index)
+    selected = select_systems(parser, args.only, SYSTEMS, ALIASES)
     if args.child and len(selected) != 1:
         parser.error("--child runs exactly one system")
     args.systems = selected
@@ -922,10 +896,7 @@ def main(argv: list[str] | None = None) -> int:
                     line["sqlite3_ceiling_jobs_per_s"] = ceiling
                 emit(line)
                 results.append(line)
-    summary = summarize(results, args)
-    summary["wall_s"] = round(time.perf_counter() - started, 1)
-    emit(summary)
-    return 0
+    return emit_summary(summarize(results, args), started)
 
 
 if __name__ == "__main__":

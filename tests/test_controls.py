@@ -238,7 +238,9 @@ async def test_timeout_fails_with_reason(make_service) -> None:
     assert done.error_type == "TimeoutError"
 
 
-async def test_unresponsive_job_is_abandoned(make_service) -> None:
+async def _stubborn_service(make_service: Any) -> tuple[Any, asyncio.Event]:
+    """A service (``cancel_grace=0.2``) whose ``stubborn`` handler runs until the returned
+    event is set, ignoring cancellation: the bug cancel_grace guards against."""
     svc = await make_service(cancel_grace=0.2)
     release = asyncio.Event()
 
@@ -248,8 +250,13 @@ async def test_unresponsive_job_is_abandoned(make_service) -> None:
             try:
                 await asyncio.sleep(0.05)
             except asyncio.CancelledError:
-                continue  # ignores cancellation: the bug cancel_grace guards against
+                continue
 
+    return svc, release
+
+
+async def test_unresponsive_job_is_abandoned(make_service) -> None:
+    svc, release = await _stubborn_service(make_service)
     job = await svc.submit("stubborn")
     await _running(svc, job.id)
     out = await svc.cancel(job.id)
@@ -265,17 +272,7 @@ async def test_unresponsive_job_is_abandoned(make_service) -> None:
 
 
 async def test_timeout_of_unresponsive_job(make_service) -> None:
-    svc = await make_service(cancel_grace=0.2)
-    release = asyncio.Event()
-
-    @svc.handler("stubborn")
-    async def stubborn(ctx: Any, payload: Any) -> None:
-        while not release.is_set():
-            try:
-                await asyncio.sleep(0.05)
-            except asyncio.CancelledError:
-                continue
-
+    svc, release = await _stubborn_service(make_service)
     job = await svc.submit("stubborn", timeout=0.1)
     await _status(svc, job.id, S.FAILED)
     assert (await svc.get(job.id)).reason == "unresponsive"

@@ -211,16 +211,23 @@ def _poke(path: Path, sql: str, *params: object) -> None:
         conn.close()
 
 
-async def test_stored_text_that_is_not_utf8_gives_typed_error(
-    pristine: Path, tmp_path: Path
-) -> None:
+def _copy_with_bad_job(pristine: Path, tmp_path: Path, payload_sql: str) -> Path:
+    """A copy of ``pristine`` plus a pending job ``'bad'`` stored with payload ``payload_sql``
+    (an SQL expression, written past the library)."""
     path = tmp_path / "jobs.db"
     shutil.copy(pristine, path)
     _poke(
         path,
         "INSERT INTO jobs (id, handler, payload, status, created_at, updated_at, run_at) "
-        "VALUES ('bad', 'h', CAST(X'7B22FF227D' AS TEXT), 'pending', 0, 0, 1e12)",
+        f"VALUES ('bad', 'h', {payload_sql}, 'pending', 0, 0, 1e12)",
     )
+    return path
+
+
+async def test_stored_text_that_is_not_utf8_gives_typed_error(
+    pristine: Path, tmp_path: Path
+) -> None:
+    path = _copy_with_bad_job(pristine, tmp_path, "CAST(X'7B22FF227D' AS TEXT)")
     async with JobQueueService(str(path), poll_interval=60) as svc:
         with pytest.raises(StoreCorruptedError) as ei:
             await svc.get("bad")
@@ -243,13 +250,7 @@ async def test_stored_text_that_is_not_utf8_gives_typed_error(
 async def test_stored_payload_that_is_not_json_gives_typed_error(
     pristine: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "jobs.db"
-    shutil.copy(pristine, path)
-    _poke(
-        path,
-        "INSERT INTO jobs (id, handler, payload, status, created_at, updated_at, run_at) "
-        "VALUES ('bad', 'h', '{\"a\": garbage', 'pending', 0, 0, 1e12)",
-    )
+    path = _copy_with_bad_job(pristine, tmp_path, "'{\"a\": garbage'")
     async with JobQueueService(str(path), poll_interval=60) as svc:
         with pytest.raises(JobQueueError):
             await svc.get("bad")

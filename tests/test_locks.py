@@ -110,6 +110,52 @@ class Overlap:
             self.inside -= 1
 
 
+class Counted:
+    """A read-modify-write of ``n`` under a lock, yielding in between: a lost update
+    (``n`` short) or an ``overlap`` shows that the lock did not exclude."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.overlap = Overlap()
+
+    def bump(self, locks: KeyedMemoryLockManager, key: str, times: int) -> None:
+        """``times`` increments, each under ``locks.lock(key)`` (from a thread)."""
+        for _ in range(times):
+            with locks.lock(key):
+                self.overlap.enter()
+                value = self.n
+                time.sleep(0)
+                self.n = value + 1
+                self.overlap.leave()
+
+    async def abump(self, locks: KeyedMemoryLockManager, key: str, times: int) -> None:
+        """``times`` increments, each under ``locks.alock(key)`` (from a coroutine)."""
+        for _ in range(times):
+            async with locks.alock(key):
+                self.overlap.enter()
+                value = self.n
+                await asyncio.sleep(0)
+                self.n = value + 1
+                self.overlap.leave()
+
+
+def hold_in_thread(
+    locks: KeyedMemoryLockManager, key: str
+) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """Start a thread that takes ``key`` and sets ``held``, then keeps it until ``release``."""
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with locks.lock(key):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    return thread, held, release
+
+
 class Ticker:
     """Measures how late ``asyncio.sleep`` wakes up, i.e. how long the loop was blocked."""
 
@@ -240,16 +286,7 @@ def test_threads_exclude_each_other_per_key() -> None:
 
 def test_thread_timeout_raises_lock_timeout_and_leaves_no_entry() -> None:
     locks = KeyedMemoryLockManager()
-    held = threading.Event()
-    release = threading.Event()
-
-    def holder() -> None:
-        with locks.lock("busy"):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
+    thread, held, release = hold_in_thread(locks, "busy")
     assert held.wait(10)
     started = time.monotonic()
     with pytest.raises(LockTimeout, match="pass a larger timeout") as info, locks.lock("busy", 0.1):
@@ -320,92 +357,53 @@ def test_sync_decorator_serialises_calls_from_threads() -> None:
 
 async def test_coroutines_exclude_each_other_and_registry_empties() -> None:
     locks = KeyedMemoryLockManager()
-    state = {"n": 0}
-    overlap = Overlap()
-
-    async def work() -> None:
-        for _ in range(20):
-            async with locks.alock("shared"):
-                overlap.enter()
-                value = state["n"]
-                await asyncio.sleep(0)
-                state["n"] = value + 1
-                overlap.leave()
-
-    await asyncio.gather(*(work() for _ in range(100)))
-    assert state["n"] == 2000
-    assert overlap.overlaps == 0
+    counted = Counted()
+    await asyncio.gather(*(counted.abump(locks, "shared", 20) for _ in range(100)))
+    assert counted.n == 2000
+    assert counted.overlap.overlaps == 0
     assert len(locks) == 0
 
 
 async def test_threads_and_coroutines_exclude_each_other() -> None:
     locks = KeyedMemoryLockManager()
-    state = {"n": 0}
-    overlap = Overlap()
-
-    def in_thread() -> None:
-        for _ in range(100):
-            with locks.lock("mixed"):
-                overlap.enter()
-                value = state["n"]
-                time.sleep(0)
-                state["n"] = value + 1
-                overlap.leave()
-
-    async def in_coroutine() -> None:
-        for _ in range(20):
-            async with locks.alock("mixed"):
-                overlap.enter()
-                value = state["n"]
-                await asyncio.sleep(0)
-                state["n"] = value + 1
-                overlap.leave()
-
+    counted = Counted()
     await asyncio.gather(
-        *(asyncio.to_thread(in_thread) for _ in range(4)), *(in_coroutine() for _ in range(30))
+        *(asyncio.to_thread(counted.bump, locks, "mixed", 100) for _ in range(4)),
+        *(counted.abump(locks, "mixed", 20) for _ in range(30)),
     )
-    assert state["n"] == 4 * 100 + 30 * 20
-    assert overlap.overlaps == 0
+    assert counted.n == 4 * 100 + 30 * 20
+    assert counted.overlap.overlaps == 0
     assert len(locks) == 0
 
 
 def test_coroutines_on_several_event_loops_share_one_manager() -> None:
     locks = KeyedMemoryLockManager()
-    state = {"n": 0}
-    overlap = Overlap()
-
-    async def work() -> None:
-        for _ in range(25):
-            async with locks.alock("loops"):
-                overlap.enter()
-                value = state["n"]
-                await asyncio.sleep(0)
-                state["n"] = value + 1
-                overlap.leave()
+    counted = Counted()
 
     async def many() -> None:
-        await asyncio.gather(*(work() for _ in range(10)))
+        await asyncio.gather(*(counted.abump(locks, "loops", 25) for _ in range(10)))
 
     threads = [threading.Thread(target=asyncio.run, args=(many(),)) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert state["n"] == 3 * 10 * 25
-    assert overlap.overlaps == 0
+    assert counted.n == 3 * 10 * 25
+    assert counted.overlap.overlaps == 0
     assert len(locks) == 0
+
+
+async def _record_under(locks: KeyedMemoryLockManager, key: str, got: list[Any], item: Any) -> None:
+    """Take ``key``, then append ``item`` to ``got`` (so ``got`` is the order of the grants)."""
+    async with locks.alock(key):
+        got.append(item)
 
 
 async def test_cancelling_waiters_leaks_neither_lock_nor_entry() -> None:
     locks = KeyedMemoryLockManager()
     got: list[int] = []
-
-    async def take(i: int) -> None:
-        async with locks.alock("k"):
-            got.append(i)
-
     async with locks.alock("k"):
-        tasks = [asyncio.create_task(take(i)) for i in range(20)]
+        tasks = [asyncio.create_task(_record_under(locks, "k", got, i)) for i in range(20)]
         await asyncio.sleep(0.01)
         assert all(not t.done() for t in tasks)
         for t in tasks[::2]:
@@ -423,14 +421,9 @@ async def test_cancelling_waiters_leaks_neither_lock_nor_entry() -> None:
 async def test_waiter_cancelled_right_after_being_granted_passes_the_lock_on() -> None:
     locks = KeyedMemoryLockManager()
     got: list[str] = []
-
-    async def take(name: str) -> None:
-        async with locks.alock("k"):
-            got.append(name)
-
     async with locks.alock("k"):
-        first = asyncio.create_task(take("first"))
-        second = asyncio.create_task(take("second"))
+        first = asyncio.create_task(_record_under(locks, "k", got, "first"))
+        second = asyncio.create_task(_record_under(locks, "k", got, "second"))
         await asyncio.sleep(0.01)
     assert locks.is_locked("k")  # handed to `first`, which has not run yet
     first.cancel()
@@ -443,16 +436,7 @@ async def test_waiter_cancelled_right_after_being_granted_passes_the_lock_on() -
 
 async def test_async_timeout_raises_lock_timeout_while_a_thread_holds_the_key() -> None:
     locks = KeyedMemoryLockManager()
-    held = threading.Event()
-    release = threading.Event()
-
-    def holder() -> None:
-        with locks.lock("busy"):
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
+    thread, held, release = hold_in_thread(locks, "busy")
     assert await asyncio.to_thread(held.wait, 10)
     ticker = Ticker()
     ticker.start()

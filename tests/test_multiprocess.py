@@ -235,42 +235,64 @@ def _bounded(name: str, seconds: float) -> None:
     assert seconds < POLL + MARGIN, f"{name} took {seconds:.2f}s"
 
 
+@asynccontextmanager
+async def _polling_worker(
+    db_path: Path, workers: Any
+) -> AsyncIterator[tuple[JobQueueService, Worker]]:
+    """A ready worker and a controller, both polling every ``POLL``; the worker must exit 0
+    when the block is done."""
+    w = workers("--poll", str(POLL))
+    async with controller(db_path, poll_interval=POLL) as ctl:
+        await w.ready()
+        yield ctl, w
+    assert await w.terminate() == 0
+
+
+async def _control_long_job(
+    ctl: JobQueueService, w: Worker, control: str, status: S, reason: str, noticed_as: str
+) -> str:
+    """Start a long job in ``w``, then ``ctl.<control>(job)`` from this process.
+
+    The control returns ``status`` (``reason``, no owner); the worker logs the
+    job's ``cancelled`` event (``cancel``) or its ``interrupt`` of that kind.
+    Both latencies, ``noticed_as`` in the worker and the status seen by the
+    caller, are within a poll. Returns the job id.
+    """
+    job_id = await _long_job_running(ctl, w)
+    t0 = time.time()
+    out = await getattr(ctl, control)(job_id)
+    returned = time.time()
+    assert (out.status, out.reason, out.owner) == (status, reason, None)
+    if control == "cancel":
+        noticed = await w.event("cancelled", job_id)
+    else:
+        noticed = await w.event("interrupt", job_id)
+        assert noticed["kind"] == control
+    _bounded(f"{control}: {noticed_as}", noticed["t"] - t0)
+    _bounded(f"{control}: status visible to the caller", returned - t0)
+    return job_id
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_cancel_from_another_process_reaches_the_owner_within_a_poll(
     db_path: Path, workers: Any
 ) -> None:
-    w = workers("--poll", str(POLL))
-    async with controller(db_path, poll_interval=POLL) as ctl:
-        await w.ready()
-        job_id = await _long_job_running(ctl, w)
-        t0 = time.time()
-        out = await ctl.cancel(job_id)
-        returned = time.time()
-        assert (out.status, out.reason, out.owner) == (S.CANCELLED, "cancelled", None)
-        noticed = await w.event("cancelled", job_id)
-        _bounded("cancel: handler got CancelledError", noticed["t"] - t0)
-        _bounded("cancel: status visible to the caller", returned - t0)
+    async with _polling_worker(db_path, workers) as (ctl, w):
+        job_id = await _control_long_job(
+            ctl, w, "cancel", S.CANCELLED, "cancelled", "handler got CancelledError"
+        )
         assert row(db_path, job_id)["control"] is None
         assert len(w.events("start", job_id)) == 1
-    assert await w.terminate() == 0
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_pause_and_resume_from_another_process(db_path: Path, workers: Any) -> None:
-    w = workers("--poll", str(POLL))
-    async with controller(db_path, poll_interval=POLL) as ctl:
-        await w.ready()
-        job_id = await _long_job_running(ctl, w)
-        t0 = time.time()
-        out = await ctl.pause(job_id)
-        returned = time.time()
-        assert (out.status, out.reason, out.owner) == (S.PAUSED, "paused", None)
-        noticed = await w.event("interrupt", job_id)
-        assert noticed["kind"] == "pause"
-        _bounded("pause: handler interrupted at its checkpoint", noticed["t"] - t0)
-        _bounded("pause: status visible to the caller", returned - t0)
+    async with _polling_worker(db_path, workers) as (ctl, w):
+        job_id = await _control_long_job(
+            ctl, w, "pause", S.PAUSED, "paused", "handler interrupted at its checkpoint"
+        )
         await asyncio.sleep(POLL * 3)  # paused stays paused: nobody claims it
         assert row(db_path, job_id)["status"] == "paused"
         assert len(w.events("start", job_id)) == 1
@@ -285,7 +307,6 @@ async def test_pause_and_resume_from_another_process(db_path: Path, workers: Any
         assert await ctl.wait(job_id, timeout=20) == w.pid
         done = row(db_path, job_id)
         assert (done["status"], done["attempt"], done["owner"]) == ("completed", 0, None)
-    assert await w.terminate() == 0
 
 
 @pytest.mark.slow
@@ -293,20 +314,11 @@ async def test_pause_and_resume_from_another_process(db_path: Path, workers: Any
 async def test_stop_from_another_process_ends_at_the_next_checkpoint(
     db_path: Path, workers: Any
 ) -> None:
-    w = workers("--poll", str(POLL))
-    async with controller(db_path, poll_interval=POLL) as ctl:
-        await w.ready()
-        job_id = await _long_job_running(ctl, w)
-        t0 = time.time()
-        out = await ctl.stop(job_id)
-        returned = time.time()
-        assert (out.status, out.reason, out.owner) == (S.STOPPED, "stopped", None)
-        noticed = await w.event("interrupt", job_id)
-        assert noticed["kind"] == "stop"
-        _bounded("stop: handler interrupted at its checkpoint", noticed["t"] - t0)
-        _bounded("stop: status visible to the caller", returned - t0)
+    async with _polling_worker(db_path, workers) as (ctl, w):
+        job_id = await _control_long_job(
+            ctl, w, "stop", S.STOPPED, "stopped", "handler interrupted at its checkpoint"
+        )
         assert w.events("cancelled", job_id) == []  # graceful: never cancelled
-    assert await w.terminate() == 0
 
 
 # -- 3. crash sweep after a real SIGKILL -------------------------------------------------------

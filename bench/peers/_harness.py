@@ -55,7 +55,10 @@ __all__ = [
     "CountingPeer",
     "Peer",
     "Sizes",
+    "ThreadedPeer",
     "main",
+    "main_modes",
+    "settings_modes",
     "sqlite_counts",
 ]
 
@@ -65,6 +68,8 @@ WORKLOADS: Final = ("throughput", "latency", "rss")
 TARGET_P99_MS: Final = 2.0
 WARMUP_LATENCY: Final = 50
 WARMUP_RSS: Final = 200
+#: Throughput jobs unless an adapter runs fewer (``default_jobs``).
+DEFAULT_JOBS: Final = 20_000
 
 Handler = Callable[[dict[str, Any]], None]
 
@@ -131,6 +136,37 @@ class CountingPeer(Peer):
         with self._cv:
             self._cv.wait_for(lambda: self._done >= total, timeout)
             return self._done
+
+
+class ThreadedPeer(CountingPeer):
+    """A counting peer whose consumer is ``workers`` daemon threads running ``_work``.
+
+    ``_work`` loops until ``self.stop`` is set; ``close`` sets it and joins them
+    (``_join_workers``) before closing the library.
+    """
+
+    workers: int = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handler: Handler | None = None
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True) for _ in range(self.workers)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _join_workers(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5.0)
 
 
 def sqlite_counts(path: str, sql: str) -> dict[str, int]:
@@ -313,7 +349,7 @@ def main(
     name: str,
     requires: tuple[str, ...],
     settings: dict[str, Any],
-    default_jobs: int = 20_000,
+    default_jobs: int = DEFAULT_JOBS,
     argv: list[str] | None = None,
 ) -> int:
     """Command line of an adapter: ``--workload``, ``--jobs``, ``--quick``, ``--repeat-index``."""
@@ -342,3 +378,40 @@ def main(
             continue
         emit({**base, **fields, "settings": settings})
     return 0
+
+
+def settings_modes(
+    matched: dict[str, Any], defaults: dict[str, Any], **common: Any
+) -> dict[str, dict[str, Any]]:
+    """``{"matched": ..., "defaults": ...}`` settings: each mode's own keys, then ``common``."""
+    return {"matched": {**matched, **common}, "defaults": {**defaults, **common}}
+
+
+def main_modes(
+    make: Callable[[bool], Peer],
+    *,
+    name: str,
+    requires: tuple[str, ...],
+    settings: dict[str, dict[str, Any]],
+    default_jobs: dict[str, int] | None = None,
+) -> int:
+    """:func:`main` for a peer with ``--settings matched|defaults`` (``matched`` unless given).
+
+    ``make(matched)`` builds the peer; the ``defaults`` mode is reported as
+    ``<name>_defaults``.
+    """
+    argv = sys.argv[1:]
+    mode = "matched"
+    if "--settings" in argv:
+        i = argv.index("--settings")
+        mode = argv[i + 1]
+        del argv[i : i + 2]
+    matched = mode == "matched"
+    return main(
+        lambda: make(matched),
+        name=name if matched else f"{name}_defaults",
+        requires=requires,
+        settings=settings[mode],
+        default_jobs=default_jobs[mode] if default_jobs else DEFAULT_JOBS,
+        argv=argv,
+    )

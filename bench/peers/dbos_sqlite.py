@@ -36,9 +36,9 @@ import time
 from typing import Any
 
 try:
-    from _harness import Handler, Peer, main, sqlite_counts
+    from _harness import Handler, Peer, main_modes, settings_modes, sqlite_counts
 except ImportError:  # imported as bench.peers.dbos_sqlite
-    from bench.peers._harness import Handler, Peer, main, sqlite_counts
+    from bench.peers._harness import Handler, Peer, main_modes, settings_modes, sqlite_counts
 
 DEFAULT_JOBS = 5_000
 DEFAULT_JOBS_DEFAULTS = 500
@@ -144,38 +144,24 @@ class DbosPeer(Peer):
         return states
 
 
-SETTINGS = {
-    "matched": {
+SETTINGS = settings_modes(
+    {
         "journal_mode": "wal (set by a pool connect listener)",
         "synchronous": "NORMAL (set likewise)",
-        "consumer": "DBOS queue, workflows on its executor threads, in process",
-        "poll": f"queue polling_interval_sec={POLL_S:g}, worker_concurrency={WORKER_CONCURRENCY}",
-        "commits_per_job": "3+ (enqueue, dequeue, output)",
     },
-    "defaults": {
-        "journal_mode": "delete (DBOS's default)",
-        "synchronous": "FULL (SQLite default)",
-        "consumer": "DBOS queue, workflows on its executor threads, in process",
-        "poll": f"queue polling_interval_sec={POLL_S:g}, worker_concurrency={WORKER_CONCURRENCY}",
-        "commits_per_job": "3+ (enqueue, dequeue, output)",
-    },
-}
+    {"journal_mode": "delete (DBOS's default)", "synchronous": "FULL (SQLite default)"},
+    consumer="DBOS queue, workflows on its executor threads, in process",
+    poll=f"queue polling_interval_sec={POLL_S:g}, worker_concurrency={WORKER_CONCURRENCY}",
+    commits_per_job="3+ (enqueue, dequeue, output)",
+)
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    mode = "matched"
-    if "--settings" in argv:
-        i = argv.index("--settings")
-        mode = argv[i + 1]
-        del argv[i : i + 2]
-    name = "dbos_sqlite" if mode == "matched" else "dbos_sqlite_defaults"
     sys.exit(
-        main(
-            lambda: DbosPeer(matched=mode == "matched"),
-            name=name,
+        main_modes(
+            DbosPeer,
+            name="dbos_sqlite",
             requires=("dbos",),
-            settings=SETTINGS[mode],
-            default_jobs=DEFAULT_JOBS if mode == "matched" else DEFAULT_JOBS_DEFAULTS,
-            argv=argv,
+            settings=SETTINGS,
+            default_jobs={"matched": DEFAULT_JOBS, "defaults": DEFAULT_JOBS_DEFAULTS},
         )
     )

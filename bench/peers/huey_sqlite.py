@@ -26,9 +26,15 @@ import sys
 from typing import Any
 
 try:
-    from _harness import CountingPeer, Handler, main, sqlite_counts
+    from _harness import CountingPeer, Handler, main_modes, settings_modes, sqlite_counts
 except ImportError:  # imported as bench.peers.huey_sqlite
-    from bench.peers._harness import CountingPeer, Handler, main, sqlite_counts
+    from bench.peers._harness import (
+        CountingPeer,
+        Handler,
+        main_modes,
+        settings_modes,
+        sqlite_counts,
+    )
 
 WORKERS = 4
 
@@ -103,38 +109,14 @@ class HueyPeer(CountingPeer):
         )
 
 
-SETTINGS = {
-    "matched": {
-        "journal_mode": "wal",
-        "synchronous": "NORMAL",
-        "consumer": f"huey Consumer, {WORKERS} thread workers, in process",
-        "poll": "1 ms backing off to 10 ms",
-        "commits_per_job": 3,
-    },
-    "defaults": {
-        "journal_mode": "wal",
-        "synchronous": "FULL (SQLite default; huey fsync=None)",
-        "consumer": f"huey Consumer, {WORKERS} thread workers, in process",
-        "poll": "1 ms backing off to 10 ms",
-        "commits_per_job": 3,
-    },
-}
+SETTINGS = settings_modes(
+    {"journal_mode": "wal", "synchronous": "NORMAL"},
+    {"journal_mode": "wal", "synchronous": "FULL (SQLite default; huey fsync=None)"},
+    consumer=f"huey Consumer, {WORKERS} thread workers, in process",
+    poll="1 ms backing off to 10 ms",
+    commits_per_job=3,
+)
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    mode = "matched"
-    if "--settings" in argv:
-        i = argv.index("--settings")
-        mode = argv[i + 1]
-        del argv[i : i + 2]
-    name = "huey_sqlite" if mode == "matched" else "huey_sqlite_defaults"
-    sys.exit(
-        main(
-            lambda: HueyPeer(matched=mode == "matched"),
-            name=name,
-            requires=("huey",),
-            settings=SETTINGS[mode],
-            argv=argv,
-        )
-    )
+    sys.exit(main_modes(HueyPeer, name="huey_sqlite", requires=("huey",), settings=SETTINGS))

@@ -20,29 +20,26 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from typing import Any
 
 try:
-    from _harness import CountingPeer, Handler, main, sqlite_counts
+    from _harness import Handler, ThreadedPeer, main, sqlite_counts
 except ImportError:  # imported as bench.peers.litequeue_file
-    from bench.peers._harness import CountingPeer, Handler, main, sqlite_counts
+    from bench.peers._harness import Handler, ThreadedPeer, main, sqlite_counts
 
 WORKERS = 4
 POLL_S = 0.001
 
 
-class LiteQueuePeer(CountingPeer):
+class LiteQueuePeer(ThreadedPeer):
     name = "litequeue_file"
+    workers = WORKERS
 
     def __init__(self) -> None:
         super().__init__()
         self.path = ""
         self.producer: Any = None
-        self.handler: Handler | None = None
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
 
     def open(self, directory: str, handler: Handler) -> None:
         from litequeue import LiteQueue
@@ -69,18 +66,11 @@ class LiteQueuePeer(CountingPeer):
         finally:
             queue.close()
 
-    def start(self) -> None:
-        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(WORKERS)]
-        for thread in self.threads:
-            thread.start()
-
     def submit(self, payload: dict[str, Any]) -> None:
         self.producer.put(json.dumps(payload))
 
     def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(5.0)
+        self._join_workers()
         self.producer.close()
 
     def outcomes(self) -> dict[str, int]:

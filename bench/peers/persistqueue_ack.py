@@ -18,28 +18,31 @@ outcome; no result value is kept). Pickle serializer (its default).
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any
 
 try:
-    from _harness import CountingPeer, Handler, main, sqlite_counts
+    from _harness import Handler, ThreadedPeer, main_modes, settings_modes, sqlite_counts
 except ImportError:  # imported as bench.peers.persistqueue_ack
-    from bench.peers._harness import CountingPeer, Handler, main, sqlite_counts
+    from bench.peers._harness import (
+        Handler,
+        ThreadedPeer,
+        main_modes,
+        settings_modes,
+        sqlite_counts,
+    )
 
 WORKERS = 4
 
 
-class PersistQueuePeer(CountingPeer):
+class PersistQueuePeer(ThreadedPeer):
     name = "persistqueue_ack"
+    workers = WORKERS
 
     def __init__(self, matched: bool = True) -> None:
         super().__init__()
         self.matched = matched
         self.directory = ""
         self.queue: Any = None
-        self.handler: Handler | None = None
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
 
     def open(self, directory: str, handler: Handler) -> None:
         from persistqueue import SQLiteAckQueue
@@ -65,18 +68,11 @@ class PersistQueuePeer(CountingPeer):
             queue.ack(id=item["pqid"])
             self._stored()
 
-    def start(self) -> None:
-        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(WORKERS)]
-        for thread in self.threads:
-            thread.start()
-
     def submit(self, payload: dict[str, Any]) -> None:
         self.queue.put(payload)
 
     def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(5.0)
+        self._join_workers()
         self.queue.close()
 
     def outcomes(self) -> dict[str, int]:
@@ -88,37 +84,17 @@ class PersistQueuePeer(CountingPeer):
         )
 
 
-SETTINGS = {
-    "matched": {
-        "journal_mode": "wal",
-        "synchronous": "NORMAL",
-        "consumer": f"{WORKERS} threads: get(raw=True) / ack(id)",
-        "poll": "in-process put event (0.05 s timeout)",
-        "commits_per_job": 3,
-    },
-    "defaults": {
-        "journal_mode": "wal",
-        "synchronous": "FULL (SQLite default)",
-        "consumer": f"{WORKERS} threads: get(raw=True) / ack(id)",
-        "poll": "in-process put event (0.05 s timeout)",
-        "commits_per_job": 3,
-    },
-}
+SETTINGS = settings_modes(
+    {"journal_mode": "wal", "synchronous": "NORMAL"},
+    {"journal_mode": "wal", "synchronous": "FULL (SQLite default)"},
+    consumer=f"{WORKERS} threads: get(raw=True) / ack(id)",
+    poll="in-process put event (0.05 s timeout)",
+    commits_per_job=3,
+)
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    mode = "matched"
-    if "--settings" in argv:
-        i = argv.index("--settings")
-        mode = argv[i + 1]
-        del argv[i : i + 2]
-    name = "persistqueue_ack" if mode == "matched" else "persistqueue_ack_defaults"
     sys.exit(
-        main(
-            lambda: PersistQueuePeer(matched=mode == "matched"),
-            name=name,
-            requires=("persistqueue",),
-            settings=SETTINGS[mode],
-            argv=argv,
+        main_modes(
+            PersistQueuePeer, name="persistqueue_ack", requires=("persistqueue",), settings=SETTINGS
         )
     )
