@@ -241,12 +241,6 @@ async def test_stored_text_that_is_not_utf8_gives_typed_error(
         assert (await svc.get("after")).status is TaskStatus.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/jobs.py Job.from_row -> codec.decode lets json.JSONDecodeError escape from "
-    "get()/list() for a stored payload or result that is not JSON (should be a typed "
-    "StoreCorruptedError naming the job and the file)",
-)
 async def test_stored_payload_that_is_not_json_gives_typed_error(
     pristine: Path, tmp_path: Path
 ) -> None:

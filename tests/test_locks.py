@@ -614,7 +614,8 @@ async def test_event_loop_keeps_ticking_while_waiting_for_another_process(
     max_lag = await ticker.stop()
     assert waited >= 0.55
     assert len(ticker.lags) >= 30
-    assert max_lag < 0.05, f"event loop was blocked for {max_lag:.3f} s"
+    # Blocking on the file lock would stall the loop for the whole 0.6 s wait.
+    assert max_lag < 0.25, f"event loop was blocked for {max_lag:.3f} s"
     assert await asyncio.to_thread(read_line, holder) == "released"
     assert len(locks) == 0
 

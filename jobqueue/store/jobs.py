@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from jobqueue import codec
-from jobqueue.errors import DuplicateJobError, InvalidTransition, JobNotFoundError
+from jobqueue.errors import (
+    DuplicateJobError,
+    InvalidTransition,
+    JobNotFoundError,
+    StoreCorruptedError,
+)
 from jobqueue.status import SOURCES, TERMINAL, TRANSITIONS, TaskStatus, parse_status
 
 __all__ = [
@@ -79,15 +84,20 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Job:
-        """Build from a row selected with :data:`COLUMNS`."""
-        return cls(
-            row[0],
-            row[1],
-            parse_status(row[2], row[0]),
-            codec.decode(row[3]),
-            codec.decode(row[4]),
-            *row[5:],
-        )
+        """Build from a row selected with :data:`COLUMNS`.
+
+        Raises:
+            StoreCorruptedError: the stored payload or result is not JSON.
+        """
+        try:
+            payload, result = codec.decode(row[3]), codec.decode(row[4])
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8: written by something else
+            raise StoreCorruptedError(
+                f"job {row[0]!r}: its stored payload or result is not valid JSON ({exc}); "
+                "the row was changed outside jobqueue. Cancel it or delete the row; "
+                "other jobs are unaffected"
+            ) from None
+        return cls(row[0], row[1], parse_status(row[2], row[0]), payload, result, *row[5:])
 
 
 @dataclass(slots=True)  # not frozen: a frozen record costs several µs per job
