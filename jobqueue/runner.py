@@ -15,7 +15,7 @@ from typing import Any
 from jobqueue import codec
 from jobqueue.context import JobContext
 from jobqueue.control import Cancel, Interrupt, Retry
-from jobqueue.errors import JobQueueError, StepError, StepTimeoutError
+from jobqueue.errors import JobQueueError, ServiceClosedError, StepError, StepTimeoutError
 from jobqueue.events import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
 from jobqueue.status import TaskStatus
@@ -51,6 +51,8 @@ class Run:
     abandoned: bool = False
     timer: asyncio.TimerHandle | None = None
     watchdog: asyncio.TimerHandle | None = None
+    #: Failed attempts to commit the outcome (disk full, locked): retried with backoff.
+    record_tries: int = 0
 
 
 class Runner:
@@ -138,7 +140,7 @@ class Runner:
         self.unresponsive += 1
         c = run.claimed
         log.error(
-            "job %r (%s) ignored cancellation for %.1fs; abandoning it as failed/unresponsive",
+            "job %r (%r) ignored cancellation for %.1fs; abandoning it as failed/unresponsive",
             c.id,
             c.handler,
             self._cancel_grace,
@@ -199,10 +201,23 @@ class Runner:
         self, run: Run, out: Outcome, value: Any, now: float, ran: float, ok: bool, stored: Any
     ) -> None:
         c = run.claimed
+        if not ok and not isinstance(stored, ServiceClosedError):
+            # Disk full, lock held too long...: the row still says running under this
+            # live owner, so nobody else would settle it. Keep the slot and try again.
+            run.record_tries += 1
+            delay = min(0.1 * 2**run.record_tries, 5.0)
+            log.error(
+                "could not record the outcome of job %r (%s); retrying in %.1fs",
+                c.id,
+                stored,
+                delay,
+            )
+            asyncio.get_running_loop().call_later(delay, self._record, run, out, value)
+            return
         self.active.pop(c.id, None)
         if not self.active:
             self.drained.set()
-        if not ok:  # store failure: the row stays running; crash recovery redoes it
+        if not ok:  # closed: the row stays running; recovery at the next start redoes it
             log.error("could not record the outcome of job %r: %s", c.id, stored)
             return
         if not stored:

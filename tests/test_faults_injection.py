@@ -90,12 +90,6 @@ async def test_nasty_ids_and_names_round_trip_exactly(make_service, db_path: Pat
     report("injection_round_trip", names=len(NASTY), jobs=len(ids))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='runner.Runner._abandon logs the handler name with %s ("job %r (%s) ignored '
-    'cancellation ..."): a handler name holding a newline forges a log line, and ESC/BEL '
-    "or U+202E reach the terminal raw; use %r as for the job id",
-)
 async def test_log_lines_never_carry_raw_control_characters(
     make_service, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -91,12 +91,6 @@ def _fill(where: Path) -> Path:
     return ballast
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.Runner._recorded drops an outcome whose commit failed (disk full): the row "
-    "stays 'running' under this live owner and is never retried, nor swept (the owner is "
-    "alive; a restart in the same process has the same owner identity)",
-)
 async def test_disk_full_while_jobs_run_loses_no_outcome(tiny_fs: Path) -> None:
     path = tiny_fs / "jobs.db"
     release = asyncio.Event()
@@ -228,20 +222,12 @@ def _open_as_user(path: Path) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-_DIR_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="store/initlock.py init_lock creates its lock file in the database's directory "
-    "first and lets LockError ('the lock directory ... is not writable') escape: not a "
-    "StoreReadOnlyError, and it names the directory, not the database file",
-)
-
-
 @pytest.mark.parametrize(
     "case",
     [
         "read-only file",
-        pytest.param("read-only directory, existing file", marks=_DIR_BUG),
-        pytest.param("read-only directory, new file", marks=_DIR_BUG),
+        "read-only directory, existing file",
+        "read-only directory, new file",
         "unreadable file",
     ],
 )
@@ -272,7 +258,6 @@ def test_unwritable_database_gives_typed_error_at_open(tmp_path: Path, case: str
         assert list(rows(path)) == ["keep"]
 
 
-@_DIR_BUG
 def test_read_only_filesystem_gives_typed_error_at_open(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", "4m") as where:
         path = _make_db(where)

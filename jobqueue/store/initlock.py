@@ -15,7 +15,13 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-from jobqueue.errors import LockTimeout, StoreLockedError
+from jobqueue.errors import (
+    InvalidLockKey,
+    LockError,
+    LockTimeout,
+    StoreLockedError,
+    StoreReadOnlyError,
+)
 from jobqueue.locks import KeyedWorkerLockManager
 from jobqueue.store.connection import MEMORY
 
@@ -29,13 +35,22 @@ async def init_lock(path: str, timeout: float) -> AsyncIterator[None]:
         yield
         return
     db = os.path.abspath(path)  # noqa: ASYNC240 - string work and one getcwd
-    locks = KeyedWorkerLockManager(os.path.dirname(db), poll_interval=0.005)
     try:
+        locks = KeyedWorkerLockManager(os.path.dirname(db), poll_interval=0.005)
         async with locks.alock(f"jobqueue-init-{os.path.basename(db)}", timeout=timeout):
             yield
     except LockTimeout:
         raise StoreLockedError(
             f"{path}: another process kept opening this database for over {timeout:.0f}s; "
             "retry once it has started",
+            path,
+        ) from None
+    except InvalidLockKey:
+        raise
+    except LockError as exc:  # the lock file cannot be made: the directory is read-only
+        raise StoreReadOnlyError(
+            f"{path}: cannot open the database for writing: its directory "
+            f"{os.path.dirname(db)} is not writable (SQLite keeps its -wal and -shm files "
+            f"there too); make it writable or move the file ({exc})",
             path,
         ) from None
