@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _fault_util import integrity, sha
+from _fault_util import integrity, report, sha
 
 from jobqueue import JobQueueService, TaskStatus
 from jobqueue.errors import JobQueueError, StoreCorruptedError
@@ -117,6 +117,7 @@ async def test_random_bytes_over_any_page_are_refused_untouched(
         finally:
             os.close(fd)
         await _refused(path)
+    report("random_pages", pages=pages, refused=pages)
 
 
 async def test_damaged_page_is_refused_even_with_quick_check_off(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _fault_util import integrity, python, remount, rows, sha, tmpfs
+from _fault_util import integrity, python, remount, report, rows, sha, tmpfs
 
 from jobqueue import JobQueueService, TaskStatus
 from jobqueue.errors import StoreError, StoreFullError, StoreReadOnlyError
@@ -52,6 +52,7 @@ async def test_disk_full_gives_typed_error_and_keeps_committed_jobs(tiny_fs: Pat
         assert str(path) in str(error)
         assert "rolled back" in str(error)
         assert len(committed) >= 5, "the tmpfs filled before anything was stored"
+        report("disk_full", committed_before_full=len(committed), payload_bytes=len(PAD))
         # Still full: a batch is refused whole; reads keep working.
         with pytest.raises(StoreFullError):
             await svc.submit_many("later", [{"pad": PAD}] * 5)
@@ -120,6 +121,9 @@ async def test_disk_full_while_jobs_run_loses_no_outcome(tiny_fs: Path) -> None:
             await asyncio.sleep(0.1)
         statuses = {i: (await svc.get(i)).status for i in ids}
     assert integrity(path) == ["ok"]
+    report(
+        "disk_full_outcomes", completed=sum(s is TaskStatus.COMPLETED for s in statuses.values())
+    )
     assert set(statuses.values()) == {TaskStatus.COMPLETED}, statuses
 
 
@@ -141,6 +145,7 @@ def test_file_size_limit_gives_typed_error_and_keeps_committed_jobs(tmp_path: Pa
     assert integrity(path) == ["ok"]
     assert error["job_id"] not in stored
     assert set(stored) == {*out["committed"], out["after"]}  # nothing lost, nothing half-kept
+    report("file_size_limit", committed_before_limit=len(out["committed"]), headroom_kib=64)
 
 
 # -- I/O errors ---------------------------------------------------------------------------------
