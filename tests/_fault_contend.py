@@ -22,6 +22,11 @@ import time
 from jobqueue import JobQueueService, TaskStatus
 
 
+def _write_lines(path: str, lines: list[str]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(f"{line}\n" for line in lines)
+
+
 class _Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -86,8 +91,7 @@ async def main(path: str, index: int, start_at: float, seconds: float, runs_file
             elif time.monotonic() - quiet_since > 1.0:
                 break
             await asyncio.sleep(0.1)
-    with open(runs_file, "w", encoding="utf-8") as fh:
-        fh.writelines(f"{job_id}\n" for job_id in runs)
+    _write_lines(runs_file, runs)
     return {
         "index": index,
         "submitted": submitted,
