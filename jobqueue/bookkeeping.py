@@ -77,6 +77,17 @@ class Bookkeeping:
         """A control request for a job of ours came from another process."""
         raise NotImplementedError
 
+    def active_counts(self) -> dict[str, int]:
+        """Running jobs by handler in this process (safe from another thread)."""
+        runner = self._runner
+        if runner is None:
+            return {}
+        counts: dict[str, int] = {}
+        for run in list(runner.active.values()):  # one C-level copy under the GIL
+            if not run.abandoned:
+                counts[run.claimed.handler] = counts.get(run.claimed.handler, 0) + 1
+        return counts
+
     def queue_lengths(self) -> dict[str, int]:
         """Pending jobs by handler, from in-memory counts (safe from another thread)."""
         return self.tally.queue_lengths()

@@ -25,8 +25,10 @@ class HookKind(StrEnum):
 
     SUBMITTED = "submitted"  #: job stored as pending
     STARTED = "started"  #: job claimed and its handler started (``wait_s`` set)
-    FINISHED = "finished"  #: job reached a terminal status (``status``, ``run_s``)
-    RETRYING = "retrying"  #: job went back to pending for another attempt
+    #: job reached a terminal status (``status``, ``run_s``; ``wait_s`` if it ran here)
+    FINISHED = "finished"
+    #: job went back to pending for another attempt (``wait_s``, ``run_s`` of that run)
+    RETRYING = "retrying"
     EVENT_CONSUMED = "event_consumed"  #: a consumer took an event (``wait_s`` = time in queue)
 
 

@@ -51,6 +51,8 @@ class Run:
     abandoned: bool = False
     timer: asyncio.TimerHandle | None = None
     watchdog: asyncio.TimerHandle | None = None
+    #: Seconds from due (``run_at``) to start; carried on the end-of-run records.
+    wait: float = 0.0
     #: Failed attempts to commit the outcome (disk full, locked): retried with backoff.
     record_tries: int = 0
 
@@ -163,11 +165,10 @@ class Runner:
 
     async def _execute(self, run: Run) -> None:
         c = run.claimed
+        wait = run.started - c.run_at
+        run.wait = wait if wait > 0.0 else 0.0
         if self._hooks.wants(_STARTED):
-            wait = run.started - c.run_at
-            self._hooks.emit(
-                Lifecycle(_STARTED, c.id, c.handler, None, None, None, wait if wait > 0.0 else 0.0)
-            )
+            self._hooks.emit(Lifecycle(_STARTED, c.id, c.handler, None, None, None, run.wait))
         value: Any = None
         try:
             out, value = await self._call(run)
@@ -236,7 +237,9 @@ class Runner:
             self._retried(out.run_at or now, c.handler)
             if out.reason != "sleeping" and self._hooks.wants(_RETRYING):
                 self._hooks.emit(
-                    Lifecycle(_RETRYING, c.id, c.handler, None, out.reason, out.error_type)
+                    Lifecycle(
+                        _RETRYING, c.id, c.handler, None, out.reason, out.error_type, run.wait, ran
+                    )
                 )
             return
         self._finished(c.id, out, value)
@@ -249,7 +252,7 @@ class Runner:
                     out.status.value,
                     out.reason,
                     out.error_type,
-                    None,
+                    run.wait,
                     ran,
                 )
             )

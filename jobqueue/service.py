@@ -145,7 +145,7 @@ class JobQueueService(ControlLayer):
 
                 metrics = _JobMetrics()
             self._metrics = metrics
-            metrics.attach(self.hooks, queue_lengths=self.queue_lengths)
+            metrics.attach(self.hooks, queue_lengths=self.queue_lengths, active=self.active_counts)
 
     # -- durable layer ---------------------------------------------------------------
 

@@ -711,6 +711,9 @@ async def test_end_to_end_with_the_service(tmp_path: Any, registry: CollectorReg
             with pytest.raises(JobFailedError):
                 await svc.wait(job_id, timeout=10)
         await asyncio.wait_for(slow_started.wait(), 10)
+        with serve_metrics(0, registry=registry) as server:  # read from the live runner
+            mid = await asyncio.to_thread(families, server)
+        assert samples(mid["jobqueue_jobs_active"])[L(handler="slow")] == 1
         for job_id in (running.id, pending.id):
             await svc.cancel(job_id)
             with pytest.raises(JobCancelledError):

@@ -153,6 +153,7 @@ class JobMetrics:
             )
         self.meter_provider = meter_provider
         self._queue_lengths = queue_lengths
+        self._active: Callable[[], Mapping[str, int]] | None = None
         self._handler_cap = LabelValueCap(max_handlers)
         self._error_cap = LabelValueCap(max_error_types)
         self._handlers: dict[str | None, _Handler] = {}  # by the records' handler value
@@ -183,13 +184,21 @@ class JobMetrics:
     # --- wiring ---------------------------------------------------------------
 
     def attach(
-        self, hooks: Hooks, *, queue_lengths: Callable[[], Mapping[str, int]] | None = None
+        self,
+        hooks: Hooks,
+        *,
+        queue_lengths: Callable[[], Mapping[str, int]] | None = None,
+        active: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         """Subscribe to ``hooks``; a previous subscription is dropped first.
 
         Args:
             hooks: The service's lifecycle bus (``service.hooks``).
             queue_lengths: Replaces the constructor's live pending-count source.
+            active: Returns running jobs per handler from live state (cheap,
+                thread-safe). With it and a pending-count source, one record per
+                run is enough: wait times come from the end-of-run records and
+                ``started`` records are not asked for.
 
         Raises:
             RuntimeError: If :meth:`shutdown` was called.
@@ -199,11 +208,15 @@ class JobMetrics:
         self.detach()
         if queue_lengths is not None:
             self._queue_lengths = queue_lengths
-        kinds = {HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING, HookKind.EVENT_CONSUMED}
+        self._active = active
+        kinds = {HookKind.FINISHED, HookKind.RETRYING, HookKind.EVENT_CONSUMED}
         tally = self._queue_lengths is None  # no live state: count submissions too
+        live = not tally and active is not None
         if tally:
             kinds.add(HookKind.SUBMITTED)
-        self._unsubscribe = hooks.subscribe(self._subscriber(tally), kinds)
+        if not live:
+            kinds.add(HookKind.STARTED)
+        self._unsubscribe = hooks.subscribe(self._subscriber(tally, live), kinds)
 
     def detach(self) -> None:
         """Stop receiving lifecycle records (idempotent); what was recorded is kept."""
@@ -236,8 +249,11 @@ class JobMetrics:
 
     # --- recording (event-loop thread) -----------------------------------------
 
-    def _subscriber(self, tally: bool) -> Callable[[Lifecycle], None]:
+    def _subscriber(self, tally: bool, live: bool = False) -> Callable[[Lifecycle], None]:
         """The bus callback; ``tally``: count pending jobs from the records.
+
+        ``live``: active jobs are read from live state, so no ``started``
+        records come; each run's wait time is taken from its end-of-run record.
 
         One closure over local names (no attribute lookups, no method calls on
         the common path); histogram points are updated in place, as
@@ -250,6 +266,16 @@ class JobMetrics:
         event = self._event_time.point(())
         started, finished, retrying = HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING
         consumed = HookKind.EVENT_CONSUMED
+
+        def add_wait(p: list[float], x: float) -> None:
+            if x < 0.0:
+                x = 0.0
+            p[0] += x
+            p[bisect_left(job_bounds, x) + COUNTS] += 1
+            if x < p[1]:
+                p[1] = x
+            if x > p[2]:
+                p[2] = x
 
         def on_record(rec: Lifecycle) -> None:
             kind = rec.kind
@@ -285,6 +311,8 @@ class JobMetrics:
                 if job_id is not None:
                     running[job_id] = h
             elif kind is finished:
+                if live and rec.wait_s is not None:
+                    add_wait(h.wait, rec.wait_s)
                 status = rec.status
                 try:
                     h.finished[status] += 1  # type: ignore[index]
@@ -307,6 +335,8 @@ class JobMetrics:
                 if tally and not ran and (rec.job_id is not None or x is None):
                     pend(h, -1)  # it finished without running here: it was pending
             elif kind is retrying:
+                if live and rec.wait_s is not None:
+                    add_wait(h.wait, rec.wait_s)
                 if rec.error_type is not None:
                     error(h, rec.error_type)
                 running.pop(rec.job_id, None)  # type: ignore[arg-type]
@@ -317,11 +347,12 @@ class JobMetrics:
 
         if self._sdk is None:
             return on_record
-        return self._sdk_subscriber(on_record, *self._sdk)
+        return self._sdk_subscriber(on_record, live, *self._sdk)
 
     def _sdk_subscriber(
         self,
         tally: Callable[[Lifecycle], None],
+        live: bool,
         wait: Histogram,
         duration: Histogram,
         event: Histogram,
@@ -341,9 +372,11 @@ class JobMetrics:
                     event.record(max(rec.wait_s, 0.0))
                 return
             attrs = (handlers.get(rec.handler) or resolve(rec.handler)).attrs
-            if kind is HookKind.STARTED and rec.wait_s is not None:
+            # live: waits come on the end-of-run records, otherwise on ``started``
+            takes_wait = kind is not HookKind.STARTED if live else kind is HookKind.STARTED
+            if takes_wait and rec.wait_s is not None:
                 wait.record(max(rec.wait_s, 0.0), attrs)
-            elif kind is HookKind.FINISHED and rec.run_s is not None:
+            if kind is HookKind.FINISHED and rec.run_s is not None:
                 duration.record(max(rec.run_s, 0.0), attrs)
 
         return on_record
@@ -391,6 +424,13 @@ class JobMetrics:
 
     def _observe_active(self) -> _Observed:
         counts = dict.fromkeys(self._by_label.copy(), 0)
+        if self._active is not None:
+            live = self._active()
+            with self._lock:  # the loop thread caps new handler names too
+                for name, n in live.items():
+                    label = self._handler_cap(name or "unnamed")
+                    counts[label] = counts.get(label, 0) + n
+            return [(n, {"handler": label}) for label, n in counts.items()]
         for h in self._running.copy().values():
             counts[h.label] = counts.get(h.label, 0) + 1
         return [(n, {"handler": label}) for label, n in counts.items()]
