@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from opentelemetry.metrics import Histogram
@@ -267,11 +267,12 @@ class JobMetrics:
         started, finished, retrying = HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING
         consumed = HookKind.EVENT_CONSUMED
 
-        def add_wait(p: list[float], x: float) -> None:
+        def add(p: list[float], bounds: Sequence[float], x: float) -> None:
+            """One value into a histogram point, in place (below zero: a clock step)."""
             if x < 0.0:
                 x = 0.0
             p[0] += x
-            p[bisect_left(job_bounds, x) + COUNTS] += 1
+            p[bisect_left(bounds, x) + COUNTS] += 1
             if x < p[1]:
                 p[1] = x
             if x > p[2]:
@@ -280,31 +281,13 @@ class JobMetrics:
         def on_record(rec: Lifecycle) -> None:
             kind = rec.kind
             if kind is consumed:
-                x = rec.wait_s
-                if x is not None:
-                    if x < 0.0:
-                        x = 0.0
-                    p = event
-                    p[0] += x
-                    p[bisect_left(event_bounds, x) + COUNTS] += 1
-                    if x < p[1]:
-                        p[1] = x
-                    if x > p[2]:
-                        p[2] = x
+                if rec.wait_s is not None:
+                    add(event, event_bounds, rec.wait_s)
                 return
             h = handlers.get(rec.handler) or resolve(rec.handler)
             if kind is started:
-                x = rec.wait_s
-                if x is not None:
-                    if x < 0.0:
-                        x = 0.0
-                    p = h.wait
-                    p[0] += x
-                    p[bisect_left(job_bounds, x) + COUNTS] += 1
-                    if x < p[1]:
-                        p[1] = x
-                    if x > p[2]:
-                        p[2] = x
+                if rec.wait_s is not None:
+                    add(h.wait, job_bounds, rec.wait_s)
                 job_id = rec.job_id
                 if tally and (job_id is None or job_id not in running):
                     pend(h, -1)
@@ -312,7 +295,7 @@ class JobMetrics:
                     running[job_id] = h
             elif kind is finished:
                 if live and rec.wait_s is not None:
-                    add_wait(h.wait, rec.wait_s)
+                    add(h.wait, job_bounds, rec.wait_s)
                 status = rec.status
                 try:
                     h.finished[status] += 1  # type: ignore[index]
@@ -320,15 +303,7 @@ class JobMetrics:
                     new_status(h, status)
                 x = rec.run_s
                 if x is not None:
-                    if x < 0.0:
-                        x = 0.0
-                    p = h.duration
-                    p[0] += x
-                    p[bisect_left(job_bounds, x) + COUNTS] += 1
-                    if x < p[1]:
-                        p[1] = x
-                    if x > p[2]:
-                        p[2] = x
+                    add(h.duration, job_bounds, x)
                 if status == "failed":
                     error(h, rec.error_type or rec.reason or "unknown")
                 ran = running.pop(rec.job_id, None) is not None  # type: ignore[arg-type]
@@ -336,7 +311,7 @@ class JobMetrics:
                     pend(h, -1)  # it finished without running here: it was pending
             elif kind is retrying:
                 if live and rec.wait_s is not None:
-                    add_wait(h.wait, rec.wait_s)
+                    add(h.wait, job_bounds, rec.wait_s)
                 if rec.error_type is not None:
                     error(h, rec.error_type)
                 running.pop(rec.job_id, None)  # type: ignore[arg-type]
