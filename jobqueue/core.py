@@ -201,6 +201,16 @@ class ServiceCore(Bookkeeping):
         return tuple(sorted(self._handlers))
 
     @property
+    def cancel_grace(self) -> float:
+        """Seconds a job may ignore cancellation before it is abandoned as unresponsive."""
+        return self._cancel_grace
+
+    @property
+    def drain_timeout(self) -> float:
+        """Seconds ``close()`` lets running jobs finish by default."""
+        return self._drain_timeout
+
+    @property
     def concurrency(self) -> int:
         """Most jobs this process runs at once."""
         return self._concurrency

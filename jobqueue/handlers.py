@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobqueue.context import JobContext
@@ -119,6 +120,11 @@ class HandlerLayer(LangflowLayer):
         self._handlers[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
         if self._scheduler is not None:
             self._scheduler.want()
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The registered handlers by name (read-only; lock wrappers included)."""
+        return MappingProxyType(self._handlers)
 
     def declare(self, *names: str) -> None:
         """Allow submitting jobs for handlers that another process runs.

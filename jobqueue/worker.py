@@ -90,7 +90,7 @@ class Worker:
         self.stop_requests += 1
         if self.stop_requests == 1:
             timeout = (
-                self.service._drain_timeout if self.drain_timeout is None else self.drain_timeout
+                self.service.drain_timeout if self.drain_timeout is None else self.drain_timeout
             )
             log.warning(
                 "draining: no new jobs are claimed; running jobs get %.1fs to finish "

@@ -354,3 +354,18 @@ async def test_undeclared_handler_still_refused(make_service) -> None:
     assert (await producer.get(job.id)).status is S.PENDING  # never claimed here
     with pytest.raises(UnknownHandlerError, match="declare"):
         await producer.submit("resise", {})
+
+
+async def test_public_accessors(make_service) -> None:
+    svc = await make_service(concurrency=3, cancel_grace=2.0, drain_timeout=4.0)
+
+    async def quick(ctx: Any, payload: Any) -> None:
+        return None
+
+    svc.register("quick", quick)
+    assert svc.handlers["quick"] is quick
+    with pytest.raises(TypeError):
+        svc.handlers["other"] = quick  # type: ignore[index]
+    assert svc.handler_names == ("quick",)
+    assert (svc.concurrency, svc.cancel_grace, svc.drain_timeout) == (3, 2.0, 4.0)
+    assert svc.state == "open"

@@ -87,7 +87,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
                 report_interval=args.report_interval,
                 snapshot_dir=args.snapshot_dir,
             ),
-            grace=service._cancel_grace,
+            grace=service.cancel_grace,
         )
     except KeyboardInterrupt:  # SIGINT before the worker's own handlers were installed
         return 130

@@ -163,8 +163,7 @@ class CeleryBackend:
         if src is None:
             return {}
         if isinstance(src, JobQueueService):
-            # The service has no public read accessor for its handler table yet.
-            return src._handlers
+            return src.handlers
         return src
 
     @property
