@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import json
 import logging
@@ -36,7 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobqueue import codec
-from jobqueue.errors import EventError, JobQueueError
+from jobqueue.errors import EventError, JobQueueError, PayloadError
 
 if TYPE_CHECKING:
     from jobqueue.store.eventlog import JobLog
@@ -222,10 +223,19 @@ def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
 
 def _encode(event_type: str, data: Any) -> tuple[str, bytes]:
     """``(data JSON, queue bytes)``; the bytes equal ``json.dumps({"event": .., "data": ..})``."""
-    text = codec.encode(data, f"{event_type!r} event")
-    head = codec.encode(event_type, "event type")
+    try:
+        text = codec.encode(data, "event data")
+    except PayloadError:  # again, to name the event in the message (the rare path)
+        text = codec.encode(data, f"{event_type!r} event")
     # Built around the data text so the log stores it without a second encoding.
+    head = _head(event_type) if type(event_type) is str else codec.encode(event_type, "event type")
     return text, f'{{"event":{head},"data":{text}}}\n\n'.encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _head(event_type: str) -> str:
+    """The encoded event type; a job emits few distinct types, many times each."""
+    return codec.encode(event_type, "event type")
 
 
 class PartialEventCallback(Protocol):
