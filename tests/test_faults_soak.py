@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _fault_util import python, report
+from _ticker import Ticker
 
 CHUNK = 1_000
 LAG_ATTEMPTS = 3
@@ -44,28 +45,19 @@ async def _lag_run(svc, name: str) -> dict[str, float]:
     svc.declare(name)
     for start in range(0, 10_000, CHUNK):
         await svc.submit_many(name, list(range(start, start + CHUNK)))
-    lags: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        period = 0.005
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            await asyncio.sleep(period)
-            lags.append(time.perf_counter() - t0 - period)
 
     async def noop(ctx, payload):
         return None
 
-    tick = asyncio.create_task(ticker())
+    ticker = Ticker()
+    ticker.start()
     await asyncio.sleep(0.05)
     t0 = time.perf_counter()
     svc.register(name, noop)  # now they run
     await svc.run_until_idle(timeout=120)
     elapsed = time.perf_counter() - t0
-    stop.set()
-    await tick
-    lags.sort()
+    await ticker.stop()
+    lags = sorted(ticker.lags)
     return {
         "seconds": round(elapsed, 2),
         "ticks": len(lags),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _ticker import Ticker
 from filelock import FileLock, Timeout
 
 import jobqueue.locks.files as files_module
@@ -154,32 +155,6 @@ def hold_in_thread(
     thread = threading.Thread(target=holder)
     thread.start()
     return thread, held, release
-
-
-class Ticker:
-    """Measures how late ``asyncio.sleep`` wakes up, i.e. how long the loop was blocked."""
-
-    PERIOD = 0.005
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            before = time.monotonic()
-            await asyncio.sleep(self.PERIOD)
-            self.lags.append(time.monotonic() - before - self.PERIOD)
-
-    async def stop(self) -> float:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-        return max(self.lags)
 
 
 # --- keys -----------------------------------------------------------------------

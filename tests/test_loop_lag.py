@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from _ticker import Ticker
+
 
 async def test_loop_lag_under_load(make_service) -> None:
     svc = await make_service(concurrency=64)
@@ -15,24 +17,15 @@ async def test_loop_lag_under_load(make_service) -> None:
         nonlocal done
         done += 1
 
-    lags: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        period = 0.005
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            await asyncio.sleep(period)
-            lags.append(time.perf_counter() - t0 - period)
-
-    tick = asyncio.create_task(ticker())
+    ticker = Ticker()
+    ticker.start()
     await asyncio.sleep(0.02)
     t0 = time.perf_counter()
     jobs = await svc.submit_many("noop", [None] * 5000)
     await svc.run_until_idle(timeout=40)
     elapsed = time.perf_counter() - t0
-    stop.set()
-    await tick
+    await ticker.stop()
+    lags = ticker.lags
     assert len(jobs) == 5000
     assert done == 5000
     assert len(await svc.list(status="completed", limit=10_000)) == 5000
