@@ -27,7 +27,6 @@ import asyncio
 import collections
 import functools
 import inspect
-import json
 import logging
 import threading
 import time
@@ -113,7 +112,7 @@ def decode_item(item: QueueItem, get_time: float | None = None) -> Event | None:
     event_id, raw, put_time = item
     if event_id is None or raw is None:
         return None
-    body = json.loads(raw)
+    body = codec.decode(raw)
     return Event(event_id, body["event"], body["data"], put_time, get_time or time.time())
 
 
@@ -122,6 +121,7 @@ class EventQueue(asyncio.Queue[QueueItem]):
 
     def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
         super().__init__(maxsize)
+        self._limit = maxsize if maxsize > 0 else -1  # -1: unbounded
         self._force = 0
         self._tail: tuple[str, Any] | None = None  # (event type, data) of the newest item
         self.ended = False  # the end sentinel was put
@@ -149,7 +149,11 @@ class EventQueue(asyncio.Queue[QueueItem]):
 
     def full(self) -> bool:
         """Full, unless a terminal item is being forced in."""
-        return self._force == 0 and super().full()
+        return self._force == 0 and len(self._queue) == self._limit
+
+    def has_room(self) -> bool:
+        """A non-terminal item can be put now without waiting or coalescing."""
+        return len(self._queue) != self._limit
 
     def put_nowait(self, item: QueueItem) -> None:
         """Put an item; the end sentinel is always admitted."""
@@ -184,7 +188,7 @@ class EventQueue(asyncio.Queue[QueueItem]):
         if event_type in TERMINAL_EVENTS:
             self._force_put(item)
             return
-        if not super().full():
+        if len(self._queue) != self._limit:
             super().put_nowait(item)
             self._tail = (event_type, data)
             return
@@ -360,8 +364,12 @@ class EventManager:
             self._put(event_type, data, text, raw)
             return
         self._seq += 1
-        # asyncio.Queue.put waits (without polling) until a get() makes room.
-        await queue.put((f"{event_type}-{self._seq}", raw, time.time()))
+        item = (f"{event_type}-{self._seq}", raw, time.time())
+        if type(queue) is EventQueue and queue.has_room():
+            queue.put_nowait(item)  # no coroutine to build and run: the common case
+        else:
+            # asyncio.Queue.put waits (without polling) until a get() makes room.
+            await queue.put(item)
 
     def _put(self, event_type: str, data: Any, text: str, raw: bytes) -> None:
         if self.queue is None:

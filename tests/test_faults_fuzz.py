@@ -21,7 +21,7 @@ from _fault_util import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobqueue import JobQueueService, TaskStatus
+from jobqueue import JobQueueService, TaskStatus, codec
 from jobqueue.errors import (
     InvalidArgumentError,
     InvalidLockKey,
@@ -204,12 +204,48 @@ async def test_huge_integer_payload_is_refused_typed(make_service) -> None:
 
 
 @pytest.mark.parametrize(
-    "payload", [{1: "a"}, {1: "a", "1": "b"}, {None: 0}, {True: 1}, {1.5: 2}], ids=str
+    "payload",
+    [
+        {1: "a"},
+        {1: "a", "1": "b"},
+        {None: 0},
+        {True: 1},
+        {1.5: 2},
+        {"a": {2: 3}},
+        [{"b": [{None: 1}]}],
+        ({"ok": 1}, {7: 0}),
+    ],
+    ids=str,
 )
 async def test_non_string_keys_are_refused_not_rewritten(make_service, payload: Any) -> None:
     svc = await _service(make_service)
     with pytest.raises(PayloadError):
         await svc.submit("h", payload, delay=3600)
+
+
+def _cycle() -> dict[str, Any]:
+    loop: dict[str, Any] = {"a": []}
+    loop["a"].append(loop)
+    return loop
+
+
+async def test_a_payload_that_contains_itself_is_refused_typed(make_service) -> None:
+    svc = await _service(make_service)
+    with pytest.raises(PayloadError, match="refers to itself"):
+        await svc.submit("h", _cycle())
+
+
+@FUZZ
+@given(value=JSON)
+def test_fuzz_codec_agrees_with_the_json_module(value: Any) -> None:
+    """The prebuilt C encoder and the scanner fast path give json's own answers."""
+    text = codec.encode(value, limit=1 << 30)
+    assert text == json.dumps(value, separators=(",", ":"), allow_nan=False)
+    assert _same(codec.decode(text), value)
+    assert _same(codec.decode(text.encode() + b"\n\n"), value)  # an event item's bytes
+    for junk in (" x", "\n\nx", "\n\n{}\n\n", ","):
+        with pytest.raises(json.JSONDecodeError):
+            codec.decode(text + junk)
 
 
 # -- other submit options ---------------------------------------------------------------------
