@@ -104,7 +104,8 @@ def _check_keys(value: Any, what: str) -> None:
             stack.extend(sub for sub in item if isinstance(sub, dict | list | tuple))
 
 
-_scan = json.JSONDecoder().scan_once  # the C scanner, as json.loads uses it
+# The C scanner, as json.loads uses it (typeshed does not declare the attribute).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def decode(text: str | bytes | None) -> Any:
@@ -118,12 +119,11 @@ def decode(text: str | bytes | None) -> Any:
     if text is None:
         return None
     try:
-        if type(text) is bytes:
-            text = text.decode()
-        value, end = _scan(text, 0)
+        chars = text.decode() if isinstance(text, bytes) else text
+        value, end = _scan(chars, 0)
     except (StopIteration, UnicodeDecodeError):
         return json.loads(text)
-    if end != len(text) and not (end + 2 == len(text) and text.endswith("\n\n")):
+    if end != len(chars) and not (end + 2 == len(chars) and chars.endswith("\n\n")):
         # (an event item's bytes end in a blank line)
         return json.loads(text)  # trailing data: json.loads says what is wrong
     return value
