@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import warnings
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -275,6 +276,11 @@ class JobQueueService(ControlLayer):
         """
         if "job_id" in options or "idempotency_key" in options:
             raise InvalidArgumentError("submit_many takes no job_id or idempotency_key; use submit")
+        if isinstance(payloads, str | bytes | dict) or not isinstance(payloads, Sequence):
+            raise InvalidArgumentError(
+                f"payloads must be a list (or tuple) of payloads, one per job, got "
+                f"{type(payloads).__name__}"
+            )
         defaults: dict[str, Any] = {
             "priority": 0,
             "timeout": None,
@@ -290,10 +296,15 @@ class JobQueueService(ControlLayer):
             raise InvalidArgumentError(f"unknown option(s) for submit_many: {sorted(unknown)}")
         opts = {**defaults, **options}
         now = time.time()
-        rows = [
-            self._new_row(handler, p, job_id=None, idempotency_key=None, now=now, **opts)
-            for p in payloads
-        ]
+        if not payloads:
+            return []
+        # The options are the same for every row: validate them once, with the first.
+        first = self._new_row(
+            handler, payloads[0], job_id=None, idempotency_key=None, now=now, **opts
+        )
+        rows = [first]
+        encode, limit, template = codec.encode, self._max_payload, first.copy_with
+        rows += [template(new_job_id(), encode(p, "payload", limit)) for p in payloads[1:]]
         return await self._insert(rows, payloads)
 
     async def _insert(self, rows: Sequence[NewJob], payloads: Sequence[Any]) -> builtins.list[Job]:
@@ -314,11 +325,12 @@ class JobQueueService(ControlLayer):
     def _inserted(self, rows: Sequence[NewJob], stored: asyncio.Future[Any]) -> None:
         if stored.cancelled() or stored.exception() is not None:
             return
-        for row, old in zip(rows, stored.result(), strict=True):
-            if old is None:
-                self.tally.submitted(row.handler)
-                if self.hooks.wants(HookKind.SUBMITTED):
-                    self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
+        added = [row for row, old in zip(rows, stored.result(), strict=True) if old is None]
+        for handler, count in Counter(row.handler for row in added).items():
+            self.tally.submitted(handler, count)
+        if added and self.hooks.wants(HookKind.SUBMITTED):
+            for row in added:
+                self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
 
     async def list(
         self,

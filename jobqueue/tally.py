@@ -39,9 +39,9 @@ class Tally:
         self.by_status, self.pending = Counter(counts), Counter(pending)
         self.lag = 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
-    def submitted(self, handler: str | None) -> None:
-        self.by_status["pending"] += 1
-        self.pending[handler or ""] += 1
+    def submitted(self, handler: str | None, count: int = 1) -> None:
+        self.by_status["pending"] += count
+        self.pending[handler or ""] += count
 
     def claimed(self, handler: str | None) -> None:
         self.by_status["pending"] -= 1

@@ -21,6 +21,7 @@ from jobqueue import (
 from jobqueue.errors import (
     DuplicateJobError,
     InvalidHandlerError,
+    JobQueueError,
     ServiceClosedError,
     UnknownHandlerError,
 )
@@ -332,6 +333,59 @@ async def test_concurrency_limit(make_service) -> None:
     await svc.run_until_idle(timeout=20)
     assert peak == 3
     assert len(await svc.list(status="completed", limit=100)) == 20
+
+
+async def test_submit_many_gives_every_job_the_same_options(make_service, db_path) -> None:
+    svc = await make_service()
+
+    @svc.handler("h")
+    async def h(ctx, payload):
+        return payload
+
+    jobs = await svc.submit_many(
+        "h", [{"i": i} for i in range(50)], priority=3, max_retries=2, delay=3600,
+        session_id="s1", description="batch", concurrency_key="k", timeout=9.5,
+    )  # fmt: skip
+    assert len({j.id for j in jobs}) == 50
+    assert [j.payload for j in jobs] == [{"i": i} for i in range(50)]
+    for job in jobs:
+        stored = await svc.get(job.id)
+        assert stored == job  # what submit_many returned is what was stored
+        assert (stored.priority, stored.max_retries, stored.session_id) == (3, 2, "s1")
+        assert (stored.description, stored.concurrency_key, stored.timeout) == ("batch", "k", 9.5)
+        assert stored.concurrency_limit == 1
+        assert stored.status is TaskStatus.PENDING
+    assert svc.stats()["pending"] == 50
+    assert svc.queue_lengths() == {"h": 50}
+    assert await svc.submit_many("h", []) == []
+
+
+@pytest.mark.parametrize(
+    ("payloads", "options", "match"),
+    [
+        ("abc", {}, "list"),
+        ({"a": 1}, {}, "list"),
+        (iter([1, 2]), {}, "list"),
+        ([1], {"priority": "high"}, "priority"),
+        ([1, 2], {"max_retries": -1}, "max_retries"),
+        ([1, 2], {"concurrency_limit": 2}, "concurrency_key"),
+        ([1, 2], {"colour": "red"}, "unknown option"),
+        ([1, float("nan")], {}, "NaN"),
+    ],
+    ids=str,
+)
+async def test_submit_many_refuses_bad_input_and_keeps_nothing(
+    make_service, payloads, options, match
+) -> None:
+    svc = await make_service()
+
+    @svc.handler("h")
+    async def h(ctx, payload):
+        return payload
+
+    with pytest.raises(JobQueueError, match=match):
+        await svc.submit_many("h", payloads, **options)
+    assert await svc.list(limit=10) == []
 
 
 async def test_events_stream(make_service) -> None:
