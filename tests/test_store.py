@@ -310,3 +310,53 @@ async def test_group_commit(make_service, db_path: Path) -> None:
         conn.close()
     assert n == 200
     assert 1 <= batches <= 20, batches
+
+
+# -- bulk outcomes ------------------------------------------------------------------------
+
+
+def _running_rows(path: Path, n: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    now = time.time()
+    conn.executemany(
+        "INSERT INTO jobs (id, handler, status, payload, run_at, created_at, updated_at, "
+        "owner) VALUES (?, 'h', 'running', 'null', ?, ?, ?, 'me')",
+        [(f"r{i}", now, now, now) for i in range(n)],
+    )
+    return conn
+
+
+@pytest.mark.parametrize("changed", [(), (3,), (0, 7), tuple(range(8))], ids=str)
+async def test_bulk_outcomes_skip_jobs_changed_by_someone_else(
+    make_service, db_path: Path, changed: tuple[int, ...]
+) -> None:
+    """One prepared UPDATE for the batch; if any job was changed first (cancelled by
+    another process, swept), nothing of that attempt is kept and the per-row path
+    stores exactly the others, plus a retry in the same batch."""
+    from jobqueue.store.outcomes import Outcome, finish
+
+    svc = await make_service()
+    await svc.close()
+    conn = _running_rows(db_path, 9)
+    try:
+        for i in changed:
+            conn.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?", (f"r{i}",))
+        now = time.time()
+        done = Outcome(TaskStatus.COMPLETED, result='{"ok":1}')
+        items = [(f"r{i}", done, now) for i in range(8)]
+        conn.execute("BEGIN IMMEDIATE")
+        result = finish.many(conn, items)  # type: ignore[attr-defined]
+        conn.execute("COMMIT")
+        assert result == [i not in changed for i in range(8)]
+        rows = dict(conn.execute("SELECT id, status FROM jobs WHERE id != 'r8'").fetchall())
+        assert rows == {f"r{i}": "cancelled" if i in changed else "completed" for i in range(8)}
+        retry = Outcome(TaskStatus.PENDING, error="again", run_at=now + 60)
+        conn.execute("BEGIN IMMEDIATE")
+        assert finish.many(conn, [("r8", retry, now), ("r0", done, now)]) == [True, False]
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT status, attempt FROM jobs WHERE id = 'r8'").fetchone() == (
+            "pending",
+            1,
+        )
+    finally:
+        conn.close()

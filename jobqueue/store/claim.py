@@ -86,15 +86,23 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
         f"AND {_KEY_ROOM}{key_clause} ORDER BY priority DESC, seq LIMIT ?",
         params[1:],
     ).fetchall()
-    pending = conn.execute(
+    cursor = conn.execute(
         "SELECT seq, handler, concurrency_key, concurrency_limit, "
         "CASE WHEN concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs r "
         "WHERE r.status = 'running' AND r.concurrency_key = jobs.concurrency_key) END "
         f"FROM jobs WHERE status = 'pending' AND run_at <= ? AND handler IN ({marks}) "
         f"AND {_KEY_ROOM}{key_clause} ORDER BY {PENDING_ORDER} LIMIT ?",
         params,
-    ).fetchall()
-    picked = _pick(resumed + pending, req)
+    )
+    try:
+        # The spare candidates are read only if a limit held some of the first ones back.
+        pending = cursor.fetchmany(req.limit)
+        picked = _pick(resumed + pending, req)
+        if len(picked) < req.limit and len(pending) == req.limit:
+            pending += cursor.fetchall()
+            picked = _pick(resumed + pending, req)
+    finally:
+        cursor.close()
     claimed: list[Claimed] = []
     if picked:
         rows = conn.execute(
@@ -126,6 +134,8 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
 
 def _pick(candidates: list[Any], req: ClaimRequest) -> list[int]:
     """Apply the limits the SQL cannot see within one batch; returns seqs to claim."""
+    if not req.handler_room and all(c[2] is None for c in candidates[: req.limit]):
+        return [c[0] for c in candidates[: req.limit]]  # no limit applies: the first ones
     picked: list[int] = []
     per_handler: Counter[str] = Counter()
     per_key: Counter[str] = Counter()

@@ -92,14 +92,46 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
 
 
 _FINISH_CHUNK: Final = 3000  # keeps a statement under SQLite's 32766 parameters
+_FINISH_ONE: Final = (
+    "UPDATE jobs SET status = ?, result = ?, error_message = ?, error_type = ?, traceback = ?, "
+    "reason = ?, completed_at = ?, updated_at = ?, owner = NULL, heartbeat = NULL, "
+    "control = NULL WHERE id = ? AND status IN ('running', 'paused')"
+)
 
 
 def _finish_many(
     conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]
 ) -> list[bool | Outcome]:
-    """Bulk :func:`finish`: terminal outcomes in one statement per chunk; retries alone."""
-    done: set[str] = set()
+    """Bulk :func:`finish`: terminal outcomes in one statement; retries alone."""
     terminal = [it for it in items if _bulk(it[1])]
+    if len(terminal) == len(items) and _finish_all(conn, items):
+        return [True] * len(items)
+    done = _finish_returning(conn, terminal)
+    return [it[0] in done if _bulk(it[1]) else finish(conn, *it) for it in items]
+
+
+def _finish_all(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> bool:
+    """The common case: one prepared statement for every row; False (nothing kept) if any
+    job was changed by someone else first, for :func:`_finish_returning` to sort out."""
+    conn.execute("SAVEPOINT finish_all")
+    before = conn.total_changes
+    conn.executemany(
+        _FINISH_ONE,
+        [
+            (o.status.value, o.result, o.error, o.error_type, o.traceback, o.reason, now, now, i)
+            for i, o, now in items
+        ],
+    )
+    ok = conn.total_changes - before == len(items)
+    if not ok:
+        conn.execute("ROLLBACK TO finish_all")
+    conn.execute("RELEASE finish_all")
+    return ok
+
+
+def _finish_returning(conn: sqlite3.Connection, terminal: Sequence[tuple[Any, ...]]) -> set[str]:
+    """Terminal outcomes by ``UPDATE ... FROM (VALUES ...) RETURNING``: the ids stored."""
+    done: set[str] = set()
     for start in range(0, len(terminal), _FINISH_CHUNK):
         chunk = terminal[start : start + _FINISH_CHUNK]
         params: list[Any] = []
@@ -126,7 +158,7 @@ def _finish_many(
             params,
         ).fetchall()
         done.update(r[0] for r in rows)
-    return [it[0] in done if _bulk(it[1]) else finish(conn, *it) for it in items]
+    return done
 
 
 def _bulk(out: Outcome) -> bool:
