@@ -249,7 +249,7 @@ class Runner:
                     _FINISHED,
                     c.id,
                     c.handler,
-                    out.status.value,
+                    out.status._value_,  # not .value: a descriptor call per job
                     out.reason,
                     out.error_type,
                     run.wait,

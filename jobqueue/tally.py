@@ -50,19 +50,19 @@ class Tally:
 
     def moved(self, old: TaskStatus, new: TaskStatus, handler: str | None = None) -> None:
         """A job went from ``old`` to ``new`` (a retry, a pause, a finish)."""
-        self.by_status[old.value] -= 1
-        self.by_status[new.value] += 1
+        self.by_status[old._value_] -= 1  # _value_: .value is a slow descriptor
+        self.by_status[new._value_] += 1
         if new is TaskStatus.PENDING:
             self.pending[handler or ""] += 1
         elif old is TaskStatus.PENDING:
             self.pending[handler or ""] -= 1
 
     def added(self, status: TaskStatus) -> None:
-        self.by_status[status.value] += 1
+        self.by_status[status._value_] += 1
 
     def removed(self, status: TaskStatus, handler: str | None) -> None:
         """A job left ``status`` other than by running (e.g. cancelled while pending)."""
-        self.by_status[status.value] -= 1
+        self.by_status[status._value_] -= 1
         if status is TaskStatus.PENDING:
             self.pending[handler or ""] -= 1
 

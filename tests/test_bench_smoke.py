@@ -74,3 +74,20 @@ def test_bench_run_quick(tmp_path: Path) -> None:
     assert "## Targets (issue 10)" in md
     assert "| **jobqueue** (`submit_many`" in md
     assert took < 80, f"the smoke run took {took:.0f} s"
+
+
+@pytest.mark.timeout(60)
+def test_split_cpu_profile_runs(tmp_path: Path) -> None:
+    """bench/profiles/split_cpu.py wraps the writer's batch: it must still match it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "bench/profiles/split_cpu.py", "--runs", "1", "--jobs", "2000"]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=55, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run, summary = (json.loads(x) for x in proc.stdout.splitlines())
+    assert run["jobs"] == 2000
+    assert {"insert_jobs", "finish", "claim", "commit"} <= set(run["db_by_kind_us"])
+    assert run["db_cpu_us"] > 0
+    assert run["loop_cpu_us"] > 0
+    assert summary["system"] == "summary"

@@ -179,7 +179,7 @@ class NewJob:
             self.id,
             self.handler,
             self.payload,
-            self.status.value,
+            self.status._value_,
             self.created_at,
             self.created_at,
             started,

@@ -118,7 +118,7 @@ def _finish_all(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> b
     conn.executemany(
         _FINISH_ONE,
         [
-            (o.status.value, o.result, o.error, o.error_type, o.traceback, o.reason, now, now, i)
+            (o.status._value_, o.result, o.error, o.error_type, o.traceback, o.reason, now, now, i)
             for i, o, now in items
         ],
     )
