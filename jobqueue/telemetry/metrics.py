@@ -293,18 +293,9 @@ class JobMetrics:
                     pend(h, -1)
                 if job_id is not None:
                     running[job_id] = h
-            elif kind is finished:  # once per job: add() inlined twice
-                x = rec.wait_s
-                if live and x is not None:
-                    p = h.wait
-                    if x < 0.0:
-                        x = 0.0
-                    p[0] += x
-                    p[bisect_left(job_bounds, x) + COUNTS] += 1
-                    if x < p[1]:
-                        p[1] = x
-                    if x > p[2]:
-                        p[2] = x
+            elif kind is finished:
+                if live and rec.wait_s is not None:
+                    add(h.wait, job_bounds, rec.wait_s)
                 status = rec.status
                 try:
                     h.finished[status] += 1  # type: ignore[index]
@@ -312,15 +303,7 @@ class JobMetrics:
                     new_status(h, status)
                 x = rec.run_s
                 if x is not None:
-                    p = h.duration
-                    if x < 0.0:
-                        x = 0.0
-                    p[0] += x
-                    p[bisect_left(job_bounds, x) + COUNTS] += 1
-                    if x < p[1]:
-                        p[1] = x
-                    if x > p[2]:
-                        p[2] = x
+                    add(h.duration, job_bounds, x)
                 if status == "failed":
                     error(h, rec.error_type or rec.reason or "unknown")
                 ran = running.pop(rec.job_id, None) is not None  # type: ignore[arg-type]
