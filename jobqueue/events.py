@@ -28,6 +28,7 @@ import collections
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -121,7 +122,8 @@ class EventQueue(asyncio.Queue[QueueItem]):
 
     def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
         super().__init__(maxsize)
-        self._limit = maxsize if maxsize > 0 else -1  # -1: unbounded
+        # Forced items (end, error, the sentinel) may take the queue past its bound: >=.
+        self._limit = maxsize if maxsize > 0 else sys.maxsize
         self._force = 0
         self._tail: tuple[str, Any] | None = None  # (event type, data) of the newest item
         self.ended = False  # the end sentinel was put
@@ -149,11 +151,11 @@ class EventQueue(asyncio.Queue[QueueItem]):
 
     def full(self) -> bool:
         """Full, unless a terminal item is being forced in."""
-        return self._force == 0 and len(self._queue) == self._limit
+        return self._force == 0 and len(self._queue) >= self._limit
 
     def has_room(self) -> bool:
         """A non-terminal item can be put now without waiting or coalescing."""
-        return len(self._queue) != self._limit
+        return len(self._queue) < self._limit
 
     def put_nowait(self, item: QueueItem) -> None:
         """Put an item; the end sentinel is always admitted."""
@@ -188,7 +190,7 @@ class EventQueue(asyncio.Queue[QueueItem]):
         if event_type in TERMINAL_EVENTS:
             self._force_put(item)
             return
-        if len(self._queue) != self._limit:
+        if len(self._queue) < self._limit:
             super().put_nowait(item)
             self._tail = (event_type, data)
             return

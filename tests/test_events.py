@@ -164,6 +164,30 @@ async def test_full_queue_progress_replaces() -> None:
     assert bodies[1] == {"event": "progress", "data": {"done": 19}}
 
 
+async def test_a_queue_past_its_bound_still_applies_back_pressure() -> None:
+    """A forced ``error`` event can take the queue past maxsize; it is still full then,
+    so ``asend`` waits for room instead of putting past the bound."""
+    q = EventQueue(2)
+    em = create_default_event_manager(q)
+    em.on_message(data=1)
+    em.on_error(data={"e": 1})  # forced in: 2 items in a queue of 2
+    em.on_error(data={"e": 2})  # forced again: 3 items
+    assert q.qsize() == 3
+    assert q.full()
+    sending = asyncio.ensure_future(em.asend("add_message", 2))
+    await asyncio.sleep(0.01)
+    assert not sending.done()  # waits: not admitted past the bound
+    assert q.qsize() == 3
+    for _ in range(2):
+        q.get_nowait()
+    await asyncio.wait_for(sending, 1)
+    assert [_body(q.get_nowait())["event"] for _ in range(2)] == ["error", "add_message"]
+    q.put_nowait(("x-1", b"{}", 0.0))
+    q.put_nowait(("x-2", b"{}", 0.0))
+    with pytest.raises(asyncio.QueueFull):  # the synchronous put refuses at the bound
+        q.put_nowait(("x-3", b"{}", 0.0))
+
+
 async def test_full_queue_end_admitted_others_refused() -> None:
     q = EventQueue(2)
     em = create_default_event_manager(q)
