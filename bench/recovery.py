@@ -232,7 +232,7 @@ def _pid_alive(pid: int) -> bool:
 def child_setup(path: str) -> dict[str, Any]:
     """Let the library create the schema, and report this (soon dead) process's identity."""
     from jobqueue import JobQueueService
-    from jobqueue.owner import owner_identity
+    from jobqueue.runtime.owner import owner_identity
 
     async def run() -> None:
         async with JobQueueService(path):

@@ -6,19 +6,20 @@ The names users need are re-exported here; everything else is internal.
 from __future__ import annotations
 
 from jobqueue.context import JobContext
-from jobqueue.control import Cancel, Retry
 from jobqueue.errors import (
+    Cancel,
     DuplicateStepError,
     JobCancelledError,
     JobFailedError,
     JobNotFoundError,
     JobQueueError,
     JobQueueNotFoundError,
+    Retry,
     StepError,
     StepResultError,
     StepTimeoutError,
 )
-from jobqueue.events import Event, EventManager, create_default_event_manager
+from jobqueue.events.manager import Event, EventManager, create_default_event_manager
 from jobqueue.service import JobQueueService
 from jobqueue.status import ACTIVE, TERMINAL, TaskStatus
 from jobqueue.store.jobs import Job

@@ -11,17 +11,17 @@ import logging
 from typing import Any
 
 from jobqueue.errors import JobQueueError, ServiceClosedError
-from jobqueue.events import EventManager
+from jobqueue.events.manager import EventManager
+from jobqueue.events.registry import QueueRegistry
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
-from jobqueue.registry import Registry
-from jobqueue.runner import Runner
-from jobqueue.scheduler import Scheduler
+from jobqueue.runtime.counts import JobCounts
+from jobqueue.runtime.runner import Runner
+from jobqueue.runtime.scheduler import Scheduler
 from jobqueue.status import TaskStatus
 from jobqueue.store.connection import Database
 from jobqueue.store.jobs import Claimed
 from jobqueue.store.outcomes import Outcome
 from jobqueue.store.recovery import SweepResult
-from jobqueue.tally import Tally
 
 __all__ = ["Bookkeeping"]
 
@@ -33,9 +33,9 @@ class Bookkeeping:
     """Callbacks of :class:`~jobqueue.core.ServiceCore`'s parts; state set up there."""
 
     hooks: Hooks
-    tally: Tally
+    tally: JobCounts
     _opts: dict[str, Any]
-    _registry: Registry
+    _registry: QueueRegistry
     _waiters: dict[str, set[asyncio.Future[None]]]
     _db: Database | None
     _runner: Runner | None

@@ -9,9 +9,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from jobqueue import codec
-from jobqueue.control import Interrupt
-from jobqueue.errors import InvalidArgumentError, StepError
-from jobqueue.events import EventManager
+from jobqueue.errors import Interrupt, InvalidArgumentError, StepError
+from jobqueue.events.manager import EventManager
 from jobqueue.workflow import FailureCallback, Workflow
 
 if TYPE_CHECKING:
@@ -99,7 +98,7 @@ class JobContext:
         """A safe point between units of work: where ``stop()`` and ``pause()`` take effect.
 
         Long handlers should call it between steps. When a stop or pause was
-        requested it raises :class:`~jobqueue.control.Interrupt` (let it
+        requested it raises :class:`~jobqueue.errors.Interrupt` (let it
         propagate): the job then ends ``stopped``, or ``paused`` to run again
         from the start on ``resume()``. Otherwise it just yields to the loop.
         A handler that has called it at least once is given ``stop_timeout``

@@ -18,11 +18,11 @@ from typing import Any
 
 from jobqueue.errors import JobQueueError
 from jobqueue.handlers import HandlerLayer
+from jobqueue.runtime.supervisor import recover
 from jobqueue.status import TaskStatus, check_transition
 from jobqueue.store import jobs
 from jobqueue.store.jobs import Job
 from jobqueue.store.outcomes import Outcome
-from jobqueue.supervisor import recover
 
 __all__ = ["ControlLayer"]
 

@@ -14,19 +14,19 @@ from typing import Any, Self, TypeVar
 
 from jobqueue.bookkeeping import Bookkeeping
 from jobqueue.errors import ServiceClosedError
+from jobqueue.events.registry import QueueRegistry
 from jobqueue.hooks import HookKind, Hooks
 from jobqueue.limits import Limiter, Limits
-from jobqueue.registry import Registry
-from jobqueue.runner import Handler, Runner
-from jobqueue.scheduler import Scheduler
+from jobqueue.runtime.counts import JobCounts
+from jobqueue.runtime.runner import Handler, Runner
+from jobqueue.runtime.scheduler import Scheduler
+from jobqueue.runtime.supervisor import Supervisor, recover_on_open
 from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import MEMORY, Database
 from jobqueue.store.initlock import init_lock
 from jobqueue.store.recovery import SweepResult
 from jobqueue.store.schema import apply_migrations
 from jobqueue.store.writer import Writer
-from jobqueue.supervisor import Supervisor, recover_on_open
-from jobqueue.tally import Tally
 
 __all__ = ["ServiceCore"]
 
@@ -52,13 +52,13 @@ class ServiceCore(Bookkeeping):
         self._handlers: dict[str, Handler] = {}
         self._declared: set[str] = set()  # submitted here, run by another process
         self._limits: dict[str, Limits] = {}
-        self._registry = Registry(
+        self._registry = QueueRegistry(
             queue_size=opts["queue_size"],
             retention=opts["retention"],
             strict_events=opts["strict_events"],
             on_consume=self._event_consumed,
         )
-        self.tally = Tally()
+        self.tally = JobCounts()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._state = "new"  # new -> starting -> open -> closing -> closed (-> starting)
         self._drain_now = asyncio.Event()  # a second close(drain_timeout=0) sets it
@@ -92,7 +92,7 @@ class ServiceCore(Bookkeeping):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise ServiceClosedError("start() needs a running event loop") from None
-        from jobqueue.owner import owner_identity
+        from jobqueue.runtime.owner import owner_identity
 
         self.owner = owner_identity()
         self._state = "starting"

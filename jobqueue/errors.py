@@ -5,7 +5,7 @@ exception Langflow raised in the same place (``ValueError``, ``RuntimeError``),
 so existing ``except`` clauses keep working.
 
 Control-flow exceptions that a *handler* raises on purpose (``Retry``,
-``Cancel``) are not errors and live in :mod:`jobqueue.control`.
+``Cancel``) are not errors and live in :mod:`jobqueue.errors`.
 
 This module imports nothing from jobqueue.
 """
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailableError",
+    "Cancel",
     "DuplicateJobError",
     "DuplicateStepError",
     "EventError",
+    "Interrupt",
     "InvalidArgumentError",
     "InvalidHandlerError",
     "InvalidLockKey",
@@ -34,6 +36,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLargeError",
     "QueueExistsError",
+    "Retry",
     "ServiceClosedError",
     "StepError",
     "StepResultError",
@@ -389,3 +392,39 @@ class StepTimeoutError(StepError, TimeoutError):
             f"of {attempts} attempt(s); raise timeout= or retries= on ctx.step(), or make "
             "the step do less",
         )
+
+
+# -- control flow ------------------------------------------------------------------------
+# Raised by handlers (or at a checkpoint) on purpose to steer their own job. They are
+# control flow, not errors, so they do not subclass JobQueueError.
+
+
+class Retry(Exception):
+    """Ask for another attempt of this job after ``delay`` seconds.
+
+    The attempt counts against ``max_retries``; once they are used up the job
+    fails with the reason ``retries_exhausted``.
+    """
+
+    def __init__(self, delay: float | None = None, message: str = "") -> None:
+        self.delay = delay
+        super().__init__(message or f"retry requested (delay={delay})")
+
+
+class Cancel(Exception):
+    """End this job now with status ``cancelled`` (no retry)."""
+
+
+class Interrupt(BaseException):
+    """Raised inside a handler at ``await ctx.checkpoint()`` after ``stop()`` or ``pause()``.
+
+    A ``BaseException`` (like ``CancelledError``) so that a handler's
+    ``except Exception`` does not swallow it. Handlers should let it propagate.
+
+    Attributes:
+        kind: ``"stop"`` or ``"pause"``.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"job {kind} requested")

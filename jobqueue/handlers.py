@@ -11,7 +11,7 @@ from jobqueue.context import JobContext
 from jobqueue.errors import InvalidArgumentError, InvalidHandlerError
 from jobqueue.langflow import LangflowLayer
 from jobqueue.limits import Limits, parse_rate
-from jobqueue.runner import Handler
+from jobqueue.runtime.runner import Handler
 from jobqueue.store.connection import MEMORY
 from jobqueue.validation import check_id
 

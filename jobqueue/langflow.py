@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from jobqueue.bare import run_bare
 from jobqueue.core import ServiceCore
 from jobqueue.errors import JobQueueNotFoundError
-from jobqueue.events import EventManager, EventQueue
-from jobqueue.registry import QueueData
+from jobqueue.events.manager import EventManager, EventQueue
+from jobqueue.events.registry import QueueData
+from jobqueue.runtime.bare import run_bare
 from jobqueue.validation import check_id
 
 __all__ = ["LangflowLayer"]

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from jobqueue import codec, streams
+from jobqueue import codec
 from jobqueue.controls import ControlLayer
 from jobqueue.errors import (
     InvalidArgumentError,
@@ -21,7 +21,8 @@ from jobqueue.errors import (
     JobFailedError,
     UnknownHandlerError,
 )
-from jobqueue.events import Event, EventManager
+from jobqueue.events import stream as streams
+from jobqueue.events.manager import Event, EventManager
 from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.ids import new_job_id
 from jobqueue.status import TaskStatus
@@ -391,7 +392,7 @@ class JobQueueService(ControlLayer):
         """Stream a job's events; ends after its ``end`` or ``error`` event.
 
         A job that already finished yields one final event built from its record.
-        See :func:`jobqueue.streams.stream` (``after`` resumes a persisted log).
+        See :func:`jobqueue.events.stream.stream` (``after`` resumes a persisted log).
         """
         return streams.stream(self, job_id, after=after)
 

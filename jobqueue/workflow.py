@@ -24,12 +24,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from jobqueue import codec
-from jobqueue.control import Cancel, Retry
 from jobqueue.errors import (
+    Cancel,
     DuplicateStepError,
     InvalidArgumentError,
     JobQueueError,
     PayloadError,
+    Retry,
     StepError,
     StepResultError,
     StepTimeoutError,

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jobqueue import JobContext, JobQueueService  # noqa: E402
-from jobqueue.control import Interrupt  # noqa: E402
+from jobqueue.errors import Interrupt  # noqa: E402
 
 PID = os.getpid()
 

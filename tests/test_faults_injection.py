@@ -38,7 +38,7 @@ NASTY = [
     "-- comment",
     "1 OR 1=1",
     "ünïcödé ☃ 𝄞",
-    "job\nINFO jobqueue.runner: forged line",
+    "job\nINFO jobqueue.runtime.runner: forged line",
 ]
 CONTROL = {chr(c) for c in range(32)} | {"\x7f", "\u202e"}
 

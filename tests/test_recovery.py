@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from jobqueue.owner import owner_identity
+from jobqueue.runtime.owner import owner_identity
 
 
 def _owners(db: Path) -> set[str]:

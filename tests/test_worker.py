@@ -20,8 +20,8 @@ from _worker_procs import APP, WorkerProcess, eventually, row, submit, workers
 from jobqueue import JobQueueService
 from jobqueue.cli.main import main
 from jobqueue.errors import WorkerAppError
-from jobqueue.loader import load_service, prepare_service
 from jobqueue.worker import Worker
+from jobqueue.worker.loader import load_service, prepare_service
 
 
 @pytest.fixture

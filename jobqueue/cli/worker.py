@@ -16,8 +16,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from jobqueue.errors import JobQueueError, StoreError, WorkerAppError
-from jobqueue.loader import load_service, prepare_service
-from jobqueue.worker import run_worker
+from jobqueue.worker.loader import load_service, prepare_service
+from jobqueue.worker.process import run_worker
 
 __all__ = ["add_worker_parser", "run_worker_command"]
 

@@ -56,7 +56,7 @@ from jobqueue.tasks.celery_results import STATUS_OF_STATE, info_from_meta, store
 from jobqueue.tasks.celery_worker import TASK_NAME, run_handler
 
 if TYPE_CHECKING:
-    from jobqueue.runner import Handler
+    from jobqueue.runtime.runner import Handler
     from jobqueue.service import JobQueueService
 
 __all__ = ["STATUS_OF_STATE", "CeleryBackend", "info_from_meta"]

@@ -30,7 +30,7 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from jobqueue import codec
 from jobqueue.context import JobContext
 from jobqueue.errors import InvalidArgumentError
-from jobqueue.events import EventManager, create_default_event_manager
+from jobqueue.events.manager import EventManager, create_default_event_manager
 
 if TYPE_CHECKING:
     from jobqueue.tasks.celery import CeleryBackend

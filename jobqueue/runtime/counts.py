@@ -16,10 +16,10 @@ from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.connection import Database
 
-__all__ = ["Tally"]
+__all__ = ["JobCounts"]
 
 
-class Tally:
+class JobCounts:
     """Job counts by status, pending jobs by handler, and queue lag."""
 
     __slots__ = ("by_status", "lag", "pending")

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from jobqueue.errors import JobQueueNotFoundError, QueueExistsError
-from jobqueue.events import EventManager, EventQueue, create_default_event_manager
+from jobqueue.events.manager import EventManager, EventQueue, create_default_event_manager
 from jobqueue.store.connection import Database
 from jobqueue.store.eventlog import JobLog
 from jobqueue.store.writer import Writer
 
-__all__ = ["Entry", "QueueData", "Registry"]
+__all__ = ["Entry", "QueueData", "QueueRegistry"]
 
-log = logging.getLogger("jobqueue.registry")
+log = logging.getLogger("jobqueue.events.registry")
 
 QueueData = tuple[EventQueue, EventManager, "asyncio.Task[object] | None", float | None]
 
@@ -57,7 +57,7 @@ class Entry:
         return self.queue, self.manager, self.task, self.cleanup_at
 
 
-class Registry:
+class QueueRegistry:
     """Holds the entries and decides which are ready to reap."""
 
     def __init__(

@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from jobqueue.errors import JobQueueError, ServiceClosedError
-from jobqueue.loader import load_service, prepare_service
 from jobqueue.service import JobQueueService
-from jobqueue.snapshot import MemoryTracer, write_json
 from jobqueue.store.connection import MEMORY
+from jobqueue.worker.snapshot import MemoryTracer, write_json
 
-__all__ = ["Worker", "load_service", "prepare_service", "run_worker"]
+__all__ = ["Worker", "run_worker"]
 
 log = logging.getLogger("jobqueue.worker")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -238,7 +237,7 @@ class Worker:
         """Write a memory snapshot summary; returns the file (``None``: logged only).
 
         The summary holds :meth:`report`, this process's running jobs, and
-        :func:`jobqueue.snapshot.memory_summary`. Taking it runs in a thread.
+        :func:`jobqueue.worker.snapshot.memory_summary`. Taking it runs in a thread.
         """
         if self.ready.is_set() and self._closing is None:  # else: the counts as they are
             with contextlib.suppress(JobQueueError):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from jobqueue.errors import JobQueueError
-from jobqueue.registry import Entry
+from jobqueue.events.registry import Entry
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.jobs import NewJob

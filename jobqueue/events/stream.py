@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from jobqueue import codec
 from jobqueue.errors import InvalidArgumentError, ServiceClosedError
-from jobqueue.events import TERMINAL_EVENTS, Event, EventQueue, QueueItem, decode_item, seq_of
+from jobqueue.events.manager import (
+    TERMINAL_EVENTS,
+    Event,
+    EventQueue,
+    QueueItem,
+    decode_item,
+    seq_of,
+)
 from jobqueue.status import TaskStatus
 from jobqueue.store import eventlog, jobs
 from jobqueue.store.eventlog import LogRow

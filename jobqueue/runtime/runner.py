@@ -14,9 +14,16 @@ from typing import Any
 
 from jobqueue import codec
 from jobqueue.context import JobContext
-from jobqueue.control import Cancel, Interrupt, Retry
-from jobqueue.errors import JobQueueError, ServiceClosedError, StepError, StepTimeoutError
-from jobqueue.events import EventManager
+from jobqueue.errors import (
+    Cancel,
+    Interrupt,
+    JobQueueError,
+    Retry,
+    ServiceClosedError,
+    StepError,
+    StepTimeoutError,
+)
+from jobqueue.events.manager import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
 from jobqueue.status import TaskStatus
 from jobqueue.store.jobs import Claimed
@@ -26,7 +33,7 @@ from jobqueue.workflow import Suspend, run_failure_callbacks
 
 __all__ = ["Handler", "Runner"]
 
-log = logging.getLogger("jobqueue.runner")
+log = logging.getLogger("jobqueue.runtime.runner")
 _STARTED, _RETRYING, _FINISHED = HookKind.STARTED, HookKind.RETRYING, HookKind.FINISHED
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]

@@ -1,0 +1,34 @@
+"""Events a running job sends to its consumers, in Langflow's shapes.
+
+:mod:`jobqueue.events.manager` holds the queue and the manager,
+:mod:`jobqueue.events.registry` the per-job queues of one service and
+:mod:`jobqueue.events.stream` the reader behind ``service.events()``.
+"""
+
+from __future__ import annotations
+
+from jobqueue.events.manager import (
+    DEFAULT_EVENTS,
+    DEFAULT_QUEUE_SIZE,
+    TERMINAL_EVENTS,
+    Event,
+    EventManager,
+    EventQueue,
+    EventQueueFull,
+    create_default_event_manager,
+    decode_item,
+    seq_of,
+)
+
+__all__ = [
+    "DEFAULT_EVENTS",
+    "DEFAULT_QUEUE_SIZE",
+    "TERMINAL_EVENTS",
+    "Event",
+    "EventManager",
+    "EventQueue",
+    "EventQueueFull",
+    "create_default_event_manager",
+    "decode_item",
+    "seq_of",
+]
