@@ -248,8 +248,16 @@ class JobContext:
             self._workflow = Workflow(self, self._writer, self._max_result)
         return self._workflow
 
-    async def _nap(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if ``stop()``/``pause()`` is requested meanwhile."""
+    @property
+    def failure_callbacks(self) -> tuple[FailureCallback, ...]:
+        """The callbacks registered with :meth:`on_failure`, in order."""
+        return tuple(self._on_failure)
+
+    async def nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if ``stop()``/``pause()`` is requested meanwhile.
+
+        Follow it with ``await ctx.checkpoint()`` to honour the request.
+        """
         if self._requested is not None:
             return
         if self._wakeup is None:

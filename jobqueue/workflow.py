@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobqueue import codec
 from jobqueue.errors import (
@@ -40,7 +40,6 @@ from jobqueue.store.steps import StepRow
 from jobqueue.validation import check_id, check_number
 
 if TYPE_CHECKING:
-    from jobqueue.context import JobContext
     from jobqueue.store.outcomes import Outcome
     from jobqueue.store.writer import Writer
 
@@ -56,6 +55,20 @@ _BACKOFF_MAX: Final = 30.0
 
 StepFn = Callable[[], Any]
 FailureCallback = Callable[["Failure"], Any]
+
+
+class StepHost(Protocol):
+    """What a workflow needs of the run it belongs to (a :class:`~jobqueue.JobContext`).
+
+    A protocol, so this module does not import the context that builds it.
+    """
+
+    @property
+    def job_id(self) -> str: ...
+
+    async def checkpoint(self) -> None: ...
+
+    async def nap(self, seconds: float) -> None: ...
 
 
 class Suspend(BaseException):
@@ -94,7 +107,7 @@ class Workflow:
 
     __slots__ = ("_ctx", "_lock", "_max_result", "_next_seq", "_stored", "_used", "_writer")
 
-    def __init__(self, ctx: JobContext, writer: Writer, max_result: int) -> None:
+    def __init__(self, ctx: StepHost, writer: Writer, max_result: int) -> None:
         self._ctx = ctx
         self._writer = writer
         self._max_result = max_result
@@ -213,7 +226,7 @@ class Workflow:
         if remaining > SLEEP_IN_PLACE_MAX:
             raise Suspend(wake_at, name)
         if remaining > 0:
-            await self._ctx._nap(remaining)  # returns early on stop()/pause()
+            await self._ctx.nap(remaining)  # returns early on stop()/pause()
             await self._ctx.checkpoint()
         self._later(steps.end_sleep, job, name, time.time())
         old = stored[name]
@@ -341,21 +354,27 @@ class Workflow:
             log.debug("step state not written: %s", exc)
 
 
-async def run_failure_callbacks(ctx: JobContext, out: Outcome, timeout: float) -> None:
-    """Call the job's ``on_failure`` callbacks once, in order; never raises.
+async def run_failure_callbacks(
+    callbacks: Iterable[FailureCallback],
+    job_id: str,
+    handler: str,
+    out: Outcome,
+    timeout: float,
+) -> None:
+    """Call a job's ``on_failure`` callbacks once, in order; never raises.
 
     Each gets ``timeout`` seconds; an error or a timeout is logged and the
     next callback still runs. The job's outcome is not changed by them.
     """
-    failure = Failure(ctx.job_id, ctx.handler, out.error, out.error_type, out.reason)
-    for cb in ctx._on_failure:
+    failure = Failure(job_id, handler, out.error, out.error_type, out.reason)
+    for cb in callbacks:
         try:
             async with asyncio.timeout(timeout):
                 value = cb(failure)
                 if inspect.isawaitable(value):
                     await value
         except (Exception, asyncio.CancelledError):
-            log.exception("on_failure callback %r of job %r failed", cb, ctx.job_id)
+            log.exception("on_failure callback %r of job %r failed", cb, job_id)
 
 
 async def _limited(aw: Awaitable[Any], sem: asyncio.Semaphore | None) -> Any:

@@ -180,12 +180,14 @@ class Runner:
         try:
             out, value = await self._call(run)
             ctx = run.ctx
-            if out.status is TaskStatus.FAILED and ctx is not None and ctx._on_failure:
+            if out.status is TaskStatus.FAILED and ctx is not None and ctx.failure_callbacks:
                 if run.watchdog is not None:  # the handler has ended: only the callbacks run
                     run.watchdog.cancel()
                     run.watchdog = None
                 if not run.abandoned:
-                    await run_failure_callbacks(ctx, out, self._cancel_grace)
+                    await run_failure_callbacks(
+                        ctx.failure_callbacks, c.id, c.handler, out, self._cancel_grace
+                    )
         finally:
             if run.watchdog is not None:
                 run.watchdog.cancel()

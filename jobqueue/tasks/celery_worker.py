@@ -23,7 +23,7 @@ import copy
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 
@@ -32,12 +32,28 @@ from jobqueue.context import JobContext
 from jobqueue.errors import InvalidArgumentError
 from jobqueue.events.manager import EventManager, create_default_event_manager
 
-if TYPE_CHECKING:
-    from jobqueue.tasks.celery import CeleryBackend
-
 __all__ = ["TASK_NAME", "CeleryJobContext", "HandlerFailed", "run_handler"]
 
 log = logging.getLogger("jobqueue.tasks.celery")
+
+
+class CeleryBackend(Protocol):
+    """What a worker-side run needs of :class:`jobqueue.tasks.CeleryBackend`.
+
+    A protocol rather than an import: the backend module imports this one.
+    """
+
+    time_limit_tries: int
+    retry_countdown: float
+    revoke_poll: float
+
+    def handler_for(self, name: str) -> Callable[[Any, Any], Awaitable[Any]]: ...
+
+    def is_revoked(self, task_id: str) -> bool: ...
+
+    def record_revoked(self, task_id: str) -> bool: ...
+
+    def record_started(self, task_id: str, hostname: str | None) -> bool: ...
 
 #: The one Celery task every handler runs through.
 TASK_NAME = "jobqueue.run_handler"
