@@ -27,7 +27,7 @@ except ImportError:  # imported as bench.render_md
 
 Line = dict[str, Any]
 
-#: Issue 10's targets.
+#: The performance targets (see the targets table of docs/benchmarks.md).
 T_CEILING: Final = 0.30
 T_HUEY: Final = 30.0
 T_P99_MS: Final = 2.0
@@ -126,7 +126,7 @@ LIMITS: Final[dict[str, str]] = {
         "section)."
     ),
     "jobqueue_vs_huey_sqlite": (
-        "The ≥ 30× target was set against huey at 682 jobs/s: huey with its default "
+        "The ≥ 30× target assumes huey at 682 jobs/s: huey with its default "
         "`synchronous=FULL`, an fsync per commit and three commits per job "
         "(`huey_sqlite_defaults` reproduces that figure). With the same durability as "
         "jobqueue (WAL + `synchronous=NORMAL`) huey's consumer runs thousands of jobs/s, so "
@@ -152,21 +152,18 @@ LIMITS: Final[dict[str, str]] = {
         'per event: encoding and checking `{"chunk": "tok"}` costs ~0.9 µs even with '
         "the C encoder built once, then an id, a `time.time()` stamp and the time-in-queue "
         "stamp. The same items built by hand with `json.dumps` (`raw_queue_items`) reach "
-        "only ~0.2 of the raw queue, and the EventManager is now faster than that. Encoding "
-        "lazily, at `get`, was considered and not done: the data must be checked and copied "
-        "when it is sent (a producer may reuse or change its dict afterwards, and a bad "
-        "payload must fail in the producer), which costs about what encoding costs."
+        "only ~0.2 of the raw queue, and the EventManager is faster than that. Encoding "
+        "lazily, at `get`, would not help: the data must be checked and copied when it is "
+        "sent (a producer may reuse or change its dict afterwards, and a bad payload must "
+        "fail in the producer), which costs about what encoding costs."
     ),
     "metrics_cost": (
-        "A fixed cost per job, not one that grew: one lifecycle record built and delivered "
-        "(the `hooks` variant, ~1 µs), the subscriber's two histogram updates and a counter "
+        "A fixed cost per job: one lifecycle record built and delivered (the `hooks` "
+        "variant, ~1 µs), the subscriber's two histogram updates and a counter "
         "(`subscriber_us_per_job`, ~0.7 µs replayed) and some more garbage-collection work "
-        "with the OpenTelemetry SDK loaded, ~2.4 µs a job in all. It was 1.5-5 % of a job "
-        "while a no-op job cost ~45 µs of CPU; this session's speedups brought that to "
-        "~36 µs, and the same 2.4 µs is now 6-7 % (3.7-5 % measured in separate "
-        "processes). Skipping enum `.value` descriptors on the hot path did not move the "
-        "paired figure beyond the noise (an inlined histogram update neither, so it was "
-        "not kept)."
+        "with the OpenTelemetry SDK loaded, ~2.4 µs a job in all. A no-op job costs ~36 µs "
+        "of CPU, so that is 6-7 % of it (3.7-5 % measured in separate processes); for a "
+        "handler doing any real work (a millisecond of I/O, say) it is well under 1 %."
     ),
 }
 
@@ -243,7 +240,7 @@ class Report:
 
     # -- targets -----------------------------------------------------------------------
     def targets(self) -> list[Line]:
-        """One figure per issue-10 target (value = median over repeats of a same-repeat ratio)."""
+        """One figure per performance target (value = median over repeats of a same-repeat ratio)."""
         out: list[Line] = []
 
         def add(
@@ -524,7 +521,7 @@ def render_targets(rep: Report) -> list[str]:
     }
     out = [
         "",
-        "## Targets (issue 10): each ratio from one run",
+        "## Targets: each ratio from one run",
         "",
         "| target | value (median, min–max) | target | met |",
         "|---|---|---|---|",
@@ -614,17 +611,18 @@ def _context(rep: Report, target: str) -> str:
 
 
 EARLIER_NOTES = """
-## What made it fast so far
+## Design choices behind the figures
 
 - A submit queues its insert together with a claim, so both run in one transaction:
   a job submitted while a slot is free starts after a single thread hop.
-- Outcomes of all jobs finishing in a batch are written by one
-  `UPDATE ... FROM (VALUES ...) RETURNING id`.
+- Terminal outcomes of all jobs finishing in a batch are written by one prepared
+  `executemany`; when another process changed one of those jobs first, an
+  `UPDATE ... FROM (VALUES ...) RETURNING id` under a savepoint sorts them out.
 - A job's task ends when its handler returns. The commit callback does the
   bookkeeping, so no second await or `shield` is needed per job.
 - Automatic WAL checkpoints are off on the writer connection, and a second
-  connection checkpoints in the background. Before this change p99 latency was
-  8 ms, caused by `fdatasync` on the commit path.
+  connection checkpoints in the background. With checkpoints on the commit path,
+  their `fdatasync` puts p99 latency at about 8 ms.
 """
 
 PROFILE_NOTES = """
@@ -641,28 +639,23 @@ what-ifs are in `bench/profiles/` (`README.md` there has the details).
   after it, outcomes are queued as jobs end).
 - **The GIL is the limit on 2 cores.** The loop holds the GIL in ~80 % of the GIL-held
   samples, the SQLite thread in ~15-19 % (parameter binding, building `Claimed` records,
-  the `VALUES` list of the bulk outcome update).
-- **Per job on the loop**: constructing frozen slotted dataclasses is the largest single
-  item (14-18 % of the loop's GIL time: `Job` 3.5-5 µs, `NewJob` 2.0, `Outcome` 1.6,
-  `Claimed` 1.6, against 0.25-0.6 µs unfrozen), then a task per job (`create_task`,
-  ~10 %), JSON encode/decode (~8 %), `uuid4()` (3.2 µs), per-job `Tally` updates (~5 %)
-  and the writer's per-op bookkeeping (~6 %).
-- **Measured what-ifs** (`bench/profiles/whatif_frozen.py`, no library edit): un-freezing
-  `Outcome`, `NewJob`, `Claimed` gave +18 % throughput; with `Job` too, +27 % (loop CPU
-  -22 %); cheap ids -4 % loop CPU, and time-ordered ids made `insert_jobs` ~24 % cheaper on
-  the SQLite thread. Caching the event-type JSON head in `events._encode` gave +14 %
-  events/s.
-- **Done since** (ratios from paired runs on this machine): the internal records are
-  unfrozen and ids time-ordered (`submit_many` ÷ ceiling 0.27 -> 0.32); the JSON encoder is
-  built once instead of per call (`json.JSONEncoder.encode` rebuilds the C encoder every
-  time: 2.1 -> 0.9 µs for a small payload) and decoding uses the C scanner directly
-  (`json.loads` on bytes 2.0 -> 0.45 µs); `submit_many` validates its shared options once
-  and builds `Job` positionally (`Job` stays frozen: it is a snapshot, and immutability
-  says so); terminal outcomes go through one prepared `executemany`. `submit_many` ÷
-  ceiling 0.31 -> 0.38-0.40 (5 repeats); EventManager ÷ raw queue 0.15 -> 0.24.
-- **Tried and dropped**: starting claimed jobs in slices so the loop settles one slice
-  while the SQLite thread commits the next changed nothing measurable: when both threads
-  have work, the SQLite thread waits for the GIL after every step.
+  the parameters of the bulk outcome update).
+- **CPU per job** (`bench/profiles/split_cpu.py`): ~21 µs on the loop thread (a task and a
+  `JobContext` per job, the `Job` records `submit_many` returns, ids, JSON, the writer's
+  bookkeeping) and ~19 µs on the SQLite thread (insert ~7, claim ~5.5, outcome ~5, commit
+  ~1). The wall time per job is about their sum.
+- **Choices the measurements support**: the internal records (`Outcome`, `NewJob`,
+  `Claimed`) are slotted dataclasses that are not frozen, since a frozen one's `__init__`
+  costs 1.6-5 µs against 0.25-0.6 µs (`bench/profiles/whatif_frozen.py`: +18 % throughput);
+  `Job`, which callers get, stays frozen (it is a snapshot) and is built positionally. Job
+  ids are time-ordered, so new rows land at the end of the id index: `insert_jobs` is ~24 %
+  cheaper on the SQLite thread than with random ids. The JSON encoder is built once
+  (`json.JSONEncoder.encode` rebuilds the C encoder on every call: 2.1 µs against 0.9 µs
+  for a small payload) and decoding calls the C scanner directly (0.45 µs against 2.0 µs
+  for `json.loads` on bytes). `submit_many` checks its shared options once per call.
+- **No gain**: starting claimed jobs in slices, so that the loop settles one slice while
+  the SQLite thread commits the next, changes nothing measurable: when both threads have
+  work, the SQLite thread waits for the GIL after every step.
 """
 
 
