@@ -21,7 +21,7 @@ from jobqueue.cli.render import Output
 from jobqueue.errors import StoreError
 from jobqueue.status import TaskStatus
 from jobqueue.store.connection import map_sqlite_error
-from jobqueue.store.recovery import owner_alive
+from jobqueue.store.recovery import heartbeats, is_alive
 from jobqueue.store.schema import latest_version, refuse_foreign
 
 __all__ = ["check_command", "check_file"]
@@ -140,8 +140,9 @@ def _check_rows(conn: sqlite3.Connection, version: int, report: dict[str, Any]) 
     running = conn.execute(
         "SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner"
     ).fetchall()
+    beats = heartbeats(conn)  # owners /proc here cannot judge: by their heartbeat
     for owner, n in running:
-        if owner is not None and owner_alive(owner) is False:
+        if owner is not None and not is_alive(owner, beats.get(owner)):
             report["warnings"].append(
                 f"{n} running job(s) belong to process {owner.split(':')[0]}, which is gone; "
                 "the next service to open the file puts them back to pending"

@@ -13,7 +13,7 @@ from typing import Any
 
 from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
 from jobqueue.service import JobQueueService
-from jobqueue.store.recovery import owner_alive
+from jobqueue.store.recovery import is_alive
 
 __all__ = ["read_stats", "stats_command"]
 
@@ -53,7 +53,7 @@ def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
         for owner, pid, started_at, beat in conn.execute(
             "SELECT owner, pid, started_at, heartbeat FROM owners ORDER BY started_at"
         )
-        if owner != me and owner_alive(owner) is not False
+        if owner != me and is_alive(owner, beat, now)
     ]
     pending = by_status.get("pending", 0)
     return {

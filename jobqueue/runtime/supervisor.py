@@ -1,9 +1,11 @@
-"""The service's watch loop: heartbeat, control requests from other processes, dead owners.
+"""The service's watch loop: heartbeat, control requests from other services, dead owners.
 
 Every ``poll_interval`` it reads the control requests (cancel/stop/pause)
-other processes wrote for jobs this process runs, and applies them; every
-few polls it writes this process's heartbeat and sweeps running jobs whose
-owner died (see :mod:`jobqueue.store.recovery`).
+other services (in other processes, or in this one) wrote for jobs this
+service runs, and applies them. Every few polls, and at least every
+``MAX_HEARTBEAT_INTERVAL`` seconds, it writes this service's heartbeat and
+sweeps running jobs whose owner died (see :mod:`jobqueue.store.recovery` for
+how an owner is judged, and what setups are supported).
 """
 
 from __future__ import annotations
@@ -17,12 +19,25 @@ from collections.abc import Callable
 
 from jobqueue.errors import JobQueueError
 from jobqueue.store.connection import Database
-from jobqueue.store.recovery import SweepResult, dead_owners, heartbeat, sweep
+from jobqueue.store.recovery import (
+    STALE_AFTER,
+    SweepResult,
+    control_requests,
+    dead_owners,
+    forget_owner,
+    heartbeat,
+    sweep,
+    sweep_on_open,
+)
 from jobqueue.store.writer import Writer
 
 __all__ = ["Supervisor", "recover", "recover_on_open"]
 
 log = logging.getLogger("jobqueue.recovery")
+
+#: The longest a live service goes without writing its heartbeat (a larger poll
+#: interval only spaces its control checks).
+MAX_HEARTBEAT_INTERVAL = 5.0
 
 
 async def recover(db: Database, writer: Writer, owner: str, stale_after: float) -> SweepResult:
@@ -40,22 +55,9 @@ async def recover(db: Database, writer: Writer, owner: str, stale_after: float) 
 def recover_on_open(conn: sqlite3.Connection, owner: str, now: float) -> SweepResult:
     """The sweep at start, in one transaction on the database thread.
 
-    Also writes this process's first heartbeat.
+    Also writes this service's first heartbeat.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Running rows without an owner come from files written before owners were
-        # recorded (or by another program): nobody can be running them now.
-        conn.execute(
-            "UPDATE jobs SET owner = 'unknown:0' WHERE status = 'running' AND owner IS NULL"
-        )
-        dead = dead_owners(conn, owner, now, stale_after=60.0)
-        result = sweep(conn, dead, now)
-        heartbeat(conn, owner, os.getpid(), now, now)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    result = sweep_on_open(conn, owner, os.getpid(), now, STALE_AFTER)
     if result.total:
         _log_result(result)
     return result
@@ -72,14 +74,6 @@ def _log_result(result: SweepResult) -> None:
         result.lost,
         result.controlled,
     )
-
-
-def _controls(conn: sqlite3.Connection, owner: str) -> list[tuple[str, str]]:
-    return conn.execute(
-        "SELECT id, control FROM jobs WHERE owner = ? AND control IS NOT NULL "
-        "AND status = 'running'",
-        (owner,),
-    ).fetchall()
 
 
 class Supervisor:
@@ -103,9 +97,14 @@ class Supervisor:
         self._poll = poll_interval
         self._apply = apply
         self._swept = swept
-        self.heartbeat_interval = max(poll_interval * 4, 1.0)
-        #: An owner whose pid exists but cannot be verified is dead after this long silent.
-        self.stale_after = self.heartbeat_interval * 30
+        #: How often this service writes its heartbeat and sweeps dead owners: at most
+        #: every ``MAX_HEARTBEAT_INTERVAL`` seconds whatever ``poll_interval`` is, since
+        #: owners in other PID namespaces are judged by their heartbeat alone.
+        self.heartbeat_interval = min(max(poll_interval * 4, 1.0), MAX_HEARTBEAT_INTERVAL)
+        #: An owner that cannot be judged by /proc here (another PID namespace or boot,
+        #: no procfs) is dead after this long without a heartbeat: at least 30 s, six
+        #: heartbeats of the slowest owner.
+        self.stale_after = max(poll_interval * 4, 1.0) * 30
         self._applied: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -114,32 +113,33 @@ class Supervisor:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="jobqueue-watch")
 
     async def close(self) -> None:
-        """Stop the loop and remove this process's heartbeat row."""
+        """Stop the loop and remove this service's heartbeat row."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])
             self._task = None
         try:
-            await self._writer.write(_forget, self._owner)
+            await self._writer.write(forget_owner, self._owner)
         except JobQueueError as exc:
             log.debug("could not remove the heartbeat row: %s", exc)
 
     async def beat(self) -> None:
-        """Write this process's heartbeat."""
+        """Write this service's heartbeat."""
         await self._writer.write(heartbeat, self._owner, os.getpid(), self._boot_at, time.time())
 
     async def _loop(self) -> None:
-        last_beat = last_sweep = time.monotonic()
+        now = time.monotonic()
+        next_controls, next_beat = now + self._poll, now + self.heartbeat_interval
         while True:
-            await asyncio.sleep(self._poll)
+            await asyncio.sleep(max(0.0, min(next_controls, next_beat) - time.monotonic()))
+            now = time.monotonic()
             try:
-                await self._check_controls()
-                now = time.monotonic()
-                if now - last_beat >= self.heartbeat_interval:
-                    last_beat = now
+                if now >= next_controls:
+                    next_controls = now + self._poll
+                    await self._check_controls()
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_interval
                     await self.beat()
-                if now - last_sweep >= self.heartbeat_interval:
-                    last_sweep = now
                     result = await recover(self._db, self._writer, self._owner, self.stale_after)
                     if result.total:
                         self._swept(result)
@@ -149,15 +149,13 @@ class Supervisor:
                 log.exception("watch loop pass failed; it will run again")
 
     async def _check_controls(self) -> None:
-        requests = await self._db.run(_controls, self._owner)
+        requests = await self._db.run(control_requests, self._owner)
         current = set()
-        for job_id, kind in requests:
-            current.add((job_id, kind))
-            if (job_id, kind) not in self._applied:
-                log.info("applying %s requested from another process to job %r", kind, job_id)
-                self._apply(job_id, kind)
+        for req in requests:
+            current.add((req.job_id, req.kind))
+            if (req.job_id, req.kind) not in self._applied:
+                log.info(
+                    "applying %s requested from another service to job %r", req.kind, req.job_id
+                )
+                self._apply(req.job_id, req.kind)
         self._applied = current  # requests are cleared when the job's outcome is stored
-
-
-def _forget(conn: sqlite3.Connection, owner: str) -> None:
-    conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))

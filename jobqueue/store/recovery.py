@@ -1,39 +1,84 @@
-"""Crash recovery: find running jobs whose owner process is gone and settle them.
+"""Crash recovery: find running jobs whose owner is gone and settle them.
 
-Liveness is the owner's identity (pid plus the process start time read from
-``/proc``), so a reused pid is not mistaken for the dead owner and a clock
-jump cannot steal a live job. Where the start time cannot be read (no
-procfs), a pid that exists counts as alive unless its heartbeat in the
-``owners`` table is older than ``stale_after`` seconds.
+What is supported: several processes, and containers, sharing one database
+file on ONE host (one kernel: SQLite's locks and shared memory must work
+between them). Network filesystems are not supported.
+
+Each service is an owner (see :mod:`jobqueue.runtime.owner` for its identity:
+pid, process start time, PID namespace, boot id, and a per-service counter).
+An owner is judged in one of two ways, never both:
+
+* **By /proc**, when it lives in this process's PID namespace on this boot:
+  alive while its pid exists with the same start time (a reused pid is not
+  mistaken for it, and a wall-clock jump cannot steal its jobs). Services of
+  one process share its liveness. Identities of the older ``"pid:start"``
+  form are judged this way too.
+* **By its heartbeat lease** otherwise (another PID namespace, such as
+  another container; another boot or host; no usable procfs): its pid means
+  nothing here, so it is dead only once its row in the ``owners`` table has
+  had no heartbeat for ``stale_after`` seconds (wall-clock time). A live
+  owner writes one at least every few seconds.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["SweepResult", "dead_owners", "heartbeat", "owner_alive", "sweep"]
+from jobqueue.runtime.owner import UNKNOWN, here, parse_owner
+
+__all__ = [
+    "STALE_AFTER",
+    "ControlRequest",
+    "SweepResult",
+    "control_requests",
+    "dead_owners",
+    "forget_owner",
+    "heartbeat",
+    "heartbeats",
+    "is_alive",
+    "owner_alive",
+    "sweep",
+    "sweep_on_open",
+]
+
+#: The lease of an owner that cannot be judged by /proc, for a judge with no heartbeat
+#: cadence of its own (the sweep at open, the CLI's reports).
+STALE_AFTER: Final = 60.0
 
 _SOURCE: Final = "status = 'running' AND owner IN ({marks})"
+#: Where no procfs exists at all there are no PID namespaces: pids are the host's.
+_NO_NAMESPACES: Final = not sys.platform.startswith("linux")
 
 
 def owner_alive(owner: str) -> bool | None:
-    """True/False when the owner's liveness is known, None when only the pid could be checked."""
-    pid_text, _, start = owner.partition(":")
+    """True/False when /proc here can tell; None when it cannot (judge by the heartbeat).
+
+    None for an owner in another PID namespace or boot, or when either side has
+    no usable procfs and the pid exists. False for text this library never wrote.
+    """
+    who = parse_owner(owner)
+    if who is None:
+        return False  # not an identity this library wrote (e.g. 'unknown:0')
+    me = here()
+    if not who.legacy:
+        unknown = UNKNOWN in (me.pidns, me.boot, who.pidns, who.boot)
+        if (who.pidns, who.boot) != (me.pidns, me.boot) or (unknown and not _NO_NAMESPACES):
+            return None  # its pid means nothing in our /proc
+    elif me.pidns == UNKNOWN and Path("/proc/self/stat").exists():
+        return None  # a /proc of another namespace (not remounted): our pids are not in it
     try:
-        pid = int(pid_text)
-    except ValueError:
-        return False  # not an identity this library wrote
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{who.pid}/stat").read_text()
     except FileNotFoundError:
-        return False if Path("/proc/self/stat").exists() else _pid_exists(pid)
+        return False if Path("/proc/self/stat").exists() else _pid_exists(who.pid)
     except OSError:
-        return None if _pid_exists(pid) else False
+        return None if _pid_exists(who.pid) else False
     try:
         fields = stat.rsplit(")", 1)[1].split()
         state, now_start = fields[0], fields[19]
@@ -41,7 +86,7 @@ def owner_alive(owner: str) -> bool | None:
         return None
     if state in ("Z", "X"):  # exited, not yet reaped by its parent: it runs nothing
         return False
-    return now_start == start  # a different start time: the pid was reused
+    return now_start == who.start  # a different start time: the pid was reused
 
 
 def _pid_exists(pid: int) -> bool | None:
@@ -54,31 +99,57 @@ def _pid_exists(pid: int) -> bool | None:
     return None  # exists, but we cannot tell whether it is the same process
 
 
+def is_alive(
+    owner: str, beat: float | None, now: float | None = None, stale_after: float = STALE_AFTER
+) -> bool:
+    """:func:`owner_alive`, and where it cannot tell, whether the heartbeat ``beat`` is fresh.
+
+    ``beat`` is the owner's last heartbeat (None: it has no row in ``owners``);
+    ``now`` defaults to the wall-clock time.
+    """
+    alive = owner_alive(owner)
+    if alive is None:
+        if beat is None:
+            return False
+        return (time.time() if now is None else now) - beat < stale_after
+    return alive
+
+
+def _by_name(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row
+    return cur
+
+
+def heartbeats(conn: sqlite3.Connection) -> dict[str, float]:
+    """Each owner's last heartbeat (empty for a file older than the ``owners`` table)."""
+    try:
+        found = _by_name(conn).execute("SELECT owner, heartbeat FROM owners").fetchall()
+    except sqlite3.OperationalError:  # no such table: a file from before owners were kept
+        return {}
+    return {r["owner"]: r["heartbeat"] for r in found}
+
+
 def dead_owners(conn: sqlite3.Connection, me: str, now: float, stale_after: float) -> list[str]:
     """Owners of running jobs, or with a heartbeat row, that are not alive (never ``me``).
 
     Owners that held no running job are included so that their ``owners`` rows
     are deleted by :func:`sweep` too, instead of piling up after each crash.
     """
-    owners = [
-        r[0]
-        for r in conn.execute(
-            "SELECT owner FROM jobs WHERE status = 'running' UNION SELECT owner FROM owners"
+    found = (
+        _by_name(conn)
+        .execute(
+            "SELECT u.owner AS owner, o.heartbeat AS heartbeat FROM "
+            "(SELECT owner FROM jobs WHERE status = 'running' UNION SELECT owner FROM owners) "
+            "AS u LEFT JOIN owners AS o ON o.owner = u.owner WHERE u.owner IS NOT NULL"
         )
-        if r[0] is not None and r[0] != me
+        .fetchall()
+    )
+    return [
+        r["owner"]
+        for r in found
+        if r["owner"] != me and not is_alive(r["owner"], r["heartbeat"], now, stale_after)
     ]
-    if not owners:
-        return []
-    beats = dict(conn.execute("SELECT owner, heartbeat FROM owners").fetchall())
-    dead = []
-    for owner in owners:
-        alive = owner_alive(owner)
-        if alive is None:  # pid exists but unverifiable: fall back to the heartbeat
-            beat = beats.get(owner)
-            alive = beat is not None and now - beat < stale_after
-        if not alive:
-            dead.append(owner)
-    return dead
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +214,57 @@ def sweep(conn: sqlite3.Connection, dead: Sequence[str], now: float) -> SweepRes
     return SweepResult(requeued, crashed, lost, controlled, len(dead))
 
 
+def sweep_on_open(
+    conn: sqlite3.Connection, me: str, pid: int, now: float, stale_after: float = STALE_AFTER
+) -> SweepResult:
+    """The sweep when a service opens the file, with its first heartbeat, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Running rows without an owner come from files written before owners were
+        # recorded (or by another program): nobody can be running them now.
+        conn.execute(
+            "UPDATE jobs SET owner = 'unknown:0' WHERE status = 'running' AND owner IS NULL"
+        )
+        result = sweep(conn, dead_owners(conn, me, now, stale_after), now)
+        heartbeat(conn, me, pid, now, now)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 def heartbeat(conn: sqlite3.Connection, me: str, pid: int, started_at: float, now: float) -> None:
-    """Record that ``me`` is alive (one row per process, not per job)."""
+    """Record that ``me`` is alive (one row per owner, that is per service, not per job)."""
     conn.execute(
         "INSERT INTO owners (owner, pid, started_at, heartbeat) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
         (me, pid, started_at, now),
     )
+
+
+def forget_owner(conn: sqlite3.Connection, me: str) -> None:
+    """Remove ``me``'s heartbeat row (its service is closing)."""
+    conn.execute("DELETE FROM owners WHERE owner = ?", (me,))
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A cancel/stop/pause another process wrote on a job that ``owner`` runs."""
+
+    job_id: str
+    kind: str
+
+
+def control_requests(conn: sqlite3.Connection, owner: str) -> list[ControlRequest]:
+    """The control requests waiting on ``owner``'s running jobs."""
+    found = (
+        _by_name(conn)
+        .execute(
+            "SELECT id, control FROM jobs WHERE owner = ? AND control IS NOT NULL "
+            "AND status = 'running'",
+            (owner,),
+        )
+        .fetchall()
+    )
+    return [ControlRequest(r["id"], r["control"]) for r in found]
