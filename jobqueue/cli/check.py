@@ -11,7 +11,6 @@ whose process is gone.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import urllib.parse
@@ -153,7 +152,7 @@ def check_command(args: argparse.Namespace, out: Output) -> int:
     """``check``: 0 healthy, 1 problems found (listed), 2 not a usable SQLite file at all."""
     report = check_file(args.db, quick=args.quick)
     if args.json:
-        out.line(json.dumps(report, indent=2))
+        out.json(report, indent=2)
     else:
         integrity = report["integrity"]
         version = report["schema_version"]

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
-from jobqueue.cli.render import Output
+from jobqueue.cli.render import Output, rich_console, rich_text, safe_text
 from jobqueue.context import JobContext
 from jobqueue.service import JobQueueService
 
@@ -75,33 +75,33 @@ class RichDisplay:
     """One live progress bar per job (``rich``, on a terminal)."""
 
     def __init__(self, out: Output) -> None:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        # markup=False: the text column shows what the jobs streamed, as text.
         self._progress = Progress(
-            TextColumn("{task.description:6}"),
+            TextColumn("{task.description:6}", markup=False),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[text]}"),
-            console=Console(file=out.stderr),
+            TextColumn("{task.fields[text]}", markup=False),
+            console=rich_console(out.stderr),
         )
         self._tasks: dict[str, Any] = {}
         self._progress.start()
 
     def say(self, text: str) -> None:
-        self._progress.console.print(text)
+        self._progress.console.print(rich_text(text))
 
     def add(self, label: str, total: int) -> None:
         self._tasks[label] = self._progress.add_task(label, total=total, text="pending")
 
     def advance(self, label: str, done: float, text: str) -> None:
-        self._progress.update(self._tasks[label], completed=done, text=text[-40:])
+        self._progress.update(self._tasks[label], completed=done, text=safe_text(text[-40:]))
 
     def finish(self, label: str, status: str) -> None:
         task = self._tasks[label]
         if status == "completed":
             self._progress.update(task, completed=self._progress.tasks[task].total)
-        self._progress.update(task, text=f"[bold]{status}[/bold]")
+        self._progress.update(task, text=safe_text(status))
 
     def close(self) -> None:
         self._progress.stop()
@@ -170,13 +170,14 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
         ).fetchall()
     finally:
         conn.close()
+    none: Counter[str] = Counter()  # a --db file may hold jobs from before this demo
     table = [
         [
             job_id[:8],
             handler,
             status,
             f"attempt={attempt}",
-            "events=" + ",".join(f"{k}:{n}" for k, n in sorted(seen[job_id].items())),
+            "events=" + ",".join(f"{k}:{n}" for k, n in sorted(seen.get(job_id, none).items())),
             str(detail)[:50],
         ]
         for job_id, handler, status, attempt, detail in rows

@@ -82,7 +82,7 @@ async def list_command(svc: JobQueueService, args: argparse.Namespace, out: Outp
     found = await svc.list(status=args.status, handler=args.handler, limit=args.limit)
     if args.json:
         for job in found:
-            out.line(json.dumps(job_dict(job)))
+            out.json(job_dict(job))
         return 0
     if not found:
         which = f" with status {', '.join(args.status)}" if args.status else ""
@@ -204,7 +204,9 @@ def _record_fields(job: Job, now: float) -> list[tuple[str, str]]:
     if job.error is not None or job.error_type is not None:
         fields.append(("error", job.error or str(job.error_type)))
     if job.traceback:
-        fields.append(("traceback", "\n".join(job.traceback.rstrip().splitlines()[-8:])))
+        # split at newlines only: a CR or U+2028 inside a message stays in its line, escaped
+        lines = job.traceback.replace("\r\n", "\n").rstrip().split("\n")
+        fields.append(("traceback", "\n".join(lines[-8:])))
     return fields
 
 
@@ -218,7 +220,7 @@ async def show_command(svc: JobQueueService, args: argparse.Namespace, out: Outp
         if steps is not None:
             data["steps"] = steps
         data["events"] = events
-        out.line(json.dumps(data, indent=2, default=str))
+        out.json(data, indent=2)
         return 0
     now = time.time()
     out.fields(_record_fields(job, now))

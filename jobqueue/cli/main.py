@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 from jobqueue import __version__
 from jobqueue.cli.jobs import CONTROLS, not_found
-from jobqueue.cli.render import Output
+from jobqueue.cli.render import Output, log_to_stderr
 from jobqueue.cli.worker import add_worker_parser
 from jobqueue.errors import InvalidArgumentError, JobNotFoundError, JobQueueError, StoreError
 from jobqueue.status import TaskStatus
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.error(f"{args.cmd} needs --db FILE (or the {DB_ENV} environment variable)")
             return EXIT_USAGE
     if args.cmd != "worker" and not logging.getLogger().handlers:  # the worker sets its own
-        logging.basicConfig(level=logging.WARNING, format="jobqueue: %(levelname)s %(message)s")
+        log_to_stderr(logging.WARNING, "jobqueue: %(levelname)s %(message)s")
     try:
         return _dispatch(args, out)
     except JobNotFoundError as exc:

@@ -5,18 +5,113 @@ installed, the output goes to a terminal and ``--plain`` was not given; piped
 output is always plain text, one row per line, so scripts (and ``grep``) see
 the same columns whether or not ``rich`` is installed. Data goes to stdout;
 notes, progress and errors go to stderr.
+
+Everything printed here may hold text from the database (ids, handler names,
+errors, payloads, event data), which whoever submitted or ran a job chose.
+It is shown as text, never obeyed: control characters, bidi overrides and
+lone surrogates are written as visible escapes (``\\x1b``, ``\\u202e``) by
+:func:`safe_text`, and ``rich`` never reads markup or emoji codes from it, so a
+stored ``[/bold]`` or ``[link=...]`` prints as it is.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-__all__ = ["Output", "fmt_age", "fmt_duration", "fmt_time", "is_terminal", "rich_available"]
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+__all__ = [
+    "Output",
+    "SafeFormatter",
+    "fmt_age",
+    "fmt_duration",
+    "fmt_time",
+    "is_terminal",
+    "log_to_stderr",
+    "rich_available",
+    "rich_console",
+    "rich_text",
+    "safe_text",
+]
+
+# What a terminal would act on instead of showing: C0 controls but tab and newline
+# (ESC starts colour, cursor, title and hyperlink sequences; CR and BS overwrite what
+# is shown), DEL, C1 (0x9b is a one-byte CSI on some terminals), the bidi controls
+# (U+202E makes a line read backwards), the line and paragraph separators (a line
+# break to some terminals and to str.splitlines), and lone surrogates (UTF-8 cannot
+# encode them: printing one raises UnicodeEncodeError).
+_UNSAFE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+    r"\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # \x1b, \r, \x9b, \u202e, \ud800
+
+
+def safe_text(value: object) -> str:
+    """``value`` as text that shows on a terminal as it is, and does nothing else.
+
+    Control characters (except tab and newline, which layout uses), DEL, C1,
+    bidi controls, U+2028/U+2029 and lone surrogates become Python-style escapes
+    (``ESC`` shows as ``\\x1b``); a CR LF pair becomes a newline. Everything
+    else, including non-ASCII letters and markup-like ``[bold]``, is kept.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    return _UNSAFE.sub(_escape, text)
+
+
+def rich_console(stream: TextIO) -> Console:
+    """A ``rich`` console on ``stream`` that takes strings literally.
+
+    No markup (``[link=...]`` in a job's error stays text), no ``:emoji:`` codes,
+    no highlighting of numbers and quotes inside data.
+    """
+    from rich.console import Console
+
+    return Console(file=stream, markup=False, emoji=False, highlight=False)
+
+
+def rich_text(value: object, style: str = "") -> Text:
+    """``value`` as a ``rich`` ``Text``: escaped by :func:`safe_text`, markup never parsed."""
+    from rich.text import Text
+
+    return Text(safe_text(value), style=style)
+
+
+class SafeFormatter(logging.Formatter):
+    """A log formatter whose lines (tracebacks included) pass through :func:`safe_text`.
+
+    Log records quote job ids and errors that a handler or a submitter chose;
+    on a terminal they must not be able to move the cursor or retitle the window.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe_text(super().format(record))
+
+
+def log_to_stderr(level: int | str, fmt: str) -> None:
+    """Log to stderr like ``logging.basicConfig``, through :class:`SafeFormatter`.
+
+    Log lines carry job ids and handlers' error messages: escaped, they cannot
+    drive the terminal the command runs in.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def rich_available() -> bool:
@@ -66,7 +161,8 @@ def fmt_age(ts: float | None, now: float | None = None) -> str:
 
 
 def _cell(value: str) -> str:
-    return " ".join(value.split()) if value else "-"
+    """One table cell on one line: escaped first, so the split sees only tab and newline."""
+    return " ".join(safe_text(value).split()) if value else "-"
 
 
 class Output:
@@ -91,8 +187,17 @@ class Output:
     # -- data (stdout) ---------------------------------------------------------------
 
     def line(self, text: str) -> None:
-        """One line of data."""
-        print(text, file=self.stdout, flush=True)
+        """One line of data (escaped by :func:`safe_text`)."""
+        print(safe_text(text), file=self.stdout, flush=True)
+
+    def json(self, value: Any, *, indent: int | None = None) -> None:
+        """``value`` as JSON on one line (several with ``indent``).
+
+        ASCII only: every control and non-ASCII character is a JSON escape, and
+        DEL, the one control ``json.dumps`` leaves raw, is written ``\\u007f``.
+        """
+        text = json.dumps(value, indent=indent, default=str, ensure_ascii=True)
+        print(text.replace("\x7f", "\\u007f"), file=self.stdout, flush=True)
 
     def table(
         self, columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None
@@ -100,15 +205,18 @@ class Output:
         """A table: ``rich`` on a terminal, else a header line and aligned columns."""
         if self.fancy(self.stdout):
             from rich import box
-            from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+            table = Table(
+                title=None if title is None else rich_text(title),
+                box=box.SIMPLE_HEAD,
+                title_justify="left",
+            )
             for i, col in enumerate(columns):
-                table.add_column(col, no_wrap=i == 0, overflow="fold")
+                table.add_column(rich_text(col), no_wrap=i == 0, overflow="fold")
             for row in rows:
-                table.add_row(*(_cell(c) for c in row))
-            Console(file=self.stdout).print(table)
+                table.add_row(*(rich_text(_cell(c)) for c in row))
+            rich_console(self.stdout).print(table)
             return
         if title:
             self.line(f"{title}:")
@@ -122,24 +230,24 @@ class Output:
     def fields(self, pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
         """``name: value`` lines (a two-column grid with ``rich``)."""
         if self.fancy(self.stdout):
-            from rich.console import Console
             from rich.table import Table
 
             grid = Table.grid(padding=(0, 2))
             grid.add_column(style="bold", no_wrap=True)
             grid.add_column(overflow="fold")
             for name, value in pairs:
-                grid.add_row(name, value)
-            console = Console(file=self.stdout)
+                grid.add_row(rich_text(name), rich_text(value))
+            console = rich_console(self.stdout)
             if title:
-                console.print(f"[bold]{title}[/bold]")
+                console.print(rich_text(title, style="bold"))
             console.print(grid)
             return
         if title:
             self.line(title)
+        pairs = [(safe_text(name), safe_text(value)) for name, value in pairs]
         width = max((len(name) for name, _ in pairs), default=0)
         for name, value in pairs:
-            first, *rest = value.splitlines() or [""]
+            first, *rest = value.split("\n")
             self.line(f"{name + ':':<{width + 1}} {first}".rstrip())
             for more in rest:
                 self.line(f"{'':<{width + 1}} {more}".rstrip())
@@ -148,8 +256,8 @@ class Output:
 
     def note(self, text: str) -> None:
         """A remark for a human (stderr), e.g. ``no jobs``."""
-        print(text, file=self.stderr, flush=True)
+        print(safe_text(text), file=self.stderr, flush=True)
 
     def error(self, text: str) -> None:
         """``jobqueue: <text>`` on stderr."""
-        print(f"jobqueue: {text}", file=self.stderr, flush=True)
+        print(f"jobqueue: {safe_text(text)}", file=self.stderr, flush=True)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import sqlite3
 import time
 from typing import Any
 
-from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
+from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time, rich_console, rich_text
 from jobqueue.service import JobQueueService
 from jobqueue.store.recovery import is_alive
 
@@ -99,11 +98,12 @@ def _one_line(stats: dict[str, Any]) -> str:
 def _rich_table(stats: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, show_header=False, title_justify="left")
+    # Text cells: handler names and the file name are shown, never read as markup.
+    table = Table(title=rich_text(title), show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for name, value in _fields(stats):
-        table.add_row(name, value)
+        table.add_row(rich_text(name), rich_text(value))
     return table
 
 
@@ -116,7 +116,7 @@ async def stats_command(svc: JobQueueService, args: argparse.Namespace, out: Out
     if not args.watch:
         stats = await read()
         if args.json:
-            out.line(json.dumps(stats, indent=2))
+            out.json(stats, indent=2)
         else:
             out.fields(_fields(stats))
         return 0
@@ -130,17 +130,16 @@ async def stats_command(svc: JobQueueService, args: argparse.Namespace, out: Out
     live = None
     try:
         if not args.json and out.fancy(out.stdout):
-            from rich.console import Console
             from rich.live import Live
 
-            live = Live(console=Console(file=out.stdout), auto_refresh=False)
+            live = Live(console=rich_console(out.stdout), auto_refresh=False)
             live.start()
         shown = 0
         while not stop.is_set():
             stats = await read()
             shown += 1
             if args.json:
-                out.line(json.dumps(stats))
+                out.json(stats)
             elif live is not None:
                 title = f"{args.db} at {fmt_time(stats['now'])} (Ctrl-C to stop)"
                 live.update(_rich_table(stats, title), refresh=True)

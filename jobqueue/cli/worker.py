@@ -15,6 +15,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from jobqueue.cli.render import log_to_stderr, safe_text
 from jobqueue.errors import JobQueueError, StoreError, WorkerAppError
 from jobqueue.worker.loader import load_service, prepare_service
 from jobqueue.worker.process import run_worker
@@ -67,7 +68,7 @@ def add_worker_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = 
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """Run the ``worker`` subcommand; returns the exit code."""
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    log_to_stderr(args.log_level, LOG_FORMAT)
     if args.drain_timeout is not None and args.drain_timeout < 0:
         print("jobqueue: --drain-timeout must be >= 0", file=sys.stderr)
         return 2
@@ -77,7 +78,7 @@ def run_worker_command(args: argparse.Namespace) -> int:
         prepare_service(service, path=path, concurrency=args.concurrency, target=args.app)
     except WorkerAppError as exc:
         logging.getLogger("jobqueue.worker").debug("cannot load %s", args.app, exc_info=True)
-        print(f"jobqueue: {exc}", file=sys.stderr)
+        print(f"jobqueue: {safe_text(exc)}", file=sys.stderr)
         return 2
     try:
         _run(
@@ -92,10 +93,10 @@ def run_worker_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # SIGINT before the worker's own handlers were installed
         return 130
     except StoreError as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
+        print(f"jobqueue: {safe_text(exc)}", file=sys.stderr)
         return 2
     except JobQueueError as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
+        print(f"jobqueue: {safe_text(exc)}", file=sys.stderr)
         return 1
     return 0
 
