@@ -249,6 +249,11 @@ class JobContext:
         return self._workflow
 
     @property
+    def checkpoints_seen(self) -> int:
+        """How many times the handler called :meth:`checkpoint` in this run."""
+        return self._checkpoints
+
+    @property
     def failure_callbacks(self) -> tuple[FailureCallback, ...]:
         """The callbacks registered with :meth:`on_failure`, in order."""
         return tuple(self._on_failure)

@@ -1,35 +1,56 @@
-"""Handler registration, including handlers guarded by a keyed lock."""
+"""The handler table: registered handlers, declared names, limits and lock wrapping."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobqueue.context import JobContext
-from jobqueue.errors import InvalidArgumentError, InvalidHandlerError
-from jobqueue.langflow import LangflowLayer
+from jobqueue.errors import InvalidArgumentError, InvalidHandlerError, UnknownHandlerError
 from jobqueue.limits import Limits, parse_rate
-from jobqueue.runtime.runner import Handler
 from jobqueue.store.connection import MEMORY
 from jobqueue.validation import check_id
 
 if TYPE_CHECKING:
     from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
-    from jobqueue.telemetry import JobMetrics
 
-__all__ = ["HandlerLayer"]
+__all__ = ["Handler", "HandlerTable"]
 
+Handler = Callable[[JobContext, Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 
 
-class HandlerLayer(LangflowLayer):
-    """``@service.handler(name)`` and friends."""
+class HandlerTable:
+    """Which handlers this process runs, which names it may submit, and their limits.
 
-    _locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None
-    _metrics: JobMetrics | None = None
-    _owns_metrics: bool = False
+    Args:
+        path: the database file; lock-keyed handlers lock in ``<path>.locks/``.
+        locks: a lock manager to use instead of the default one.
+    """
+
+    def __init__(
+        self, path: str, locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None
+    ) -> None:
+        self.path = path
+        #: name -> handler, lock wrappers included (the runner reads it live).
+        self.functions: dict[str, Handler] = {}
+        #: name -> limits of registered handlers (the scheduler's limiter reads it live).
+        self.limits: dict[str, Limits] = {}
+        self._declared: set[str] = set()  # submitted here, run by another process
+        self._locks = locks
+        #: Called after a handler is registered (the runtime claims for it).
+        self.on_change: Callable[[], None] = _nothing
+
+    def names(self) -> list[str]:
+        """Names of the registered handlers (what this process claims)."""
+        return list(self.functions)
+
+    @property
+    def locks_made(self) -> bool:
+        """A lock manager exists (given, or made for a lock-keyed handler)."""
+        return self._locks is not None
 
     def handler(
         self,
@@ -42,24 +63,8 @@ class HandlerLayer(LangflowLayer):
         key_concurrency: int = 1,
         key_rate_limit: tuple[int, float] | None = None,
     ) -> Callable[[H], H]:
-        """Decorator registering an ``async def handler(ctx, payload)`` under ``name``.
-
-        ``lock_key`` (a string, or a function of the payload returning one) makes
-        runs that share a key take turns, across processes by default (see
-        ``locks``); waiting for the lock never blocks the event loop, and
-        ``lock_timeout`` fails the run with ``LockTimeout`` (retried if allowed).
-
-        Limits (none by default; jobs held back stay pending in the database):
-
-        - ``concurrency``: at most this many of its jobs run at once in this process.
-        - ``rate_limit=(n, seconds)``: at most ``n`` starts per ``seconds`` in this process.
-        - ``key_concurrency``: at most this many of its jobs sharing one
-          ``concurrency_key`` (given at submit) run at once, across all processes
-          on the database file (default 1: one per user, browser profile, ...).
-        - ``key_rate_limit=(n, seconds)``: at most ``n`` starts per ``seconds`` per
-          ``concurrency_key``, in this process.
-        """
-        if callable(name):  # used bare: @service.handler
+        """Decorator form of :meth:`register` (also usable bare: ``@table.handler``)."""
+        if callable(name):
             fn = name
             self.register(fn.__name__, fn)
             return fn
@@ -91,7 +96,7 @@ class HandlerLayer(LangflowLayer):
         key_concurrency: int = 1,
         key_rate_limit: tuple[int, float] | None = None,
     ) -> None:
-        """Register ``fn`` as the handler called ``name`` (see :meth:`handler`).
+        """Register ``fn`` as the handler called ``name``.
 
         Raises:
             InvalidHandlerError: ``fn`` is not an ``async def`` function, or the name is taken.
@@ -104,48 +109,42 @@ class HandlerLayer(LangflowLayer):
                 f"handler {name!r} must be an `async def` function taking (ctx, payload); "
                 f"got {fn!r}"
             )
-        if name in self._handlers and self._handlers[name] is not fn:
+        if name in self.functions and self.functions[name] is not fn:
             raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
         for label, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1
             ):
                 raise InvalidArgumentError(f"{label} must be an int >= 1, got {value!r}")
-        self._limits[name] = Limits(
+        self.limits[name] = Limits(
             concurrency,
             parse_rate(rate_limit, "rate_limit"),
             key_concurrency,
             parse_rate(key_rate_limit, "key_rate_limit"),
         )
-        self._handlers[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
-        if self._scheduler is not None:
-            self._scheduler.want()
+        self.functions[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
+        self.on_change()
 
     @property
-    def handlers(self) -> Mapping[str, Handler]:
+    def registered(self) -> Mapping[str, Handler]:
         """The registered handlers by name (read-only; lock wrappers included)."""
-        return MappingProxyType(self._handlers)
+        return MappingProxyType(self.functions)
 
     def declare(self, *names: str) -> None:
-        """Allow submitting jobs for handlers that another process runs.
-
-        A producer (a web app, the CLI) declares the names it submits; a
-        worker process registers the functions. Declared names are never
-        claimed here, and an undeclared, unregistered name still raises
-        :class:`~jobqueue.errors.UnknownHandlerError` at submit, so typos are caught.
-        """
+        """Allow submitting jobs for handlers that another process runs."""
         for name in names:
             check_id(name, "handler name")
             self._declared.add(name)
 
-    def _close_extras(self) -> None:
-        if self._metrics is not None and self._owns_metrics:
-            self._metrics.shutdown()  # unregisters its Prometheus collector
+    def check_known(self, name: str) -> None:
+        """Raise :class:`UnknownHandlerError` unless ``name`` is registered or declared."""
+        if name not in self.functions and name not in self._declared:
+            raise UnknownHandlerError(name, [*self.functions, *self._declared])
 
-    @property
-    def metrics(self) -> JobMetrics | None:
-        """The attached :class:`~jobqueue.telemetry.JobMetrics` (``None`` when off)."""
-        return self._metrics
+    def key_concurrency(self, name: str) -> int:
+        """The default ``concurrency_limit`` of a ``concurrency_key`` (1 for declared names)."""
+        limits = self.limits.get(name)
+        return 1 if limits is None else limits.key_concurrency
 
     @property
     def locks(self) -> KeyedMemoryLockManager | KeyedWorkerLockManager:
@@ -176,3 +175,7 @@ class HandlerLayer(LangflowLayer):
 
         locked.__qualname__ = getattr(fn, "__qualname__", "handler")
         return locked
+
+
+def _nothing() -> None:
+    return None

@@ -1,36 +1,44 @@
-"""``JobQueueService``: the Langflow-compatible layer and the durable layer in one facade."""
+"""``JobQueueService``: the facade that builds the parts and delegates to them.
+
+The parts, each with its own state: :class:`~jobqueue.settings.Settings`
+(options), :class:`~jobqueue.handlers.HandlerTable` (handlers and limits),
+:class:`~jobqueue.events.registry.QueueRegistry` (per-job event queues),
+:class:`~jobqueue.runtime.engine.Runtime` (store, loops, outcomes),
+:class:`~jobqueue.submission.Submitter` (new jobs),
+:class:`~jobqueue.controls.Controller` (cancel/stop/pause/resume) and
+:class:`~jobqueue.langflow.LangflowQueues` (Langflow's calls).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import logging
 import os
 import time
 import warnings
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from jobqueue import codec
-from jobqueue.controls import ControlLayer
-from jobqueue.errors import (
-    InvalidArgumentError,
-    JobCancelledError,
-    JobFailedError,
-    UnknownHandlerError,
-)
-from jobqueue.events import stream as streams
-from jobqueue.events.manager import Event, EventManager
-from jobqueue.hooks import HookKind, Lifecycle
-from jobqueue.ids import new_job_id
+from jobqueue.controls import Controller
+from jobqueue.errors import JobCancelledError, JobFailedError, WorkerAppError
+from jobqueue.events import stream
+from jobqueue.events.manager import Event, EventManager, EventQueue
+from jobqueue.events.registry import QueueData, QueueRegistry
+from jobqueue.handlers import Handler, HandlerTable
+from jobqueue.hooks import Hooks
+from jobqueue.langflow import LangflowQueues
+from jobqueue.runtime.counts import JobCounts
+from jobqueue.runtime.engine import Runtime
+from jobqueue.settings import Settings
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs, steps
-from jobqueue.store.connection import MEMORY
-from jobqueue.store.jobs import Job, NewJob
+from jobqueue.store.jobs import Job
+from jobqueue.store.recovery import SweepResult
 from jobqueue.store.steps import Step
-from jobqueue.validation import check_id, check_number, check_text, parse_status_arg
+from jobqueue.submission import Submitter
+from jobqueue.validation import parse_status_arg
 
 if TYPE_CHECKING:
     from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
@@ -38,10 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = ["JobQueueService"]
 
-log = logging.getLogger("jobqueue.service")
+H = TypeVar("H", bound=Handler)
 
 
-class JobQueueService(ControlLayer):
+class JobQueueService:
     """Runs jobs in this process and keeps them in a SQLite file.
 
     Args:
@@ -96,125 +104,257 @@ class JobQueueService(ControlLayer):
         metrics: JobMetrics | bool = False,
         locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidArgumentError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        for name, value in (
-            ("poll_interval", poll_interval),
-            ("cleanup_interval", cleanup_interval),
-            ("queue_size", queue_size),
-            ("max_payload_bytes", max_payload_bytes),
-        ):
-            check_number(value, name, positive=True)
-        for name, value in (
-            ("retention", retention),
-            ("drain_timeout", drain_timeout),
-            ("cancel_grace", cancel_grace),
-            ("stop_timeout", stop_timeout),
-            ("busy_timeout", busy_timeout),
-            ("retry_backoff", retry_backoff),
-            ("retry_backoff_max", retry_backoff_max),
-        ):
-            check_number(value, name)
-        if synchronous not in ("NORMAL", "FULL"):
-            raise InvalidArgumentError(
-                f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}"
-            )
-        super().__init__(
-            MEMORY if path is None else os.fspath(path),
+        settings = Settings.make(
+            path,
             concurrency=concurrency,
             poll_interval=poll_interval,
             cleanup_interval=cleanup_interval,
             retention=retention,
-            queue_size=int(queue_size),
+            queue_size=queue_size,
             drain_timeout=drain_timeout,
             cancel_grace=cancel_grace,
             busy_timeout=busy_timeout,
             synchronous=synchronous,
             check_on_open=check_on_open,
-            max_payload_bytes=int(max_payload_bytes),
+            max_payload_bytes=max_payload_bytes,
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
             strict_events=strict_events,
-            persist_events=bool(persist_events),
+            persist_events=persist_events,
             stop_timeout=stop_timeout,
         )
-        self._locks = locks
+        #: The lifecycle bus: metrics and logs subscribe here.
+        self.hooks = Hooks()
+        self._handlers = HandlerTable(settings.path, locks)
+        self.registry = QueueRegistry(
+            queue_size=settings.queue_size,
+            retention=settings.retention,
+            strict_events=settings.strict_events,
+        )
+        self.runtime = Runtime(
+            settings, handlers=self._handlers, registry=self.registry, hooks=self.hooks
+        )
+        self._handlers.on_change = self.runtime.want_claim
+        self._submitter = Submitter(self.runtime, self._handlers)
+        self._controller = Controller(self.runtime, self.registry)
+        self._langflow = LangflowQueues(self.runtime, self.registry)
         self._metrics: JobMetrics | None = None
-        self._owns_metrics = metrics is True
         if metrics is not False:
             if metrics is True:
                 from jobqueue.telemetry import JobMetrics as _JobMetrics
 
                 metrics = _JobMetrics()
+                self.runtime.on_closed.append(metrics.shutdown)  # ours: unregister it
             self._metrics = metrics
-            metrics.attach(self.hooks, queue_lengths=self.queue_lengths, active=self.active_counts)
+            metrics.attach(
+                self.hooks,
+                queue_lengths=self.runtime.queue_lengths,
+                active=self.runtime.active_counts,
+            )
 
-    # -- durable layer ---------------------------------------------------------------
+    # -- configuration and state ---------------------------------------------------------
 
-    def _new_row(
+    @property
+    def settings(self) -> Settings:
+        """The checked options this service runs with."""
+        return self.runtime.settings
+
+    def configure(
+        self, *, path: str | os.PathLike[str] | None = None, concurrency: int | None = None
+    ) -> None:
+        """Point a service that has not started at another file, or change its concurrency.
+
+        What ``python -m jobqueue worker --db F --concurrency N`` does.
+
+        Raises:
+            WorkerAppError: the service already started.
+            InvalidArgumentError: a value is out of range.
+        """
+        if self.runtime.state != "new":
+            raise WorkerAppError(
+                "the service",
+                f"the service was already started ({self.runtime.state}); configure it "
+                "before it starts",
+            )
+        changes: dict[str, Any] = {}
+        if path is not None:
+            changes["path"] = os.fspath(path)
+        if concurrency is not None:
+            changes["concurrency"] = concurrency
+        self.runtime.settings = self.settings.replace(**changes)
+        self._handlers.path = self.settings.path
+
+    @property
+    def path(self) -> str:
+        """The database file (``":memory:"`` for an in-memory service)."""
+        return self.settings.path
+
+    @property
+    def state(self) -> str:
+        """``new``, ``starting``, ``open``, ``closing`` or ``closed``."""
+        return self.runtime.state
+
+    @property
+    def owner(self) -> str:
+        """This service's owner identity, written on the jobs it runs."""
+        return self.runtime.owner
+
+    @property
+    def boot_at(self) -> float | None:
+        """When the store was last opened (epoch seconds)."""
+        return self.runtime.boot_at
+
+    @property
+    def recovered(self) -> SweepResult:
+        """What the crash sweep at the last start did."""
+        return self.runtime.recovered
+
+    @property
+    def tally(self) -> JobCounts:
+        """Live job counts (see :meth:`stats`)."""
+        return self.runtime.counts
+
+    @property
+    def concurrency(self) -> int:
+        """Most jobs this process runs at once."""
+        return self.settings.concurrency
+
+    @property
+    def cancel_grace(self) -> float:
+        """Seconds a job may ignore cancellation before it is abandoned as unresponsive."""
+        return self.settings.cancel_grace
+
+    @property
+    def drain_timeout(self) -> float:
+        """Seconds ``close()`` lets running jobs finish by default."""
+        return self.settings.drain_timeout
+
+    # -- opening and closing -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start opening the store and the background loops (idempotent).
+
+        Must be called with a running event loop. ``async with service`` calls
+        it and also waits until the store is open.
+        """
+        self.runtime.start()
+
+    async def __aenter__(self) -> Self:
+        self.runtime.start()
+        await self.runtime.ready()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self, drain_timeout: float | None = None) -> None:
+        """Drain and close: stop claiming, let running jobs finish, then cancel and persist.
+
+        Jobs still running after ``drain_timeout`` are cancelled and go back to
+        ``pending`` (they run again at the next start). Idempotent and
+        re-entrant: a call made while another is draining waits for it to
+        finish, and with ``drain_timeout=0`` cuts its drain short (what a
+        worker's second signal does).
+        """
+        await self.runtime.close(drain_timeout)
+
+    async def run_until_idle(self, timeout: float | None = None) -> None:
+        """Return once no job for this process's handlers is pending, delayed or running.
+
+        Meant for tests: submit, ``await service.run_until_idle()``, assert.
+        """
+        await self.runtime.ready()
+        async with asyncio.timeout(timeout):
+            await self.runtime.until_idle()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def handler(
         self,
-        handler: str,
-        payload: Any,
+        name: str | Callable[..., Any] | None = None,
         *,
-        job_id: str | None,
-        priority: int,
-        timeout: float | None,
-        max_retries: int,
-        delay: float,
-        idempotency_key: str | None,
-        session_id: str | None,
-        description: str | None,
-        now: float,
-        concurrency_key: str | None = None,
-        concurrency_limit: int | None = None,
-    ) -> NewJob:
-        check_id(handler, "handler name")
-        if handler not in self._handlers and handler not in self._declared:
-            raise UnknownHandlerError(handler, [*self._handlers, *self._declared])
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise InvalidArgumentError(f"priority must be an int, got {priority!r}")
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise InvalidArgumentError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        check_number(timeout, "timeout", positive=True)
-        check_number(delay, "delay")
-        if idempotency_key is not None:
-            check_id(idempotency_key, "idempotency_key")
-        if session_id is not None:
-            check_id(session_id, "session_id")
-        if description is not None:
-            check_text(description, "description")
-        if concurrency_key is not None:
-            check_id(concurrency_key, "concurrency_key")
-            if concurrency_limit is None:
-                limits = self._limits.get(handler)  # declared handlers: the default, 1
-                concurrency_limit = 1 if limits is None else limits.key_concurrency
-            elif (
-                not isinstance(concurrency_limit, int)
-                or isinstance(concurrency_limit, bool)
-                or concurrency_limit < 1
-            ):
-                raise InvalidArgumentError(
-                    f"concurrency_limit must be an int >= 1, got {concurrency_limit!r}"
-                )
-        elif concurrency_limit is not None:
-            raise InvalidArgumentError("concurrency_limit needs a concurrency_key")
-        text = codec.encode(payload, "payload", self._max_payload)
-        return NewJob(
-            new_job_id() if job_id is None else check_id(job_id, "job_id"),
-            handler,
-            text,
-            TaskStatus.PENDING,
-            now,
-            now + delay,
-            priority,
-            max_retries,
-            timeout,
-            idempotency_key,
-            session_id,
-            description,
-            concurrency_key=concurrency_key,
-            concurrency_limit=concurrency_limit,
+        lock_key: str | Callable[[Any], str] | None = None,
+        lock_timeout: float | None = None,
+        concurrency: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        key_concurrency: int = 1,
+        key_rate_limit: tuple[int, float] | None = None,
+    ) -> Callable[[H], H]:
+        """Decorator registering an ``async def handler(ctx, payload)`` under ``name``.
+
+        ``lock_key`` (a string, or a function of the payload returning one) makes
+        runs that share a key take turns, across processes by default (see
+        ``locks``); waiting for the lock never blocks the event loop, and
+        ``lock_timeout`` fails the run with ``LockTimeout`` (retried if allowed).
+
+        Limits (none by default; jobs held back stay pending in the database):
+
+        - ``concurrency``: at most this many of its jobs run at once in this process.
+        - ``rate_limit=(n, seconds)``: at most ``n`` starts per ``seconds`` in this process.
+        - ``key_concurrency``: at most this many of its jobs sharing one
+          ``concurrency_key`` (given at submit) run at once, across all processes
+          on the database file (default 1: one per user, browser profile, ...).
+        - ``key_rate_limit=(n, seconds)``: at most ``n`` starts per ``seconds`` per
+          ``concurrency_key``, in this process.
+        """
+        return self._handlers.handler(
+            name,
+            lock_key=lock_key,
+            lock_timeout=lock_timeout,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            key_concurrency=key_concurrency,
+            key_rate_limit=key_rate_limit,
         )
+
+    def register(self, name: str, fn: Handler, **options: Any) -> None:
+        """Register ``fn`` as the handler called ``name`` (options as :meth:`handler`).
+
+        Raises:
+            InvalidHandlerError: ``fn`` is not an ``async def`` function, or the name is taken.
+            InvalidLockKey: a fixed ``lock_key`` that cannot be used.
+            InvalidArgumentError: a limit is out of range.
+        """
+        self._handlers.register(name, fn, **options)
+
+    def declare(self, *names: str) -> None:
+        """Allow submitting jobs for handlers that another process runs.
+
+        A producer (a web app, the CLI) declares the names it submits; a
+        worker process registers the functions. Declared names are never
+        claimed here, and an undeclared, unregistered name still raises
+        :class:`~jobqueue.errors.UnknownHandlerError` at submit, so typos are caught.
+        """
+        self._handlers.declare(*names)
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The registered handlers by name (read-only; lock wrappers included)."""
+        return self._handlers.registered
+
+    @property
+    def handler_names(self) -> tuple[str, ...]:
+        """Names of the registered handlers, sorted."""
+        return tuple(sorted(self._handlers.functions))
+
+    @property
+    def locks(self) -> KeyedMemoryLockManager | KeyedWorkerLockManager:
+        """The lock manager used by ``lock_key`` handlers (created on first use)."""
+        return self._handlers.locks
+
+    @property
+    def locks_made(self) -> bool:
+        """A lock manager exists (given, or made for a lock-keyed handler)."""
+        return self._handlers.locks_made
+
+    @property
+    def metrics(self) -> JobMetrics | None:
+        """The attached :class:`~jobqueue.telemetry.JobMetrics` (``None`` when off)."""
+        return self._metrics
+
+    # -- jobs ----------------------------------------------------------------------------
 
     async def submit(
         self,
@@ -251,7 +391,7 @@ class JobQueueService(ControlLayer):
             DuplicateJobError: ``job_id`` is taken.
             InvalidArgumentError: an option is out of range.
         """
-        row = self._new_row(
+        row = self._submitter.row(
             handler,
             payload,
             job_id=job_id,
@@ -266,7 +406,7 @@ class JobQueueService(ControlLayer):
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
         )
-        return (await self._insert([row], [payload]))[0]
+        return (await self._submitter.insert([row], [payload]))[0]
 
     async def submit_many(
         self, handler: str, payloads: Sequence[Any], **options: Any
@@ -275,63 +415,12 @@ class JobQueueService(ControlLayer):
 
         ``job_id`` and ``idempotency_key`` are per job and cannot be given here.
         """
-        if "job_id" in options or "idempotency_key" in options:
-            raise InvalidArgumentError("submit_many takes no job_id or idempotency_key; use submit")
-        if isinstance(payloads, str | bytes | dict) or not isinstance(payloads, Sequence):
-            raise InvalidArgumentError(
-                f"payloads must be a list (or tuple) of payloads, one per job, got "
-                f"{type(payloads).__name__}"
-            )
-        defaults: dict[str, Any] = {
-            "priority": 0,
-            "timeout": None,
-            "max_retries": 0,
-            "delay": 0.0,
-            "session_id": None,
-            "description": None,
-            "concurrency_key": None,
-            "concurrency_limit": None,
-        }
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise InvalidArgumentError(f"unknown option(s) for submit_many: {sorted(unknown)}")
-        opts = {**defaults, **options}
-        now = time.time()
-        if not payloads:
-            return []
-        # The options are the same for every row: validate them once, with the first.
-        first = self._new_row(
-            handler, payloads[0], job_id=None, idempotency_key=None, now=now, **opts
-        )
-        rows = [first]
-        encode, limit, template = codec.encode, self._max_payload, first.copy_with
-        rows += [template(new_job_id(), encode(p, "payload", limit)) for p in payloads[1:]]
-        return await self._insert(rows, payloads)
+        rows = self._submitter.rows(handler, payloads, options, time.time())
+        return await self._submitter.insert(rows, payloads) if rows else []
 
-    async def _insert(self, rows: Sequence[NewJob], payloads: Sequence[Any]) -> builtins.list[Job]:
-        writer = await self._ready()
-        # Ask for a claim before the insert is queued: both go into the same
-        # transaction, so a job submitted while a slot is free starts after one hop.
-        self._want_claim()
-        stored = writer.enqueue(jobs.insert_jobs, rows)
-        # Counted when committed, even if our caller is cancelled meanwhile: once
-        # queued, the insert is not withdrawn (shield), so the counts stay exact.
-        stored.add_done_callback(partial(self._inserted, rows))
-        existing = await asyncio.shield(stored)
-        return [
-            row.as_pending(payload) if old is None else old
-            for row, payload, old in zip(rows, payloads, existing, strict=True)
-        ]
-
-    def _inserted(self, rows: Sequence[NewJob], stored: asyncio.Future[Any]) -> None:
-        if stored.cancelled() or stored.exception() is not None:
-            return
-        added = [row for row, old in zip(rows, stored.result(), strict=True) if old is None]
-        for handler, count in Counter(row.handler for row in added).items():
-            self.tally.submitted(handler, count)
-        if added and self.hooks.wants(HookKind.SUBMITTED):
-            for row in added:
-                self.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
+    async def get(self, job_id: str) -> Job:
+        """The stored job. Raises :class:`~jobqueue.errors.JobNotFoundError`."""
+        return await self.runtime.read(jobs.fetch, job_id)
 
     async def list(
         self,
@@ -345,7 +434,7 @@ class JobQueueService(ControlLayer):
         """Stored jobs, newest first, optionally filtered."""
         wanted = [status] if isinstance(status, str) else status
         statuses = None if wanted is None else [parse_status_arg(s) for s in wanted]
-        return await self._read(jobs.list_jobs, statuses, handler, session_id, limit, offset)
+        return await self.runtime.read(jobs.list_jobs, statuses, handler, session_id, limit, offset)
 
     async def get_steps(self, job_id: str) -> builtins.list[Step]:
         """The job's workflow steps (``ctx.step``/``ctx.sleep``) in the order it reached them.
@@ -357,7 +446,7 @@ class JobQueueService(ControlLayer):
         Raises:
             JobNotFoundError: unknown id.
         """
-        return await self._read(steps.list_steps, job_id)
+        return await self.runtime.read(steps.list_steps, job_id)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Any:
         """Wait until the job is finished and return its result.
@@ -367,26 +456,19 @@ class JobQueueService(ControlLayer):
             JobCancelledError: the job was cancelled or stopped.
             TimeoutError: ``timeout`` seconds passed first (the job keeps running).
         """
+        waiters = self.runtime.waiters
+        poll = max(self.settings.poll_interval, 0.05) * 4
         async with asyncio.timeout(timeout):
             while True:
-                fut = asyncio.get_running_loop().create_future()
-                self._waiters.setdefault(job_id, set()).add(fut)
+                fut = waiters.add(job_id)
                 try:
                     job = await self.get(job_id)
                     if job.done:
-                        return self._result_of(job)
+                        return _result_of(job)
                     # The store is polled too: another process may be running the job.
-                    await asyncio.wait([fut], timeout=max(self._poll_interval, 0.05) * 4)
+                    await asyncio.wait([fut], timeout=poll)
                 finally:
-                    self._forget_waiter(job_id, fut)
-
-    @staticmethod
-    def _result_of(job: Job) -> Any:
-        if job.status is TaskStatus.COMPLETED:
-            return job.result
-        if job.status is TaskStatus.FAILED:
-            raise JobFailedError(job.id, job.error, job.reason)
-        raise JobCancelledError(job.id, job.status.value)
+                    waiters.discard(job_id, fut)
 
     def events(self, job_id: str, *, after: int | str | None = None) -> AsyncIterator[Event]:
         """Stream a job's events; ends after its ``end`` or ``error`` event.
@@ -394,49 +476,153 @@ class JobQueueService(ControlLayer):
         A job that already finished yields one final event built from its record.
         See :func:`jobqueue.events.stream.stream` (``after`` resumes a persisted log).
         """
-        return streams.stream(self, job_id, after=after)
-
-    async def run_until_idle(self, timeout: float | None = None) -> None:
-        """Return once no job for this process's handlers is pending, delayed or running.
-
-        Meant for tests: submit, ``await service.run_until_idle()``, assert.
-        """
-        await self._ready()
-        async with asyncio.timeout(timeout):
-            await self._until_idle()
+        return stream.stream(self.runtime, job_id, after=after)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and health: pending, running, done, failed, cancelled, lag, boot_at.
+        """Counts and health: pending, running, paused, completed, failed, cancelled, ...
 
         Counts come from the store at start and the reaper's refresh, kept
         current with this process's own changes in between.
         """
-        c = self.tally
+        rt = self.runtime
+        c = rt.counts
         return {
             "pending": c["pending"],
-            "running": len(self._runner.active) if self._runner else 0,
+            "running": rt.running,
             "paused": c["paused"],
             "done": c["completed"],
             "failed": c["failed"],
             "cancelled": c["cancelled"] + c["stopped"],
             "lag": c.lag,
-            "boot_at": self.boot_at,
-            "registry": len(self._registry),
-            "unresponsive": self._runner.unresponsive if self._runner else 0,
-            "recovered": self.recovered.total,
-            "owner": self.owner,
-            "concurrency": self._concurrency,
-            "path": self.path,
+            "boot_at": rt.boot_at,
+            "registry": len(self.registry),
+            "unresponsive": rt.unresponsive,
+            "recovered": rt.recovered.total,
+            "owner": rt.owner,
+            "concurrency": self.settings.concurrency,
+            "path": self.settings.path,
         }
 
+    async def refresh_stats(self) -> None:
+        """Re-read job counts and lag from the store (the reaper does this periodically)."""
+        await self.runtime.refresh_counts()
+
+    def active_counts(self) -> dict[str, int]:
+        """Running jobs by handler in this process (safe from another thread)."""
+        return self.runtime.active_counts()
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Pending jobs by handler, from in-memory counts (safe from another thread)."""
+        return self.runtime.queue_lengths()
+
+    # -- controls ------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job now: a running one gets ``CancelledError``; it ends ``cancelled``.
+
+        A job that ignores cancellation for ``cancel_grace`` seconds is
+        abandoned and recorded ``failed`` with reason ``unresponsive``.
+
+        Raises:
+            JobNotFoundError: unknown id.
+            InvalidTransition: the job already finished.
+        """
+        return await self._controller.cancel(job_id)
+
+    async def stop(self, job_id: str | None = None) -> Any:
+        """Stop a job gracefully; with no argument, close the service (Langflow's ``stop()``).
+
+        The running handler finishes its current step: its next
+        ``await ctx.checkpoint()`` ends it ``stopped`` (so does finishing).
+        One that does not within ``stop_timeout`` is cancelled (``cancelled``,
+        reason ``stop_timeout``). A pending or paused job becomes ``stopped``.
+
+        Raises:
+            JobNotFoundError: unknown id.
+            InvalidTransition: the job already finished.
+        """
+        if job_id is None:
+            await self.close()
+            return None
+        return await self._controller.stop(job_id)
+
+    async def pause(self, job_id: str) -> Job:
+        """Pause a running job; once this returns, it holds no running task.
+
+        A handler that calls ``await ctx.checkpoint()`` is paused at its next
+        checkpoint (within ``stop_timeout``); any other is cancelled at once.
+        A paused job stays paused across restarts. ``resume()`` runs it again
+        from the start (workflows continue after their last completed step).
+        Pausing a paused job returns it unchanged.
+
+        Raises:
+            JobNotFoundError: unknown id.
+            InvalidTransition: the job is pending or finished.
+        """
+        return await self._controller.pause(job_id)
+
+    async def resume(self, job_id: str) -> Job:
+        """Let a paused job run again: it is claimed like a due pending job.
+
+        Resuming a pending or running job returns it unchanged.
+
+        Raises:
+            JobNotFoundError: unknown id.
+            InvalidTransition: the job already finished.
+        """
+        return await self._controller.resume(job_id)
+
+    # -- Langflow's calls ----------------------------------------------------------------
+
+    def create_queue(self, job_id: str) -> tuple[EventQueue, EventManager]:
+        """Register a queue and EventManager for ``job_id``.
+
+        Raises:
+            QueueExistsError: (a ``ValueError``) the id already has a queue.
+            ServiceClosedError: (a ``RuntimeError``) the service is closed.
+        """
+        return self._langflow.create_queue(job_id)
+
+    def start_job(self, job_id: str, task_coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``task_coro`` as the job's task, replacing (cancelling) a previous one.
+
+        The new coroutine starts only after a replaced task has finished, so
+        the two never write to the queue at the same time. The run is
+        recorded in the store (handler ``None``).
+
+        Raises:
+            JobQueueNotFoundError: (a ``ValueError``) no queue: call create_queue first.
+            ServiceClosedError: (a ``RuntimeError``) the service is closed.
+        """
+        self._langflow.start_job(job_id, task_coro)
+
+    def get_queue_data(self, job_id: str) -> QueueData:
+        """``(queue, event_manager, task, cleanup_at)`` of a registered job.
+
+        Raises:
+            JobQueueNotFoundError: no queue is registered for ``job_id``.
+            ServiceClosedError: (a ``RuntimeError``) the service is closed.
+        """
+        return self._langflow.get_queue_data(job_id)
+
+    async def cleanup_job(self, job_id: str) -> None:
+        """Cancel the job's task, drain its queue and forget it (unknown ids are ignored)."""
+        await self._langflow.cleanup_job(job_id)
+
     def __del__(self) -> None:
-        if getattr(self, "_state", "new") in ("starting", "open"):
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None and runtime.state in ("starting", "open"):
             warnings.warn(
-                f"JobQueueService({self.path!r}) was not closed; use `async with` "
+                f"JobQueueService({runtime.settings.path!r}) was not closed; use `async with` "
                 "or `await service.close()`",
                 ResourceWarning,
                 stacklevel=2,
             )
 
-    def _events_for(self, job_id: str) -> EventManager:
-        return self._registry.ensure(job_id).manager
+
+def _result_of(job: Job) -> Any:
+    if job.status is TaskStatus.COMPLETED:
+        return job.result
+    if job.status is TaskStatus.FAILED:
+        raise JobFailedError(job.id, job.error, job.reason)
+    raise JobCancelledError(job.id, job.status.value)

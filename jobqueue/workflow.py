@@ -1,4 +1,4 @@
-"""Durable workflows: memoised steps, durable sleeps, bounded parallel steps (SPEC §10).
+"""Durable workflows: memoised steps, durable sleeps, bounded parallel steps.
 
 A handler is a workflow as soon as it calls ``ctx.step``/``ctx.sleep``. Every
 step's JSON result is stored in the ``steps`` table before ``ctx.step``

@@ -80,7 +80,7 @@ async def main(path: str) -> dict[str, object]:
             samples.append((done, rss()))
         elapsed = time.perf_counter() - t0
         stats = svc.stats()
-        waiters = len(svc._waiters)
+        waiters = len(svc.runtime.waiters)
     measured = [s for s in samples if s[0] >= WARMUP_JOBS]
     first, last = measured[0], measured[-1]
     # The floor of each end window: transient bumps of the allocators (a few MiB up and

@@ -71,7 +71,7 @@ def test_bench_run_quick(tmp_path: Path) -> None:
 
     md = (tmp_path / "benchmarks.md").read_text()
     assert md.startswith("# Benchmarks")
-    assert "## Targets (issue 10)" in md
+    assert "## Targets" in md
     assert "| **jobqueue** (`submit_many`" in md
     assert took < 80, f"the smoke run took {took:.0f} s"
 

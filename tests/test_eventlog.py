@@ -24,7 +24,7 @@ PRODUCER = HERE / "_event_producer.py"
 
 
 async def _log(svc: JobQueueService, job_id: str) -> list[tuple[int, str, Any]]:
-    rows = await svc._read(eventlog.read_after, job_id, 0, 100_000)
+    rows = await svc.runtime.read(eventlog.read_after, job_id, 0, 100_000)
     return [(seq, etype, json.loads(data)) for seq, etype, data, _ in rows]
 
 
@@ -56,7 +56,7 @@ async def _until(read, at_least: int, timeout: float = 20.0) -> None:
 
 async def test_log_sql(make_service, caplog: pytest.LogCaptureFixture) -> None:
     svc = await make_service(persist_events=True)
-    writer = svc._writer
+    writer = svc.runtime.writer
     futs = [writer.enqueue(eventlog.append, "a", s, "token", f'{{"i":{s}}}', 1.0) for s in (1, 2)]
     futs.append(writer.enqueue(eventlog.append, "b", 1, "end", "{}", 2.0))
     await asyncio.gather(*futs)
@@ -65,19 +65,19 @@ async def test_log_sql(make_service, caplog: pytest.LogCaptureFixture) -> None:
         # A taken seq is skipped, not an error that would roll back other writes in the batch.
         await writer.write(eventlog.append, "a", 2, "token", '"dup"', 3.0)
     assert "not appended" in caplog.text
-    assert await svc._read(eventlog.read_after, "a", 0, 10) == [
+    assert await svc.runtime.read(eventlog.read_after, "a", 0, 10) == [
         (1, "token", '{"i":1}', 1.0),
         (2, "token", '{"i":2}', 1.0),
     ]
-    assert await svc._read(eventlog.read_after, "a", 1, 10) == [(2, "token", '{"i":2}', 1.0)]
-    assert await svc._read(eventlog.read_after, "a", 0, 1) == [(1, "token", '{"i":1}', 1.0)]
-    assert await svc._read(eventlog.max_seq, "a") == 2
-    assert await svc._read(eventlog.max_seq, "zzz") == 0
-    assert await svc._read(eventlog.last_event, "b") == (1, "end")
-    assert await svc._read(eventlog.last_event, "zzz") is None
+    assert await svc.runtime.read(eventlog.read_after, "a", 1, 10) == [(2, "token", '{"i":2}', 1.0)]
+    assert await svc.runtime.read(eventlog.read_after, "a", 0, 1) == [(1, "token", '{"i":1}', 1.0)]
+    assert await svc.runtime.read(eventlog.max_seq, "a") == 2
+    assert await svc.runtime.read(eventlog.max_seq, "zzz") == 0
+    assert await svc.runtime.read(eventlog.last_event, "b") == (1, "end")
+    assert await svc.runtime.read(eventlog.last_event, "zzz") is None
     assert await writer.write(eventlog.delete, ["a", "zzz"]) == 2
-    assert await svc._read(eventlog.max_seq, "a") == 0
-    assert await svc._read(eventlog.max_seq, "b") == 1
+    assert await svc.runtime.read(eventlog.max_seq, "a") == 0
+    assert await svc.runtime.read(eventlog.max_seq, "b") == 1
 
 
 # -- ids and what is stored ------------------------------------------------------------------
@@ -105,7 +105,7 @@ async def test_ids_are_log_seqs(make_service) -> None:
     assert all(e.time_in_queue >= 0 for e in got)
     assert await _log(svc, job.id) == [(e.seq, e.type, e.data) for e in got]
     # Finished and streamed: the entry is gone, the log answers later consumers.
-    assert svc._registry.get(job.id) is None
+    assert svc.registry.get(job.id) is None
     again = await _take(svc, job.id)
     assert [(e.id, e.data) for e in again] == [(e.id, e.data) for e in got]
 
@@ -205,7 +205,7 @@ async def test_slow_consumer_of_a_small_queue_loses_nothing(make_service) -> Non
     async def consume() -> None:
         nonlocal queue
         async for ev in svc.events(job.id):
-            queue = queue or svc._registry.get(job.id).queue
+            queue = queue or svc.registry.get(job.id).queue
             got.append(ev)
             if ev.data.get("chunk") == "99":
                 seen.set()
@@ -327,10 +327,10 @@ async def test_follow_across_pause_and_resume(make_service) -> None:
     paused = await svc.pause(job.id)
     assert paused.status == "paused"
     for _ in range(500):  # the reaper drops the paused job's entry; the stream polls
-        if svc._registry.get(job.id) is None:
+        if svc.registry.get(job.id) is None:
             break
         await asyncio.sleep(0.01)
-    assert svc._registry.get(job.id) is None
+    assert svc.registry.get(job.id) is None
     assert not consumer.done()
     await svc.resume(job.id)
     got = await asyncio.wait_for(consumer, 10)
@@ -443,7 +443,7 @@ async def test_langflow_layer_is_not_logged(make_service) -> None:
     items = [await queue.get() for _ in range(3)]
     assert [i[0] for i in items] == ["token-1", "end-2", None]
     assert json.loads(items[0][1]) == {"event": "token", "data": {"chunk": "x"}}
-    await asyncio.wait_for(svc._registry.get("lf").task, 5)
+    await asyncio.wait_for(svc.registry.get("lf").task, 5)
     assert await _log(svc, "lf") == []
 
 

@@ -242,7 +242,7 @@ async def test_cancel_the_writer_at_every_await_of_a_claim(db_path: Path) -> Non
 
 async def _settled(svc: JobQueueService, job_id: str) -> TaskStatus:
     """The job's stored status once this process is done acting on it."""
-    runner = svc._runner
+    runner = svc.runtime.runner
     for _ in range(300):
         job = await svc.get(job_id)
         active = runner is not None and job_id in runner.active
@@ -315,8 +315,8 @@ async def test_cancel_status_change_at_every_await(
         raise AssertionError("too many await points")
 
     points = await run_sweep()
-    assert svc._runner is not None
-    assert not svc._runner.active
+    assert svc.runtime.runner is not None
+    assert not svc.runtime.runner.active
     assert integrity(db_path) == ["ok"]
     report(f"cancel_{action}", await_points=points)
 
@@ -329,11 +329,11 @@ async def _force_close(svc: JobQueueService) -> None:
     for t in tasks:
         t.cancel()
     await asyncio.wait(tasks, timeout=5) if tasks else None
-    for db in (svc._checkpointer._db if svc._checkpointer else None, svc._db):
+    for db in (svc.runtime.checkpointer._db if svc.runtime.checkpointer else None, svc.runtime.db):
         if db is not None:
             with contextlib.suppress(Exception):
                 await db.close()
-    svc._state = "closed"
+    svc.runtime.state = "closed"
 
 
 def _threads() -> set[int]:
@@ -346,7 +346,7 @@ async def test_cancel_close_at_every_await(tmp_path: Path) -> None:
     async def check_closes(svc: JobQueueService, before: set[int]) -> None:
         await lock_frees(path)
         await asyncio.wait_for(svc.close(), 10)  # a second close finishes the job
-        assert svc._db is None
+        assert svc.runtime.db is None
         await asyncio.sleep(0.05)
         assert _threads() <= before, "a database thread was left running"
 
@@ -369,7 +369,7 @@ async def test_cancel_close_at_every_await(tmp_path: Path) -> None:
         try:
             await check_closes(svc, before)
         finally:
-            if svc._db is not None:  # a failed close: leak nothing into later tests
+            if svc.runtime.db is not None:  # a failed close: leak nothing into later tests
                 await _force_close(svc)
         if not op.fired:
             break

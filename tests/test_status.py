@@ -99,18 +99,18 @@ async def test_store_refuses_illegal_transition(make_service, db_path) -> None:
     assert before[0] == "completed"
     # completed -> running through the store's single write path
     with pytest.raises(InvalidTransition) as ei:
-        await svc._writer.write(jobs.set_status, "done", S.RUNNING)
+        await svc.runtime.writer.write(jobs.set_status, "done", S.RUNNING)
     assert (ei.value.current, ei.value.target) == ("completed", "running")
     # completed -> pending (a "retry" of a finished job)
     with pytest.raises(InvalidTransition):
-        await svc._writer.write(partial(jobs.set_status, result="9"), "done", S.PENDING)
+        await svc.runtime.writer.write(partial(jobs.set_status, result="9"), "done", S.PENDING)
     assert await _row(db_path, "done") == before
     rec = await svc.get("done")
     assert rec.status is S.COMPLETED
     assert rec.result == 1
     # unknown id is its own error, not a transition error
     with pytest.raises(JobNotFoundError):
-        await svc._writer.write(jobs.set_status, "nope", S.RUNNING)
+        await svc.runtime.writer.write(jobs.set_status, "nope", S.RUNNING)
 
 
 async def test_cancel_completed_job_is_invalid(make_service, db_path) -> None:
@@ -141,8 +141,8 @@ async def test_pending_to_completed_refused_with_expected_guard(make_service, db
     p = await svc.submit("block", None, job_id="p", delay=60)
     before = await _row(db_path, p.id)
     with pytest.raises(InvalidTransition):
-        await svc._writer.write(jobs.set_status, "p", S.COMPLETED)
+        await svc.runtime.writer.write(jobs.set_status, "p", S.COMPLETED)
     with pytest.raises(InvalidTransition):
-        await svc._writer.write(partial(jobs.set_status, expected=(S.RUNNING,)), "p", S.CANCELLED)
+        await svc.runtime.writer.write(partial(jobs.set_status, expected=(S.RUNNING,)), "p", S.CANCELLED)
     assert await _row(db_path, "p") == before
     gate.set()

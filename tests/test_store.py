@@ -280,7 +280,7 @@ async def test_wal_and_synchronous(make_service, db_path: Path, sync: str, code:
             c.execute("PRAGMA foreign_keys").fetchone()[0],
         )
 
-    synchronous, busy, fk = await svc._db.run(pragmas)
+    synchronous, busy, fk = await svc.runtime.db.run(pragmas)
     assert synchronous == code
     assert busy == 5000
     assert fk == 1
@@ -296,11 +296,11 @@ async def test_group_commit(make_service, db_path: Path) -> None:
     async def later(ctx, p):
         return None
 
-    batches0 = svc._writer.batches
+    batches0 = svc.runtime.writer.batches
     jobs_ = await asyncio.gather(
         *(svc.submit("later", {"i": i}, delay=3600, job_id=f"g{i}") for i in range(200))
     )
-    batches = svc._writer.batches - batches0
+    batches = svc.runtime.writer.batches - batches0
     assert len(jobs_) == 200
     # committed the moment gather returns: visible to an independent connection
     conn = sqlite3.connect(str(db_path))

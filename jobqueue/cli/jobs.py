@@ -111,8 +111,8 @@ async def _last_events(svc: JobQueueService, job_id: str, count: int) -> list[di
     """The job's newest ``count`` persisted events, oldest first (none without the log)."""
     if count <= 0:
         return []
-    newest = await svc._read(eventlog.max_seq, job_id)
-    rows = await svc._read(eventlog.read_after, job_id, max(0, newest - count), count)
+    newest = await svc.runtime.read(eventlog.max_seq, job_id)
+    rows = await svc.runtime.read(eventlog.read_after, job_id, max(0, newest - count), count)
     out = []
     for seq, kind, data, created_at in rows:
         try:

@@ -111,7 +111,7 @@ async def stats_command(svc: JobQueueService, args: argparse.Namespace, out: Out
     """``stats``: one report; ``--watch``: a new one every ``--interval`` seconds until stopped."""
 
     async def read() -> dict[str, Any]:
-        return await svc._read(read_stats, svc.owner, time.time())
+        return await svc.runtime.read(read_stats, svc.owner, time.time())
 
     if not args.watch:
         stats = await read()

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobqueue import codec
 from jobqueue.errors import EventError, JobQueueError, PayloadError
+from jobqueue.status import TaskStatus
 
 if TYPE_CHECKING:
     from jobqueue.store.eventlog import JobLog
@@ -51,6 +52,8 @@ __all__ = [
     "EventQueueFull",
     "create_default_event_manager",
     "decode_item",
+    "end_stream_with",
+    "final_event",
     "seq_of",
 ]
 
@@ -433,3 +436,26 @@ def create_default_event_manager(
     for name, event_type in DEFAULT_EVENTS.items():
         manager.register_event(name, event_type)
     return manager
+
+
+def final_event(
+    status: TaskStatus, result: Any, error: str | None, reason: str | None
+) -> tuple[str, dict[str, Any]]:
+    """``(type, data)`` of a job's terminal event: ``error`` for a failure, else ``end``."""
+    if status is TaskStatus.FAILED:
+        return "error", {"status": status.value, "error": error, "reason": reason}
+    data: dict[str, Any] = {"status": status.value}
+    if status is TaskStatus.COMPLETED:
+        data["result"] = result
+    elif reason:
+        data["reason"] = reason
+    return "end", data
+
+
+def end_stream_with(
+    manager: EventManager, status: TaskStatus, result: Any, error: str | None, reason: str | None
+) -> None:
+    """Put a job's terminal event and the end sentinel on its manager's queue."""
+    event_type, data = final_event(status, result, error, reason)
+    manager.send_event(event_type=event_type, data=data)
+    manager.end_stream()

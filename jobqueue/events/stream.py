@@ -22,7 +22,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from jobqueue import codec
 from jobqueue.errors import InvalidArgumentError, ServiceClosedError
@@ -32,14 +32,15 @@ from jobqueue.events.manager import (
     EventQueue,
     QueueItem,
     decode_item,
+    end_stream_with,
+    final_event,
     seq_of,
 )
-from jobqueue.status import TaskStatus
 from jobqueue.store import eventlog, jobs
 from jobqueue.store.eventlog import LogRow
 
 if TYPE_CHECKING:
-    from jobqueue.service import JobQueueService
+    from jobqueue.runtime.engine import Runtime
 
 __all__ = ["stream"]
 
@@ -48,7 +49,7 @@ PAGE: Final = 500
 
 
 async def stream(
-    service: JobQueueService, job_id: str, *, after: int | str | None = None
+    runtime: Runtime, job_id: str, *, after: int | str | None = None
 ) -> AsyncIterator[Event]:
     """Yield a job's events until its ``end`` or ``error`` event.
 
@@ -62,20 +63,20 @@ async def stream(
         InvalidArgumentError: ``after`` is not a seq or an event id, or is
             given while ``persist_events`` is off.
     """
-    await service._ready()
-    if not service._registry.persisting:
+    await runtime.ready()
+    if not runtime.registry.persisting:
         if after is not None:
             raise InvalidArgumentError(
                 "events(after=...) needs the persisted event log: open the service "
                 "with persist_events=True"
             )
-        source = _memory(service, job_id, 0)
+        source = _memory(runtime, job_id, 0)
     else:
         start = _parse_after(after)
-        job = await service.get(job_id)
+        job = await runtime.read(jobs.fetch, job_id)
         # A Langflow start_job run has no handler to run again: its events are not logged.
         logged = job.handler is not None
-        source = _logged(service, job_id, start) if logged else _memory(service, job_id, start)
+        source = _logged(runtime, job_id, start) if logged else _memory(runtime, job_id, start)
     async with contextlib.aclosing(source):  # a consumer that stops early closes it now
         async for event in source:
             yield event
@@ -96,19 +97,19 @@ def _parse_after(after: int | str | None) -> int:
     )
 
 
-async def _memory(service: JobQueueService, job_id: str, after: int) -> AsyncGenerator[Event, None]:
+async def _memory(runtime: Runtime, job_id: str, after: int) -> AsyncGenerator[Event, None]:
     """The in-memory queue alone (no log, or a job whose events are not logged)."""
-    registry = service._registry
+    registry = runtime.registry
     created = registry.get(job_id) is None
     entry = registry.ensure(job_id)
     try:
-        job = await service.get(job_id)
+        job = await runtime.read(jobs.fetch, job_id)
     except BaseException:
         if created and entry.task is None and registry.get(job_id) is entry:
             del registry.entries[job_id]
         raise
     if job.done and not entry.queue.ended:
-        service._end_events(entry.manager, job.status, job.result, job.error, job.reason)
+        end_stream_with(entry.manager, job.status, job.result, job.error, job.reason)
         entry.finished = True
     queue = entry.queue
     while True:
@@ -125,17 +126,17 @@ async def _memory(service: JobQueueService, job_id: str, after: int) -> AsyncGen
             return
 
 
-async def _logged(service: JobQueueService, job_id: str, last: int) -> AsyncGenerator[Event, None]:
+async def _logged(runtime: Runtime, job_id: str, last: int) -> AsyncGenerator[Event, None]:
     """Replay the log after ``last``, then follow the job live or by polling the log."""
-    registry = service._registry
-    poll = max(service._poll_interval, 0.01)
+    registry = runtime.registry
+    poll = max(runtime.settings.poll_interval, 0.01)
     manager = None  # the local manager whose events we took live, if any
     behind = -1  # manager seq at which an empty queue last sent us to the log
     while True:
         try:
             if manager is not None:
                 await manager.flush()  # what we skipped or stopped at is committed now
-            events, ended = await service._read(_poll, job_id, last, PAGE)
+            events, ended = await runtime.read(_poll, job_id, last, PAGE)
         except ServiceClosedError:
             return  # as without the log: closing ends streams; resume with after=
         for event in events:
@@ -148,7 +149,7 @@ async def _logged(service: JobQueueService, job_id: str, last: int) -> AsyncGene
         entry = registry.get(job_id)
         if entry is None or not entry.manager.logging:  # not running here
             manager = None
-            await _idle(service, job_id, poll)
+            await _idle(runtime, job_id, poll)
             continue
         manager = entry.manager
         while True:
@@ -161,7 +162,7 @@ async def _logged(service: JobQueueService, job_id: str, last: int) -> AsyncGene
             if item is None:
                 break  # quiet: look at the log (the job may have moved on elsewhere)
             if item[0] is None:  # the run's stream ended (or the entry was reaped)
-                if service._state in ("closing", "closed"):
+                if runtime.state in ("closing", "closed"):
                     return
                 break
             seq = seq_of(item[0])
@@ -185,14 +186,13 @@ async def _next(queue: EventQueue, timeout: float) -> QueueItem | None:
         return None
 
 
-async def _idle(service: JobQueueService, job_id: str, timeout: float) -> None:
+async def _idle(runtime: Runtime, job_id: str, timeout: float) -> None:
     """Wait for the job to start a run here or finish here, at most ``timeout``."""
-    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    service._waiters.setdefault(job_id, set()).add(ended)
+    ended = runtime.waiters.add(job_id)
     try:
-        await service._registry.wait_run(job_id, timeout, ended)
+        await runtime.registry.wait_run(job_id, timeout, ended)
     finally:
-        service._forget_waiter(job_id, ended)
+        runtime.waiters.discard(job_id, ended)
 
 
 def _poll(
@@ -205,16 +205,7 @@ def _poll(
     earlier batch). If the log then ends without a terminal event, one is
     built from the record.
     """
-    own = not conn.in_transaction  # never the case between writer batches; be sure
-    if own:
-        conn.execute("BEGIN")
-    try:
-        job = jobs.fetch(conn, job_id)
-        rows = eventlog.read_after(conn, job_id, after, limit)
-        tail = None if rows or not job.done else eventlog.last_event(conn, job_id)
-    finally:
-        if own:
-            conn.execute("COMMIT")
+    job, rows, tail = eventlog.read_with_job(conn, job_id, after, limit)
     now = time.time()
     events = [_from_row(row, now) for row in rows]
     for i, event in enumerate(events):
@@ -237,17 +228,3 @@ def _poll(
 def _from_row(row: LogRow, now: float) -> Event:
     seq, event_type, data, created_at = row
     return Event(f"{event_type}-{seq}", event_type, codec.decode(data), created_at, now)
-
-
-def final_event(
-    status: TaskStatus, result: Any, error: str | None, reason: str | None
-) -> tuple[str, dict[str, Any]]:
-    """``(type, data)`` of a job's terminal event, as ``ServiceCore._end_events`` sends it."""
-    if status is TaskStatus.FAILED:
-        return "error", {"status": status.value, "error": error, "reason": reason}
-    data: dict[str, Any] = {"status": status.value}
-    if status is TaskStatus.COMPLETED:
-        data["result"] = result
-    elif reason:
-        data["reason"] = reason
-    return "end", data

@@ -1,4 +1,4 @@
-"""Keyed locks for threads, coroutines and processes (SPEC section 8).
+"""Keyed locks for threads, coroutines and processes.
 
 * :class:`KeyedMemoryLockManager`: one lock per key inside a process, for
   threads (``with m.lock(key)``) and coroutines (``async with m.alock(key)``).

@@ -20,6 +20,8 @@ from functools import partial
 from typing import Any, Final
 
 from jobqueue.errors import JobQueueError
+from jobqueue.store import jobs
+from jobqueue.store.jobs import Job
 from jobqueue.store.writer import Writer
 
 __all__ = [
@@ -163,3 +165,24 @@ class JobLog:
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append((target, fut))
         await fut
+
+
+def read_with_job(
+    conn: sqlite3.Connection, job_id: str, after: int, limit: int
+) -> tuple[Job, list[LogRow], tuple[int, str] | None]:
+    """The job, its logged events after ``after``, and (when none and it is done) its last one.
+
+    One read transaction: if the job is seen finished, every event sent
+    before it finished is in the same snapshot.
+    """
+    own = not conn.in_transaction  # never the case between writer batches; be sure
+    if own:
+        conn.execute("BEGIN")
+    try:
+        job = jobs.fetch(conn, job_id)
+        rows = read_after(conn, job_id, after, limit)
+        tail = None if rows or not job.done else last_event(conn, job_id)
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    return job, rows, tail

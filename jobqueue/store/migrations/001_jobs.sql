@@ -1,4 +1,4 @@
--- The jobs table: the seed's task fields plus scheduling and ownership.
+-- The jobs table: a job's fields plus scheduling and ownership.
 -- Times are Unix seconds (REAL). seq gives FIFO order among equal priorities.
 CREATE TABLE jobs (
     seq             INTEGER PRIMARY KEY,

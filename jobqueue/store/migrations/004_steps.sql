@@ -1,4 +1,4 @@
--- Durable workflows (SPEC §10): one row per step of a job, and a claim order
+-- Durable workflows: one row per step of a job, and a claim order
 -- that runs started jobs before new ones.
 
 -- A step's state and its stored JSON result. `seq` is the order in which the

@@ -1,0 +1,33 @@
+"""Control requests written into a job's row (cancel/stop/pause from another process)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+__all__ = ["barrier", "request_control", "resume_paused"]
+
+
+def request_control(conn: sqlite3.Connection, job_id: str, kind: str) -> str | None:
+    """Write a control request on a running job; returns its owner (None if not running)."""
+    row = conn.execute(
+        "UPDATE jobs SET control = ?, updated_at = ? WHERE id = ? AND status = 'running' "
+        "RETURNING owner",
+        (kind, time.time(), job_id),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def resume_paused(conn: sqlite3.Connection, job_id: str, now: float) -> bool:
+    """Make a paused job due now; False if it is not paused (any more)."""
+    cur = conn.execute(
+        "UPDATE jobs SET control = 'resume', run_at = ?, updated_at = ? "
+        "WHERE id = ? AND status = 'paused'",
+        (now, now, job_id),
+    )
+    return cur.rowcount == 1
+
+
+def barrier(conn: sqlite3.Connection) -> None:
+    """A write that does nothing: once it is committed, every earlier write is too."""
+    return None
