@@ -36,11 +36,11 @@ def add_worker_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = 
         help="run the handlers of a JobQueueService until SIGINT/SIGTERM",
         description=(
             "Run the JobQueueService named by MODULE:ATTR (an instance, or a function "
-            "taking no arguments that returns one), importable from the current "
-            "directory. First SIGINT/SIGTERM: drain (no new jobs; running ones get "
-            "--drain-timeout seconds, then go back to pending). Second: cancel running "
-            "jobs now (back to pending). Third: exit at once. SIGUSR1: write a memory "
-            "snapshot to <db>.snapshots/. SIGUSR2: stop tracemalloc."
+            "of your code taking no arguments that returns one; nothing else is called), "
+            "importable from the current directory. First SIGINT/SIGTERM: drain (no new "
+            "jobs; running ones get --drain-timeout seconds, then go back to pending). "
+            "Second: cancel running jobs now (back to pending). Third: exit at once. "
+            "SIGUSR1: write a memory snapshot to <db>.snapshots/. SIGUSR2: stop tracemalloc."
         ),
     )
     w.add_argument("app", metavar="MODULE:ATTR", help="e.g. myapp.jobs:service")
