@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jobqueue import codec
 from jobqueue.errors import Interrupt, InvalidArgumentError, StepError
 from jobqueue.events.manager import EventManager
+from jobqueue.status import stronger
 from jobqueue.workflow import FailureCallback, Workflow
 
 if TYPE_CHECKING:
@@ -271,8 +272,9 @@ class JobContext:
             async with asyncio.timeout(seconds):
                 await self._wakeup.wait()
 
-    def _request(self, kind: str) -> None:
-        self._requested = kind
+    def request(self, kind: str) -> None:
+        """Ask the handler to ``stop`` or ``pause`` at its next checkpoint (runner's call)."""
+        self._requested = stronger(self._requested, kind)
         if self._wakeup is not None:
             self._wakeup.set()
 

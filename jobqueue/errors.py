@@ -200,7 +200,7 @@ class ServiceClosedError(JobQueueError, RuntimeError):
 
 
 class EventError(JobQueueError, ValueError):
-    """An event name or callback that EventManager cannot register."""
+    """An event name, type or callback that EventManager cannot use (the message says why)."""
 
 
 class WorkerAppError(JobQueueError):

@@ -17,7 +17,16 @@ from typing import Final
 
 from jobqueue.errors import InvalidStatusError, InvalidTransition
 
-__all__ = ["ACTIVE", "TERMINAL", "TRANSITIONS", "TaskStatus", "check_transition", "parse_status"]
+__all__ = [
+    "ACTIVE",
+    "CONTROL_RANK",
+    "TERMINAL",
+    "TRANSITIONS",
+    "TaskStatus",
+    "check_transition",
+    "parse_status",
+    "stronger",
+]
 
 
 class TaskStatus(StrEnum):
@@ -76,3 +85,15 @@ def check_transition(job_id: str, current: TaskStatus, target: TaskStatus) -> No
         raise InvalidTransition(
             job_id, current.value, target.value, sorted(s.value for s in TRANSITIONS[current])
         )
+
+
+#: Controls by precedence: a cancel wins over a stop or pause sent before or after
+#: it, and a stop over a pause.
+CONTROL_RANK: Final = {"pause": 1, "stop": 2, "cancel": 3}
+
+
+def stronger(current: str | None, kind: str) -> str:
+    """The control that wins when ``kind`` is asked for while ``current`` is pending."""
+    if current is None or CONTROL_RANK.get(kind, 0) >= CONTROL_RANK.get(current, 0):
+        return kind
+    return current

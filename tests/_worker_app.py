@@ -42,12 +42,18 @@ async def stubborn(ctx: JobContext, payload: dict[str, Any]) -> str:
     return "done"
 
 
+async def fails_slowly(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Runs ``payload["seconds"]`` without a checkpoint, then raises (so it is retried)."""
+    await asyncio.sleep(payload["seconds"])
+    raise RuntimeError("failed after a while")
+
+
 def make_service() -> JobQueueService:
     """A service with the handlers above, for quick polling in tests."""
     svc = JobQueueService(
         poll_interval=0.05, concurrency=4, cancel_grace=1.0, drain_timeout=10.0, stop_timeout=2.0
     )
-    for fn in (sleep, steps, stubborn):
+    for fn in (sleep, steps, stubborn, fails_slowly):
         svc.register(fn.__name__, fn)
     return svc
 

@@ -272,7 +272,7 @@ async def test_follow_a_job_running_in_another_service(make_service, db_path) ->
 
     job = await producer.submit("talk")
     got = await asyncio.wait_for(_take(consumer, job.id), 20)
-    assert consumer._registry.get(job.id) is None  # it never ran in the consumer's service
+    assert consumer.registry.get(job.id) is None  # it never ran in the consumer's service
     assert _seqs(got) == list(range(1, 42))
     assert got[-1].data == {"status": "completed", "result": 39}
 
@@ -481,7 +481,7 @@ async def test_producer_restart(make_service, db_path, how) -> None:
         assert await asyncio.wait_for(first.stdout.readline(), 30) == b"ready\n"
         seen = await asyncio.wait_for(_take(consumer, job_id, 10), 20)
         # The producer goes on while nobody listens.
-        await _until(lambda: consumer._read(eventlog.max_seq, job_id), seen[-1].seq + 5)
+        await _until(lambda: consumer.runtime.read(eventlog.max_seq, job_id), seen[-1].seq + 5)
         if how == "sigkill":
             first.send_signal(signal.SIGKILL)
         else:

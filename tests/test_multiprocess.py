@@ -399,7 +399,7 @@ async def test_a_live_owner_is_never_swept_even_with_a_stale_heartbeat(
         age_heartbeats()
         async with JobQueueService(db_path, poll_interval=0.05) as other:
             assert other.recovered.total == 0
-            beat_interval = getattr(other._supervisor, "heartbeat_interval", 1.0)
+            beat_interval = getattr(other.runtime.supervisor, "heartbeat_interval", 1.0)
             opened = time.time()
             end = time.monotonic() + beat_interval * 3.5  # several sweeps by both services
             while time.monotonic() < end:

@@ -237,13 +237,34 @@ def _encode(event_type: str, data: Any) -> tuple[str, bytes]:
     except PayloadError:  # again, to name the event in the message (the rare path)
         text = codec.encode(data, f"{event_type!r} event")
     # Built around the data text so the log stores it without a second encoding.
-    head = _head(event_type) if type(event_type) is str else codec.encode(event_type, "event type")
-    return text, f'{{"event":{head},"data":{text}}}\n\n'.encode()
+    if type(event_type) is not str:
+        raise EventError(
+            f"an event type must be a string such as 'token' or 'progress', got "
+            f"{type(event_type).__name__} {event_type!r}"
+        )
+    return text, f'{{"event":{_head(event_type)},"data":{text}}}\n\n'.encode()
+
+
+#: Longest event type accepted; types name kinds of events, not carry data.
+MAX_EVENT_TYPE = 200
 
 
 @functools.lru_cache(maxsize=256)
 def _head(event_type: str) -> str:
-    """The encoded event type; a job emits few distinct types, many times each."""
+    """The checked, encoded event type; a job emits few distinct types, many times each."""
+    if not event_type or len(event_type) > MAX_EVENT_TYPE:
+        raise EventError(
+            f"an event type must be 1 to {MAX_EVENT_TYPE} characters, got {len(event_type)}"
+        )
+    try:
+        event_type.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError(
+            f"event type {event_type!r} is not valid text (a lone surrogate?); "
+            "use plain names such as 'token'"
+        ) from None
+    if not event_type.isprintable():
+        raise EventError(f"event type {event_type!r} holds control characters; use a plain name")
     return codec.encode(event_type, "event type")
 
 

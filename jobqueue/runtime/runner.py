@@ -25,7 +25,7 @@ from jobqueue.errors import (
 )
 from jobqueue.events.manager import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
-from jobqueue.status import TaskStatus
+from jobqueue.status import TaskStatus, stronger
 from jobqueue.store.jobs import Claimed
 from jobqueue.store.outcomes import Outcome, finish
 from jobqueue.store.writer import Writer
@@ -38,6 +38,13 @@ _STARTED, _RETRYING, _FINISHED = HookKind.STARTED, HookKind.RETRYING, HookKind.F
 
 Handler = Callable[[JobContext, Any], Awaitable[Any]]
 _TRACEBACK_LIMIT = 8192
+#: What a run that would go back to pending (a retry, a durable sleep) becomes when a
+#: control was asked for while it ran: ``(status, reason)``.
+_CONTROLLED = {
+    "cancel": (TaskStatus.CANCELLED, "cancelled"),
+    "stop": (TaskStatus.STOPPED, "stopped"),
+    "pause": (TaskStatus.PAUSED, "paused"),
+}
 
 
 @dataclass(slots=True)
@@ -62,6 +69,9 @@ class Run:
     wait: float = 0.0
     #: Failed attempts to commit the outcome (disk full, locked): retried with backoff.
     record_tries: int = 0
+    #: The strongest control asked for during this run (cancel > stop > pause): it
+    #: wins over a retry, so a control sent while the run fails is never lost.
+    requested: str | None = None
 
 
 class Runner:
@@ -126,6 +136,8 @@ class Runner:
             return run.task
         if run.cancel_reason is None or reason == "cancel":
             run.cancel_reason = reason
+        if reason == "cancel":
+            run.requested = "cancel"
         run.task.cancel()
         if run.watchdog is None:
             run.watchdog = asyncio.get_running_loop().call_later(
@@ -138,8 +150,9 @@ class Runner:
         run = self.active.get(job_id)
         if run is None or run.abandoned or run.task is None or run.task.done():
             return None
+        run.requested = stronger(run.requested, kind)
         if run.ctx is not None:
-            run.ctx._request(kind)
+            run.ctx.request(run.requested)
         return run
 
     def _abandon(self, run: Run) -> None:
@@ -179,6 +192,10 @@ class Runner:
         value: Any = None
         try:
             out, value = await self._call(run)
+            if run.requested is not None and out.status is TaskStatus.PENDING:
+                if out.reason != "shutdown":  # close() cut it short: it runs again
+                    status, reason = _CONTROLLED[run.requested]
+                    out = Outcome(status, error=out.error, reason=reason)
             ctx = run.ctx
             if out.status is TaskStatus.FAILED and ctx is not None and ctx.failure_callbacks:
                 if run.watchdog is not None:  # the handler has ended: only the callbacks run

@@ -9,11 +9,15 @@ __all__ = ["barrier", "request_control", "resume_paused"]
 
 
 def request_control(conn: sqlite3.Connection, job_id: str, kind: str) -> str | None:
-    """Write a control request on a running job; returns its owner (None if not running)."""
+    """Ask the owner of a running job for ``kind``; returns the owner (None if not running)."""
+    # A weaker request never replaces a stronger one (cancel > stop > pause).
     row = conn.execute(
-        "UPDATE jobs SET control = ?, updated_at = ? WHERE id = ? AND status = 'running' "
-        "RETURNING owner",
-        (kind, time.time(), job_id),
+        "UPDATE jobs SET control = CASE "
+        "WHEN control = 'cancel' THEN control "
+        "WHEN control = 'stop' AND :kind = 'pause' THEN control "
+        "ELSE :kind END, updated_at = :now "
+        "WHERE id = :id AND status = 'running' RETURNING owner",
+        {"kind": kind, "now": time.time(), "id": job_id},
     ).fetchone()
     return None if row is None else str(row[0])
 

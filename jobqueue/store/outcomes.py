@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from jobqueue.status import TERMINAL, TaskStatus
+from jobqueue.store.rows import by_name
 
 __all__ = ["Outcome", "finish"]
 
@@ -45,23 +46,36 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
     and that failed :class:`Outcome` is returned.
     """
     if out.status is TaskStatus.PENDING:
-        cur = conn.execute(
-            "UPDATE jobs SET status = 'pending', attempt = attempt + ?, run_at = ?, "
-            "error_message = ?, error_type = ?, traceback = ?, reason = ?, updated_at = ?, "
+        # A control another process asked for while this run ended wins over the retry:
+        # the job ends cancelled/stopped/paused instead of running again.
+        row = conn.execute(
+            "UPDATE jobs SET status = CASE control WHEN 'cancel' THEN 'cancelled' "
+            "WHEN 'stop' THEN 'stopped' WHEN 'pause' THEN 'paused' ELSE 'pending' END, "
+            "reason = CASE control WHEN 'cancel' THEN 'cancelled' WHEN 'stop' THEN 'stopped' "
+            "WHEN 'pause' THEN 'paused' ELSE :reason END, "
+            "completed_at = CASE WHEN control IN ('cancel', 'stop') THEN :now "
+            "ELSE completed_at END, "
+            "attempt = attempt + :count, run_at = :run_at, error_message = :error, "
+            "error_type = :error_type, traceback = :traceback, updated_at = :now, "
             "owner = NULL, heartbeat = NULL, control = NULL "
-            "WHERE id = ? AND status IN ('running', 'paused')",
-            (
-                int(out.count_attempt),
-                out.run_at or now,
-                out.error,
-                out.error_type,
-                out.traceback,
-                out.reason,
-                now,
-                job_id,
-            ),
-        )
-        return cur.rowcount == 1
+            "WHERE id = :id AND status IN ('running', 'paused') RETURNING status",
+            {
+                "count": int(out.count_attempt),
+                "run_at": out.run_at or now,
+                "error": out.error,
+                "error_type": out.error_type,
+                "traceback": out.traceback,
+                "reason": out.reason,
+                "now": now,
+                "id": job_id,
+            },
+        ).fetchone()
+        if row is None:
+            return False
+        if row[0] == "pending":
+            return True
+        status = TaskStatus(row[0])
+        return Outcome(status, error=out.error, reason=status.value)
     if out.status is TaskStatus.PAUSED:
         cur = conn.execute(
             "UPDATE jobs SET status = 'paused', reason = ?, updated_at = ?, owner = NULL, "
@@ -148,16 +162,16 @@ def _finish_returning(conn: sqlite3.Connection, terminal: Sequence[tuple[Any, ..
                 now,
             )
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-        rows = conn.execute(
+        rows = by_name(conn).execute(
             "UPDATE jobs SET status = v.column2, result = v.column3, error_message = v.column4, "
             "error_type = v.column5, traceback = v.column6, reason = v.column7, "
             "completed_at = v.column8, updated_at = v.column9, owner = NULL, heartbeat = NULL, "
             "control = NULL "
             f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
-            "AND jobs.status IN ('running', 'paused') RETURNING jobs.id",
+            "AND jobs.status IN ('running', 'paused') RETURNING jobs.id AS id",
             params,
-        ).fetchall()
-        done.update(r[0] for r in rows)
+        )
+        done.update(r["id"] for r in rows)
     return done
 
 
