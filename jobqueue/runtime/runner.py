@@ -192,10 +192,10 @@ class Runner:
         value: Any = None
         try:
             out, value = await self._call(run)
-            if run.requested is not None and out.status is TaskStatus.PENDING:
-                if out.reason != "shutdown":  # close() cut it short: it runs again
-                    status, reason = _CONTROLLED[run.requested]
-                    out = Outcome(status, error=out.error, reason=reason)
+            # A shutdown retry (close() cut the run short) runs again; any other gives way.
+            if run.requested and out.status is TaskStatus.PENDING and out.reason != "shutdown":
+                status, reason = _CONTROLLED[run.requested]
+                out = Outcome(status, error=out.error, reason=reason)
             ctx = run.ctx
             if out.status is TaskStatus.FAILED and ctx is not None and ctx.failure_callbacks:
                 if run.watchdog is not None:  # the handler has ended: only the callbacks run

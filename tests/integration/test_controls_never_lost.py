@@ -8,6 +8,7 @@ Both in this process and from another process (a real worker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,10 @@ async def test_local_control_wins_over_a_retry(make_service: Any, kind: str, fin
         nonlocal runs
         runs += 1
         started.set()
-        try:
-            await asyncio.sleep(0.2)  # no checkpoint: a stop or pause cannot land here
-        except asyncio.CancelledError:
-            pass  # a badly behaved handler: it swallows the cancellation ...
+        # No checkpoint, so a stop or pause cannot land here; and a badly behaved
+        # handler swallows the cancellation ...
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.2)
         raise RuntimeError("boom")  # ... and fails, which would be retried
 
     svc: JobQueueService = await make_service(poll_interval=0.02, stop_timeout=5.0)
