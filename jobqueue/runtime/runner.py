@@ -192,8 +192,9 @@ class Runner:
         value: Any = None
         try:
             out, value = await self._call(run)
-            # A shutdown retry (close() cut the run short) runs again; any other gives way.
-            if run.requested and out.status is TaskStatus.PENDING and out.reason != "shutdown":
+            # Any way back to pending (a retry, a durable sleep, close() cutting the run
+            # short) gives way to a control asked for during the run.
+            if run.requested and out.status is TaskStatus.PENDING:
                 status, reason = _CONTROLLED[run.requested]
                 out = Outcome(status, error=out.error, reason=reason)
             ctx = run.ctx
