@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from jobqueue.errors import StoreError
 from jobqueue.store.connection import Database
+from jobqueue.store.rows import by_name
 
 __all__ = ["Checkpointer"]
 
@@ -25,8 +26,9 @@ log = logging.getLogger("jobqueue.store")
 
 
 def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
-    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
+    """``(busy, log, checkpointed)``: SQLite's report of one passive checkpoint."""
+    row = by_name(conn).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(row["busy"]), int(row["log"]), int(row["checkpointed"])
 
 
 class Checkpointer:

@@ -14,17 +14,33 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobqueue.store.jobs import Claimed
+from jobqueue.store.rows import by_name, column, getter
 
 __all__ = ["PENDING_ORDER", "ClaimRequest", "claim"]
 
 #: Claim order of pending jobs; matches the ``jobs_pending`` index (no sort step).
 PENDING_ORDER: Final = "priority DESC, (started_at IS NOT NULL) DESC, run_at, seq"
 
-_RETURNING: Final = (
-    "RETURNING id, handler, payload, attempt, max_retries, timeout, priority, run_at, "
-    "concurrency_key, seq"
+#: The columns of :class:`Claimed`, in its field order (``event_seq`` follows when asked).
+_CLAIMED: Final = (
+    "id",
+    "handler",
+    "payload",
+    "attempt",
+    "max_retries",
+    "timeout",
+    "priority",
+    "run_at",
+    "concurrency_key",
 )
-_EVENT_SEQ: Final = ", (SELECT coalesce(max(e.seq), 0) FROM events e WHERE e.job_id = jobs.id)"
+#: A claim candidate, as :func:`_pick` reads it: these columns in this order (``running``:
+#: same-key jobs running now).
+_CANDIDATE: Final = ("seq", "handler", "concurrency_key", "concurrency_limit", "running")
+_CANDIDATE_COLUMNS: Final = ", ".join(_CANDIDATE[:-1])
+_RETURNING: Final = f"RETURNING {', '.join(_CLAIMED)}, seq"
+_EVENT_SEQ: Final = (
+    ", (SELECT coalesce(max(e.seq), 0) FROM events e WHERE e.job_id = jobs.id) AS event_seq"
+)
 # A keyed job is due only while fewer than its limit of same-key jobs run (in any process).
 _KEY_ROOM: Final = (
     "(concurrency_key IS NULL OR concurrency_limit IS NULL OR concurrency_limit > "
@@ -80,62 +96,71 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
         params += [x for hk in blocked for x in hk]
     # A few spare candidates: some may be dropped for a per-handler or per-key limit.
     params.append(req.limit * 2 + 8)
-    resumed = conn.execute(
-        "SELECT seq, handler, concurrency_key, concurrency_limit, 0 FROM jobs "
+    resumed_cur = conn.execute(
+        f"SELECT {_CANDIDATE_COLUMNS}, 0 AS running FROM jobs "
         f"WHERE control = 'resume' AND status = 'paused' AND handler IN ({marks}) "
         f"AND {_KEY_ROOM}{key_clause} ORDER BY priority DESC, seq LIMIT ?",
         params[1:],
-    ).fetchall()
+    )
+    resumed = list(map(getter(resumed_cur, *_CANDIDATE), resumed_cur))
     cursor = conn.execute(
-        "SELECT seq, handler, concurrency_key, concurrency_limit, "
+        f"SELECT {_CANDIDATE_COLUMNS}, "
         "CASE WHEN concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs r "
-        "WHERE r.status = 'running' AND r.concurrency_key = jobs.concurrency_key) END "
+        "WHERE r.status = 'running' AND r.concurrency_key = jobs.concurrency_key) END AS running "
         f"FROM jobs WHERE status = 'pending' AND run_at <= ? AND handler IN ({marks}) "
         f"AND {_KEY_ROOM}{key_clause} ORDER BY {PENDING_ORDER} LIMIT ?",
         params,
     )
     try:
+        candidate = getter(cursor, *_CANDIDATE)
         # The spare candidates are read only if a limit held some of the first ones back.
-        pending = cursor.fetchmany(req.limit)
+        pending = list(map(candidate, cursor.fetchmany(req.limit)))
         picked = _pick(resumed + pending, req)
         if len(picked) < req.limit and len(pending) == req.limit:
-            pending += cursor.fetchall()
+            pending += map(candidate, cursor.fetchall())
             picked = _pick(resumed + pending, req)
     finally:
         cursor.close()
     claimed: list[Claimed] = []
     if picked:
-        rows = conn.execute(
+        cur = conn.execute(
             "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ?, owner = ?, "
             "heartbeat = ?, control = NULL, reason = CASE WHEN status = 'paused' THEN NULL "
             f"ELSE reason END WHERE seq IN ({', '.join('?' * len(picked))}) "
             f"{_RETURNING}{_EVENT_SEQ if req.event_seq else ''}",
             (req.now, req.now, req.owner, req.now, *picked),
-        ).fetchall()
-        order = {seq: i for i, seq in enumerate(picked)}
-        rows.sort(key=lambda r: order[r[9]])
-        claimed = [
-            Claimed(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[10] if req.event_seq else 0
-            )
-            for r in rows
-        ]
+        )
+        rows = cur.fetchall()
+        # In Claimed's field order, found by column name (plain tuples: the hot path).
+        fields = getter(cur, *_CLAIMED, *(("event_seq",) if req.event_seq else ()))
+        seq = column(cur, "seq")
+        order = {s: i for i, s in enumerate(picked)}
+        rows.sort(key=lambda r: order[r[seq]])
+        claimed = [Claimed(*fields(r)) for r in rows]
     next_at = None
     if len(claimed) < req.limit:
         # Only future jobs: due ones held back by a limit are retried when a slot frees.
-        row = conn.execute(
-            "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at > ? "
-            f"AND handler IN ({marks})",
-            (req.now, *req.handlers),
-        ).fetchone()
-        next_at = row[0] if row else None
+        row = (
+            by_name(conn)
+            .execute(
+                "SELECT min(run_at) AS next_at FROM jobs WHERE status = 'pending' AND run_at > ? "
+                f"AND handler IN ({marks})",
+                (req.now, *req.handlers),
+            )
+            .fetchone()
+        )
+        next_at = row["next_at"] if row else None
     return claimed, next_at
 
 
-def _pick(candidates: list[Any], req: ClaimRequest) -> list[int]:
-    """Apply the limits the SQL cannot see within one batch; returns seqs to claim."""
-    if not req.handler_room and all(c[2] is None for c in candidates[: req.limit]):
-        return [c[0] for c in candidates[: req.limit]]  # no limit applies: the first ones
+def _pick(candidates: list[tuple[Any, ...]], req: ClaimRequest) -> list[int]:
+    """Apply the limits the SQL cannot see within one batch; returns seqs to claim.
+
+    Each candidate holds the :data:`_CANDIDATE` columns, in that order.
+    """
+    first = candidates[: req.limit]
+    if not req.handler_room and all(c[2] is None for c in first):  # no concurrency_key
+        return [c[0] for c in first]  # no limit applies: the first ones, by seq
     picked: list[int] = []
     per_handler: Counter[str] = Counter()
     per_key: Counter[str] = Counter()

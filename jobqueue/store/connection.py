@@ -13,7 +13,6 @@ import logging
 import os
 import sqlite3
 import time
-import urllib.parse
 import warnings
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
@@ -27,7 +26,9 @@ from jobqueue.errors import (
     StoreLockedError,
     StoreReadOnlyError,
 )
-from jobqueue.store.schema import refuse_foreign
+from jobqueue.store.health import integrity, open_read_only
+from jobqueue.store.rows import by_name
+from jobqueue.store.schema import refuse_foreign, user_version
 
 __all__ = ["MEMORY", "Database", "map_sqlite_error"]
 
@@ -225,7 +226,7 @@ def _configure(
         _probe(path, busy_timeout, check)
     # The write connection has not read the file yet (so it has not opened a WAL that it
     # would checkpoint into the file on close). From here on the file is known to be ours.
-    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+    if user_version(conn) == 0:
         refuse_foreign(conn, path)
     if path != MEMORY:
         mode = _set_wal(conn, busy_timeout)
@@ -257,22 +258,19 @@ def _probe(path: str, busy_timeout: float, check: bool) -> None:
             "it was not modified. Restore it from a backup or point jobqueue at a new file.",
             path,
         )
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    ro = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+    ro = open_read_only(path, busy_timeout)  # reads the header: a non-SQLite file fails here
     try:
-        # Reads the header: a file that is not SQLite fails here.
-        ro.execute("PRAGMA schema_version").fetchone()
         if check:
-            rows = ro.execute("PRAGMA quick_check").fetchall()
-            if [r[0] for r in rows] != ["ok"]:
-                detail = "; ".join(str(r[0]) for r in rows[:3])
+            found = integrity(ro, quick=True)
+            if found != ["ok"]:
+                detail = "; ".join(found[:3])
                 raise StoreCorruptedError(
                     f"{path}: integrity check failed ({detail}); the file was not modified. "
                     "Restore it from a backup or point jobqueue at a new file.",
                     path,
                 )
         # A file of another program is refused before WAL mode rewrites its header.
-        if ro.execute("PRAGMA user_version").fetchone()[0] == 0:
+        if user_version(ro) == 0:
             refuse_foreign(ro, path)
     finally:
         ro.close()
@@ -293,7 +291,9 @@ def _set_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
     delay = 0.001
     while True:
         try:
-            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            return str(
+                by_name(conn).execute("PRAGMA journal_mode = WAL").fetchone()["journal_mode"]
+            )
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise

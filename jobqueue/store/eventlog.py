@@ -22,6 +22,7 @@ from typing import Any, Final
 from jobqueue.errors import JobQueueError
 from jobqueue.store import jobs
 from jobqueue.store.jobs import Job
+from jobqueue.store.rows import by_name
 from jobqueue.store.writer import Writer
 
 __all__ = [
@@ -77,28 +78,34 @@ append.many = _append_many  # type: ignore[attr-defined]
 
 def read_after(conn: sqlite3.Connection, job_id: str, after: int, limit: int) -> list[LogRow]:
     """Up to ``limit`` events of a job with ``seq > after``, oldest first."""
-    rows = conn.execute(
+    rows = by_name(conn).execute(
         "SELECT seq, type, data, created_at FROM events WHERE job_id = ? AND seq > ? "
         "ORDER BY seq LIMIT ?",
         (job_id, after, limit),
-    ).fetchall()
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+    )
+    return [(r["seq"], r["type"], r["data"], r["created_at"]) for r in rows]
 
 
 def max_seq(conn: sqlite3.Connection, job_id: str) -> int:
     """The highest persisted seq of a job (0 when it has no events)."""
-    row = conn.execute(
-        "SELECT coalesce(max(seq), 0) FROM events WHERE job_id = ?", (job_id,)
-    ).fetchone()
-    return int(row[0])
+    row = (
+        by_name(conn)
+        .execute("SELECT coalesce(max(seq), 0) AS seq FROM events WHERE job_id = ?", (job_id,))
+        .fetchone()
+    )
+    return int(row["seq"])
 
 
 def last_event(conn: sqlite3.Connection, job_id: str) -> tuple[int, str] | None:
     """``(seq, type)`` of a job's newest event, or ``None``."""
-    row = conn.execute(
-        "SELECT seq, type FROM events WHERE job_id = ? ORDER BY seq DESC LIMIT 1", (job_id,)
-    ).fetchone()
-    return None if row is None else (row[0], row[1])
+    row = (
+        by_name(conn)
+        .execute(
+            "SELECT seq, type FROM events WHERE job_id = ? ORDER BY seq DESC LIMIT 1", (job_id,)
+        )
+        .fetchone()
+    )
+    return None if row is None else (row["seq"], row["type"])
 
 
 def delete(conn: sqlite3.Connection, job_ids: Sequence[str]) -> int:

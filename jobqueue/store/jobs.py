@@ -21,17 +21,24 @@ from jobqueue.errors import (
     StoreCorruptedError,
 )
 from jobqueue.status import SOURCES, TERMINAL, TRANSITIONS, TaskStatus, parse_status
+from jobqueue.store.rows import by_name
 
 __all__ = [
     "COLUMNS",
     "Claimed",
+    "Counts",
     "Job",
+    "JobSummary",
     "NewJob",
     "count_by_status",
+    "counts",
+    "example_with_status",
     "fetch",
     "insert_jobs",
     "list_jobs",
+    "running_by_owner",
     "set_status",
+    "summaries",
     "upsert_running",
 ]
 
@@ -83,21 +90,50 @@ class Job:
         return self.status in TERMINAL
 
     @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Job:
-        """Build from a row selected with :data:`COLUMNS`.
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        """Build from a row selected with :data:`COLUMNS` (read by column name).
 
         Raises:
             StoreCorruptedError: the stored payload or result is not JSON.
         """
+        job_id = row["id"]
         try:
-            payload, result = codec.decode(row[3]), codec.decode(row[4])
+            payload, result = codec.decode(row["payload"]), codec.decode(row["result"])
         except ValueError as exc:  # JSONDecodeError, bad UTF-8: written by something else
             raise StoreCorruptedError(
-                f"job {row[0]!r}: its stored payload or result is not valid JSON ({exc}); "
+                f"job {job_id!r}: its stored payload or result is not valid JSON ({exc}); "
                 "the row was changed outside jobqueue. Cancel it or delete the row; "
                 "other jobs are unaffected"
             ) from None
-        return cls(row[0], row[1], parse_status(row[2], row[0]), payload, result, *row[5:])
+        return cls(
+            id=job_id,
+            handler=row["handler"],
+            status=parse_status(row["status"], job_id),
+            payload=payload,
+            result=result,
+            error=row["error_message"],
+            error_type=row["error_type"],
+            traceback=row["traceback"],
+            reason=row["reason"],
+            session_id=row["session_id"],
+            description=row["description"],
+            priority=row["priority"],
+            attempt=row["attempt"],
+            max_retries=row["max_retries"],
+            timeout=row["timeout"],
+            run_at=row["run_at"],
+            idempotency_key=row["idempotency_key"],
+            owner=row["owner"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+            report_path=row["report_path"],
+            workspace=row["workspace"],
+            concurrency_key=row["concurrency_key"],
+            concurrency_limit=row["concurrency_limit"],
+            control=row["control"],
+        )
 
 
 @dataclass(slots=True)  # not frozen: a frozen record costs several µs per job
@@ -246,9 +282,13 @@ def insert_jobs(conn: sqlite3.Connection, rows: Sequence[NewJob]) -> list[Job | 
 
 def _insert_one(conn: sqlite3.Connection, row: NewJob) -> Job | None:
     if row.idempotency_key is not None:
-        existing = conn.execute(
-            f"SELECT {COLUMNS} FROM jobs WHERE idempotency_key = ?", (row.idempotency_key,)
-        ).fetchone()
+        existing = (
+            by_name(conn)
+            .execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE idempotency_key = ?", (row.idempotency_key,)
+            )
+            .fetchone()
+        )
         if existing is not None:
             return Job.from_row(existing)
     try:
@@ -292,26 +332,37 @@ def set_status(
     """
     now = time.time() if now is None else now
     sources = tuple(expected) if expected is not None else SOURCES[target]
-    terminal = target in TERMINAL
+    marks = ", ".join(f":source{i}" for i in range(len(sources)))
     sql = (
-        "UPDATE jobs SET status = ?, updated_at = ?, "
-        "result = coalesce(?, result), error_message = coalesce(?, error_message), "
-        "reason = coalesce(?, reason), "
-        "completed_at = CASE WHEN ? THEN ? ELSE completed_at END, "
-        "started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END, "
-        "attempt = CASE WHEN ? = 'pending' THEN attempt + 1 ELSE attempt END, "
-        "run_at = coalesce(?, run_at), "
-        "owner = CASE WHEN ? THEN NULL ELSE owner END "
-        f"WHERE id = ? AND status IN ({', '.join('?' * len(sources))}) RETURNING status"
+        "UPDATE jobs SET status = :status, updated_at = :now, "
+        "result = coalesce(:result, result), error_message = coalesce(:error, error_message), "
+        "reason = coalesce(:reason, reason), "
+        "completed_at = CASE WHEN :terminal THEN :now ELSE completed_at END, "
+        "started_at = CASE WHEN :status = 'running' AND started_at IS NULL THEN :now "
+        "ELSE started_at END, "
+        "attempt = CASE WHEN :status = 'pending' THEN attempt + 1 ELSE attempt END, "
+        "run_at = coalesce(:run_at, run_at), "
+        "owner = CASE WHEN :drop_owner THEN NULL ELSE owner END "
+        f"WHERE id = :id AND status IN ({marks}) RETURNING status"
     )
-    params: list[Any] = [target.value, now, result, error, reason, terminal, now]
-    params += [target.value, now, target.value, run_at, terminal or target == "pending"]
-    params += [job_id, *(s.value for s in sources)]
+    terminal = target in TERMINAL
+    params: dict[str, Any] = {
+        "status": target.value,
+        "now": now,
+        "result": result,
+        "error": error,
+        "reason": reason,
+        "terminal": terminal,
+        "run_at": run_at,
+        "drop_owner": terminal or target is TaskStatus.PENDING,
+        "id": job_id,
+    }
+    params.update((f"source{i}", s.value) for i, s in enumerate(sources))
     if conn.execute(sql, params).fetchone() is None:
-        cur = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        cur = by_name(conn).execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if cur is None:
             raise JobNotFoundError(job_id)
-        current = parse_status(cur[0], job_id)
+        current = parse_status(cur["status"], job_id)
         raise InvalidTransition(
             job_id, current.value, target.value, sorted(s.value for s in TRANSITIONS[current])
         )
@@ -319,7 +370,7 @@ def set_status(
 
 def fetch(conn: sqlite3.Connection, job_id: str) -> Job:
     """Read one job. Raises :class:`JobNotFoundError`."""
-    row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = by_name(conn).execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise JobNotFoundError(job_id)
     return Job.from_row(row)
@@ -346,13 +397,112 @@ def list_jobs(
         where.append("session_id = ?")
         params.append(session_id)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = conn.execute(
-        f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-        (*params, limit, offset),
-    ).fetchall()
+    rows = (
+        by_name(conn)
+        .execute(
+            f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        .fetchall()
+    )
     return [Job.from_row(r) for r in rows]
 
 
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     """Number of jobs per stored status value."""
-    return {r[0]: r[1] for r in conn.execute("SELECT status, count(*) FROM jobs GROUP BY status")}
+    rows = by_name(conn).execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    return {r["status"]: r["n"] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """The job counts of the whole file, read in one snapshot by :func:`counts`.
+
+    Attributes:
+        by_status: jobs per stored status value.
+        pending_by_handler: pending jobs per handler name (``""`` for bare
+            coroutine jobs), largest first.
+        due: pending jobs whose ``run_at`` has come.
+        oldest_due: ``run_at`` of the oldest due pending job (``None``: none is due).
+    """
+
+    by_status: dict[str, int]
+    pending_by_handler: dict[str, int]
+    due: int
+    oldest_due: float | None
+
+
+def counts(conn: sqlite3.Connection, now: float) -> Counts:
+    """Jobs by status, pending jobs by handler, and the due ones (``run_at <= now``)."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")  # one snapshot: the pending figures agree with each other
+    try:
+        by_status = count_by_status(conn)
+        cur = by_name(conn)
+        pending = cur.execute(
+            "SELECT coalesce(handler, '') AS handler, count(*) AS n FROM jobs "
+            "WHERE status = 'pending' GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+        due = cur.execute(
+            "SELECT count(*) AS n, min(run_at) AS oldest FROM jobs "
+            "WHERE status = 'pending' AND run_at <= ?",
+            (now,),
+        ).fetchone()
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    return Counts(
+        by_status=by_status,
+        pending_by_handler={r["handler"]: r["n"] for r in pending},
+        due=due["n"],
+        oldest_due=due["oldest"],
+    )
+
+
+def running_by_owner(conn: sqlite3.Connection) -> dict[str | None, int]:
+    """Running jobs per owner (``None`` for rows that name no owner)."""
+    rows = by_name(conn).execute(
+        "SELECT owner, count(*) AS n FROM jobs WHERE status = 'running' GROUP BY owner"
+    )
+    return {r["owner"]: r["n"] for r in rows}
+
+
+def example_with_status(conn: sqlite3.Connection, status: object) -> str | None:
+    """The id of one job whose stored status is ``status`` (any stored value, even NULL)."""
+    row = (
+        by_name(conn).execute("SELECT id FROM jobs WHERE status IS ? LIMIT 1", (status,)).fetchone()
+    )
+    return None if row is None else str(row["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One line of an overview of the file's jobs (the demo's final table).
+
+    ``detail`` is the stored result JSON, else the error message, else the reason.
+    """
+
+    id: str
+    handler: str | None
+    status: str
+    attempt: int
+    detail: str
+
+
+def summaries(conn: sqlite3.Connection) -> list[JobSummary]:
+    """Every job of the file, oldest first, as a :class:`JobSummary`."""
+    rows = by_name(conn).execute(
+        "SELECT id, handler, status, attempt, "
+        "coalesce(result, error_message, reason, '') AS detail FROM jobs ORDER BY seq"
+    )
+    return [
+        JobSummary(
+            id=r["id"],
+            handler=r["handler"],
+            status=r["status"],
+            attempt=r["attempt"],
+            detail=str(r["detail"]),
+        )
+        for r in rows
+    ]

@@ -13,8 +13,16 @@ from functools import cache
 from importlib import resources
 
 from jobqueue.errors import StoreCorruptedError, StoreError
+from jobqueue.store.rows import by_name
 
-__all__ = ["Migration", "apply_migrations", "latest_version", "migrations", "refuse_foreign"]
+__all__ = [
+    "Migration",
+    "apply_migrations",
+    "latest_version",
+    "migrations",
+    "refuse_foreign",
+    "user_version",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +69,15 @@ def latest_version() -> int:
     return migrations()[-1].version
 
 
+def user_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version (``PRAGMA user_version``; 0 for a new or foreign file)."""
+    return int(by_name(conn).execute("PRAGMA user_version").fetchone()["user_version"])
+
+
 def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
     """Bring the schema up to date; return the final version. Runs on the db thread."""
     latest = latest_version()
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = user_version(conn)
     if version == 0:
         refuse_foreign(conn, path)
     if version > latest:
@@ -79,7 +92,7 @@ def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Another process may have migrated while we waited for the lock.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version = user_version(conn)
             if m.version <= version:
                 conn.execute("ROLLBACK")
                 continue
@@ -92,14 +105,14 @@ def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    return int(version)
+    return version
 
 
 def refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
     """A version-0 file with tables of its own belongs to some other program."""
     tables = [
-        r[0]
-        for r in conn.execute(
+        r["name"]
+        for r in by_name(conn).execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )
     ]

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from jobqueue import codec
 from jobqueue.errors import JobNotFoundError
+from jobqueue.store.rows import by_name
 
 __all__ = [
     "STEP_STATUSES",
@@ -91,10 +92,19 @@ class StepRow:
 
 def load_steps(conn: sqlite3.Connection, job_id: str) -> dict[str, StepRow]:
     """Every stored step of the job, by name (read at a run's first step)."""
-    rows = conn.execute(
+    rows = by_name(conn).execute(
         "SELECT name, seq, kind, status, result, wake_at FROM steps WHERE job_id = ?", (job_id,)
     )
-    return {r[0]: StepRow(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+    return {
+        r["name"]: StepRow(
+            seq=r["seq"],
+            kind=r["kind"],
+            status=r["status"],
+            result=r["result"],
+            wake_at=r["wake_at"],
+        )
+        for r in rows
+    }
 
 
 def start_step(conn: sqlite3.Connection, job_id: str, name: str, seq: int, now: float) -> None:
@@ -138,13 +148,18 @@ def start_sleep(
     conn: sqlite3.Connection, job_id: str, name: str, seq: int, wake_at: float, now: float
 ) -> float:
     """Store a durable sleep's deadline; returns the stored one (the first call's wins)."""
-    row = conn.execute(
-        "INSERT INTO steps (job_id, name, seq, kind, status, started_at, wake_at) "
-        "VALUES (?, ?, ?, 'sleep', 'sleeping', ?, ?) ON CONFLICT (job_id, name) "
-        "DO UPDATE SET status = steps.status RETURNING wake_at",
-        (job_id, name, seq, now, wake_at),
-    ).fetchone()
-    return float(row[0]) if row is not None and row[0] is not None else wake_at
+    row = (
+        by_name(conn)
+        .execute(
+            "INSERT INTO steps (job_id, name, seq, kind, status, started_at, wake_at) "
+            "VALUES (?, ?, ?, 'sleep', 'sleeping', ?, ?) ON CONFLICT (job_id, name) "
+            "DO UPDATE SET status = steps.status RETURNING wake_at",
+            (job_id, name, seq, now, wake_at),
+        )
+        .fetchone()
+    )
+    stored = None if row is None else row["wake_at"]
+    return wake_at if stored is None else float(stored)
 
 
 def end_sleep(conn: sqlite3.Connection, job_id: str, name: str, now: float) -> None:
@@ -173,9 +188,26 @@ def list_steps(conn: sqlite3.Connection, job_id: str) -> list[Step]:
     Raises:
         JobNotFoundError: no such job.
     """
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM steps WHERE job_id = ? ORDER BY seq, name", (job_id,)
-    ).fetchall()
+    rows = (
+        by_name(conn)
+        .execute(f"SELECT {_COLUMNS} FROM steps WHERE job_id = ? ORDER BY seq, name", (job_id,))
+        .fetchall()
+    )
     if not rows and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
         raise JobNotFoundError(job_id)
-    return [Step(r[0], r[1], r[2], r[3], r[4], codec.decode(r[5]), *r[6:]) for r in rows]
+    return [
+        Step(
+            job_id=r["job_id"],
+            name=r["name"],
+            seq=r["seq"],
+            kind=r["kind"],
+            status=r["status"],
+            result=codec.decode(r["result"]),
+            error=r["error"],
+            attempts=r["attempts"],
+            started_at=r["started_at"],
+            completed_at=r["completed_at"],
+            wake_at=r["wake_at"],
+        )
+        for r in rows
+    ]

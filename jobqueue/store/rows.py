@@ -1,0 +1,50 @@
+"""Rows read by column name: the cursor every store module reads through."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from typing import Any
+
+__all__ = ["by_name", "column", "getter"]
+
+
+def by_name(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor of ``conn`` whose rows are :class:`sqlite3.Row`, read by column name.
+
+    Set per cursor, not on the connection: the connection is shared, and its
+    other readers (and tests) get plain tuples.
+    """
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row
+    return cur
+
+
+def column(cur: sqlite3.Cursor, name: str) -> int:
+    """The position of the column ``name`` in the result of ``cur``'s statement.
+
+    Raises:
+        KeyError: the statement has no column of that name.
+    """
+    for i, d in enumerate(cur.description or ()):
+        if d[0] == name:
+            return i
+    raise KeyError(name)
+
+
+def getter(cur: sqlite3.Cursor, *names: str) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function of a row of ``cur`` (a plain tuple) returning the named columns, in order.
+
+    The columns are found by name in the cursor's description, once per
+    statement; reading them is then as fast as indexing (hot paths: the claim).
+
+    Raises:
+        KeyError: the statement has no column of one of those names.
+    """
+    idx = [column(cur, n) for n in names]
+    if len(idx) == 1:  # itemgetter of one index returns the item, not a tuple
+        (i,) = idx
+        return lambda row: (row[i],)
+    get: Callable[[Sequence[Any]], tuple[Any, ...]] = itemgetter(*idx)
+    return get
