@@ -39,6 +39,7 @@ class HandlerTable:
         #: name -> limits of registered handlers (the scheduler's limiter reads it live).
         self.limits: dict[str, Limits] = {}
         self._declared: set[str] = set()  # submitted here, run by another process
+        self._originals: dict[str, Handler] = {}  # name -> fn as given (before lock wrapping)
         self._locks = locks
         #: Called after a handler is registered (the runtime claims for it).
         self.on_change: Callable[[], None] = _nothing
@@ -109,20 +110,24 @@ class HandlerTable:
                 f"handler {name!r} must be an `async def` function taking (ctx, payload); "
                 f"got {fn!r}"
             )
-        if name in self.functions and self.functions[name] is not fn:
+        if name in self._originals and self._originals[name] is not fn:
             raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
         for label, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1
             ):
                 raise InvalidArgumentError(f"{label} must be an int >= 1, got {value!r}")
-        self.limits[name] = Limits(
+        limits = Limits(
             concurrency,
             parse_rate(rate_limit, "rate_limit"),
             key_concurrency,
             parse_rate(key_rate_limit, "key_rate_limit"),
         )
-        self.functions[name] = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
+        # Every check (the lock key's too) before anything is kept: a refused call changes nothing.
+        wrapped = fn if lock_key is None else self._locked(fn, lock_key, lock_timeout)
+        self.limits[name] = limits
+        self.functions[name] = wrapped
+        self._originals[name] = fn
         self.on_change()
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from jobqueue.validation import check_number
 __all__ = ["Settings"]
 
 _POSITIVE = ("poll_interval", "cleanup_interval", "queue_size", "max_payload_bytes")
+_WHOLE = ("queue_size", "max_payload_bytes")
 _NON_NEGATIVE = (
     "retention",
     "drain_timeout",
@@ -91,6 +93,9 @@ def _check(o: dict[str, Any]) -> None:
     for name in _POSITIVE:
         if name in o:
             check_number(o[name], name, positive=True)
+    for name in _WHOLE:  # counts: 0.5 must not become 0, nor infinity an OverflowError
+        if name in o and not (math.isfinite(o[name]) and float(o[name]).is_integer()):
+            raise InvalidArgumentError(f"{name} must be a whole number > 0, got {o[name]!r}")
     for name in _NON_NEGATIVE:
         if name in o:
             check_number(o[name], name)

@@ -86,6 +86,7 @@ class Runtime:
         self.owner = ""
         self.boot_at: float | None = None
         registry.on_consume = self._event_consumed
+        handlers.on_change = self.want_claim  # a handler registered later claims at once
 
     # -- opening -----------------------------------------------------------------------
 
