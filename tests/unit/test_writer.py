@@ -1,0 +1,188 @@
+"""Writer alone over a real Database: group commit, per-op errors, rollback, close."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+from _parts import WAIT, fetch, insert, new_job
+
+from jobqueue.errors import DuplicateJobError, JobNotFoundError, ServiceClosedError
+from jobqueue.store import jobs
+from jobqueue.store.connection import Database
+from jobqueue.store.writer import Writer
+
+
+def _count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+
+def _slow(conn: sqlite3.Connection, seconds: float) -> str:
+    time.sleep(seconds)  # on the database thread: holds this batch in flight
+    return "slow"
+
+
+def _boom(conn: sqlite3.Connection) -> None:
+    raise ValueError("not a store error")
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    return conn.in_transaction
+
+
+async def test_writes_of_one_loop_turn_commit_in_one_batch(db: Database, writer: Writer) -> None:
+    assert writer.batches == 0
+    futs = [writer.enqueue(jobs.insert_jobs, [new_job(f"j{i}")]) for i in range(5)]
+    futs.append(writer.enqueue(_in_transaction))
+    async with asyncio.timeout(WAIT):
+        results = await asyncio.gather(*futs)
+    assert results == [[None]] * 5 + [True]  # each op ran inside the batch's transaction
+    assert writer.batches == 1
+    assert writer.ops_written == 6
+    assert await db.run(_count) == 5
+    # the next turn's write is a batch of its own
+    await insert(writer, new_job("later"))
+    assert writer.batches == 2
+
+
+async def test_batches_grow_while_one_is_in_flight(writer: Writer) -> None:
+    slow = writer.enqueue(_slow, 0.05)
+    await asyncio.sleep(0.01)  # the slow batch is on the database thread now
+    rest = [writer.enqueue(jobs.insert_jobs, [new_job(f"j{i}")]) for i in range(10)]
+    async with asyncio.timeout(WAIT):
+        assert await slow == "slow"
+        await asyncio.gather(*rest)
+    assert writer.batches == 2  # ten writes queued meanwhile: one more batch, not ten
+
+
+async def test_failing_op_raises_to_its_own_caller_only(db: Database, writer: Writer) -> None:
+    await insert(writer, new_job("taken"))
+    ok_before = writer.enqueue(jobs.insert_jobs, [new_job("a")])
+    dup = writer.enqueue(jobs.insert_jobs, [new_job("taken")])
+    missing = writer.enqueue(jobs.fetch, "no-such-job")
+    ok_after = writer.enqueue(jobs.insert_jobs, [new_job("b")])
+    async with asyncio.timeout(WAIT):
+        assert await ok_before == [None]
+        with pytest.raises(DuplicateJobError, match="taken"):
+            await dup
+        with pytest.raises(JobNotFoundError):
+            await missing
+        assert await ok_after == [None]
+    assert writer.batches == 2
+    assert {(await fetch(db, j)).id for j in ("a", "b", "taken")} == {"a", "b", "taken"}
+
+
+async def test_other_errors_roll_the_whole_batch_back(db: Database, writer: Writer) -> None:
+    first = writer.enqueue(jobs.insert_jobs, [new_job("a")])
+    bad = writer.enqueue(_boom)
+    async with asyncio.timeout(WAIT):
+        for fut in (first, bad):
+            with pytest.raises(ValueError, match="not a store error"):
+                await fut
+    assert await db.run(_count) == 0  # "a" was in the same transaction: rolled back
+    assert writer.batches == 0
+    await insert(writer, new_job("a"))  # the writer goes on
+    assert await db.run(_count) == 1
+
+
+async def test_then_calls_back_after_commit(db: Database, writer: Writer) -> None:
+    got: list[tuple[bool, Any]] = []
+    done = asyncio.Event()
+
+    def callback(ok: bool, value: Any) -> None:
+        got.append((ok, value))
+        if len(got) == 2:
+            done.set()
+
+    writer.then(jobs.insert_jobs, ([new_job("x")],), callback)
+    writer.then(jobs.insert_jobs, ([new_job("x")],), callback)
+    async with asyncio.timeout(WAIT):
+        await done.wait()
+    assert got[0] == (True, [None])
+    assert got[1][0] is False
+    assert isinstance(got[1][1], DuplicateJobError)
+    assert (await fetch(db, "x")).id == "x"
+
+
+async def test_cancelled_write_before_its_batch_is_dropped(db: Database, writer: Writer) -> None:
+    slow = writer.enqueue(_slow, 0.05)
+    await asyncio.sleep(0.01)  # a batch is in flight; the next write waits for it
+    task = asyncio.create_task(writer.write(jobs.insert_jobs, [new_job("gone")]))
+    await asyncio.sleep(0)  # queued
+    task.cancel()
+    async with asyncio.timeout(WAIT):
+        await slow
+        await insert(writer, new_job("kept"))
+    assert task.cancelled()
+    with pytest.raises(JobNotFoundError):
+        await fetch(db, "gone")
+    assert (await fetch(db, "kept")).id == "kept"
+
+
+async def test_close_flushes_queued_writes(db: Database) -> None:
+    writer = Writer(db)
+    writer.start()
+    futs = [writer.enqueue(jobs.insert_jobs, [new_job(f"j{i}")]) for i in range(3)]
+    async with asyncio.timeout(WAIT):
+        await writer.close()
+    assert all(f.done() and f.result() == [None] for f in futs)
+    assert await db.run(_count) == 3
+    with pytest.raises(ServiceClosedError):
+        writer.enqueue(jobs.insert_jobs, [new_job("late")])
+    with pytest.raises(ServiceClosedError):
+        await writer.write(jobs.insert_jobs, [new_job("late")])
+    with pytest.raises(ServiceClosedError):
+        writer.then(jobs.insert_jobs, ([new_job("late")],), lambda ok, v: None)
+    await writer.close()  # twice: fine
+
+
+async def test_unstarted_writer_refuses_and_closes(db: Database) -> None:
+    writer = Writer(db)
+    with pytest.raises(ServiceClosedError):
+        writer.enqueue(jobs.insert_jobs, [new_job("x")])
+    await writer.close()
+
+
+class _CountingPlanner:
+    """A ClaimPlanner that reads, at the end of each batch, what the batch inserted."""
+
+    def __init__(self) -> None:
+        self.want = True
+        self.results: list[int] = []
+        self.failures: list[BaseException] = []
+
+    def plan_claim(self) -> Any:
+        if not self.want:
+            return None
+        self.want = False
+        return _count
+
+    def claimed(self, result: Any) -> None:
+        self.results.append(result)
+
+    def claim_failed(self, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+
+async def test_planner_claim_ends_the_same_transaction(db: Database) -> None:
+    planner = _CountingPlanner()
+    writer = Writer(db)
+    writer.planner = planner
+    writer.start()
+    try:
+        async with asyncio.timeout(WAIT):
+            await writer.write(jobs.insert_jobs, [new_job("a"), new_job("b")])
+            planner.want = True
+            await writer.write(jobs.insert_jobs, [new_job("c")])
+            planner.want = True
+            with pytest.raises(ValueError, match="not a store error"):
+                await writer.write(_boom)
+    finally:
+        await writer.close()
+    # each claim saw the inserts of its own batch, before the commit
+    assert planner.results == [2, 3]
+    assert len(planner.failures) == 1
+    assert isinstance(planner.failures[0], ValueError)
