@@ -333,7 +333,7 @@ async def test_bulk_outcomes_skip_jobs_changed_by_someone_else(
     """One prepared UPDATE for the batch; if any job was changed first (cancelled by
     another process, swept), nothing of that attempt is kept and the per-row path
     stores exactly the others, plus a retry in the same batch."""
-    from jobqueue.store.outcomes import Outcome, finish
+    from jobqueue.store.outcomes import Outcome, finish_many
 
     svc = await make_service()
     await svc.close()
@@ -345,14 +345,14 @@ async def test_bulk_outcomes_skip_jobs_changed_by_someone_else(
         done = Outcome(TaskStatus.COMPLETED, result='{"ok":1}')
         items = [(f"r{i}", done, now) for i in range(8)]
         conn.execute("BEGIN IMMEDIATE")
-        result = finish.many(conn, items)  # type: ignore[attr-defined]
+        result = finish_many(conn, items)
         conn.execute("COMMIT")
         assert result == [i not in changed for i in range(8)]
         rows = dict(conn.execute("SELECT id, status FROM jobs WHERE id != 'r8'").fetchall())
         assert rows == {f"r{i}": "cancelled" if i in changed else "completed" for i in range(8)}
         retry = Outcome(TaskStatus.PENDING, error="again", run_at=now + 60)
         conn.execute("BEGIN IMMEDIATE")
-        assert finish.many(conn, [("r8", retry, now), ("r0", done, now)]) == [True, False]
+        assert finish_many(conn, [("r8", retry, now), ("r0", done, now)]) == [True, False]
         conn.execute("COMMIT")
         assert conn.execute("SELECT status, attempt FROM jobs WHERE id = 'r8'").fetchone() == (
             "pending",

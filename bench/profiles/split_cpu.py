@@ -50,18 +50,18 @@ def _timed_batch(spent: collections.Counter[str]) -> Any:
         i = 0
         while i < len(ops):
             fn, args = ops[i]
-            many = getattr(fn, "many", None)
             t = clock()
-            if many is not None:
+            if isinstance(fn, writer_mod.Batchable):
                 j = i + 1
                 while j < len(ops) and ops[j][0] is fn:
                     j += 1
-                out.extend((True, r) for r in many(conn, [a for _, a in ops[i:j]]))
+                out.extend((True, r) for r in fn.many(conn, [a for _, a in ops[i:j]]))
                 i = j
             else:
                 out.append((True, fn(conn, *args)))
                 i += 1
-            spent[getattr(fn, "__name__", "op")] += clock() - t
+            named = fn.one if isinstance(fn, writer_mod.Batchable) else fn
+            spent[getattr(named, "__name__", "op")] += clock() - t
         t = clock()
         claimed = claim(conn) if claim is not None else None
         spent["claim"] += clock() - t

@@ -18,7 +18,7 @@ from jobqueue.events.registry import Entry
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.jobs import NewJob
-from jobqueue.store.outcomes import Outcome, finish
+from jobqueue.store.outcomes import FINISH, Outcome
 from jobqueue.store.writer import Writer
 
 __all__ = ["run_bare"]
@@ -97,7 +97,7 @@ async def _end(
 ) -> None:
     """Record the outcome, then end the stream: a consumer that saw the end reads it stored."""
     try:
-        await _record(writer, finish, job_id, out, time.time())
+        await _record(writer, FINISH, job_id, out, time.time())
     except asyncio.CancelledError:
         log.warning("recording the end of job %r was interrupted", job_id)
     finally:

@@ -27,7 +27,7 @@ from jobqueue.events.manager import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
 from jobqueue.status import TaskStatus, stronger
 from jobqueue.store.jobs import Claimed
-from jobqueue.store.outcomes import Outcome, finish
+from jobqueue.store.outcomes import FINISH, Outcome
 from jobqueue.store.writer import Writer
 from jobqueue.workflow import Suspend, run_failure_callbacks
 
@@ -218,7 +218,7 @@ class Runner:
         now, ran = time.time(), time.monotonic() - run.mono
         try:
             self._writer.then(
-                finish,
+                FINISH,
                 (run.claimed.id, out, now),
                 partial(self._recorded, run, out, value, now, ran),
             )

@@ -5,21 +5,27 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from jobqueue.store.rows import by_name
+
 __all__ = ["barrier", "request_control", "resume_paused"]
 
 
 def request_control(conn: sqlite3.Connection, job_id: str, kind: str) -> str | None:
     """Ask the owner of a running job for ``kind``; returns the owner (None if not running)."""
     # A weaker request never replaces a stronger one (cancel > stop > pause).
-    row = conn.execute(
-        "UPDATE jobs SET control = CASE "
-        "WHEN control = 'cancel' THEN control "
-        "WHEN control = 'stop' AND :kind = 'pause' THEN control "
-        "ELSE :kind END, updated_at = :now "
-        "WHERE id = :id AND status = 'running' RETURNING owner",
-        {"kind": kind, "now": time.time(), "id": job_id},
-    ).fetchone()
-    return None if row is None else str(row[0])
+    row = (
+        by_name(conn)
+        .execute(
+            "UPDATE jobs SET control = CASE "
+            "WHEN control = 'cancel' THEN control "
+            "WHEN control = 'stop' AND :kind = 'pause' THEN control "
+            "ELSE :kind END, updated_at = :now "
+            "WHERE id = :id AND status = 'running' RETURNING owner",
+            {"kind": kind, "now": time.time(), "id": job_id},
+        )
+        .fetchone()
+    )
+    return None if row is None else str(row["owner"])
 
 
 def resume_paused(conn: sqlite3.Connection, job_id: str, now: float) -> bool:

@@ -23,12 +23,14 @@ from jobqueue.errors import JobQueueError
 from jobqueue.store import jobs
 from jobqueue.store.jobs import Job
 from jobqueue.store.rows import by_name
-from jobqueue.store.writer import Writer
+from jobqueue.store.writer import Batchable, Writer
 
 __all__ = [
+    "APPEND",
     "JobLog",
     "LogRow",
     "append",
+    "append_many",
     "delete",
     "last_event",
     "max_seq",
@@ -49,11 +51,11 @@ _INSERT: Final = (
 def append(
     conn: sqlite3.Connection, job_id: str, seq: int, event_type: str, data: str, created_at: float
 ) -> None:
-    """Append one event (see :func:`_append_many`, which the writer uses in bulk)."""
-    _append_many(conn, [(job_id, seq, event_type, data, created_at)])
+    """Append one event (the writer appends in bulk: :data:`APPEND`)."""
+    append_many(conn, [(job_id, seq, event_type, data, created_at)])
 
 
-def _append_many(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[None]:
+def append_many(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[None]:
     """Append events in one statement.
 
     Never raises on a taken ``(job_id, seq)``: an exception here would roll
@@ -73,7 +75,8 @@ def _append_many(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> l
     return [None] * len(rows)
 
 
-append.many = _append_many  # type: ignore[attr-defined]
+#: :func:`append` as the writer batches it: the appends of a batch share one ``executemany``.
+APPEND: Final[Batchable[[str, int, str, str, float], None]] = Batchable(append, append_many)
 
 
 def read_after(conn: sqlite3.Connection, job_id: str, after: int, limit: int) -> list[LogRow]:
@@ -144,7 +147,7 @@ class JobLog:
         self._inflight += 1
         try:
             self._writer.then(
-                append,
+                APPEND,
                 (self.job_id, seq, event_type, data, created_at),
                 partial(self._done, seq),
             )

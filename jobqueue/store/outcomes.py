@@ -1,7 +1,7 @@
 """How a run ends: the :class:`Outcome` record and :func:`finish`, run on the db thread.
 
-Terminal outcomes from many jobs share one bulk ``UPDATE ... FROM (VALUES ...)``
-per chunk; retries, pauses and outcomes carrying effects are written one by one.
+Terminal outcomes from many jobs share one statement (the writer batches
+:data:`FINISH`); retries, pauses and outcomes carrying effects are written one by one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any, Final
 
 from jobqueue.status import TERMINAL, TaskStatus
 from jobqueue.store.rows import by_name
+from jobqueue.store.writer import Batchable
 
-__all__ = ["Outcome", "finish"]
+__all__ = ["FINISH", "Outcome", "finish", "finish_many"]
 
 
 @dataclass(slots=True)  # not frozen: a frozen record costs several µs per job
@@ -48,33 +49,37 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
     if out.status is TaskStatus.PENDING:
         # A control another process asked for while this run ended wins over the retry:
         # the job ends cancelled/stopped/paused instead of running again.
-        row = conn.execute(
-            "UPDATE jobs SET status = CASE control WHEN 'cancel' THEN 'cancelled' "
-            "WHEN 'stop' THEN 'stopped' WHEN 'pause' THEN 'paused' ELSE 'pending' END, "
-            "reason = CASE control WHEN 'cancel' THEN 'cancelled' WHEN 'stop' THEN 'stopped' "
-            "WHEN 'pause' THEN 'paused' ELSE :reason END, "
-            "completed_at = CASE WHEN control IN ('cancel', 'stop') THEN :now "
-            "ELSE completed_at END, "
-            "attempt = attempt + :count, run_at = :run_at, error_message = :error, "
-            "error_type = :error_type, traceback = :traceback, updated_at = :now, "
-            "owner = NULL, heartbeat = NULL, control = NULL "
-            "WHERE id = :id AND status IN ('running', 'paused') RETURNING status",
-            {
-                "count": int(out.count_attempt),
-                "run_at": out.run_at or now,
-                "error": out.error,
-                "error_type": out.error_type,
-                "traceback": out.traceback,
-                "reason": out.reason,
-                "now": now,
-                "id": job_id,
-            },
-        ).fetchone()
+        row = (
+            by_name(conn)
+            .execute(
+                "UPDATE jobs SET status = CASE control WHEN 'cancel' THEN 'cancelled' "
+                "WHEN 'stop' THEN 'stopped' WHEN 'pause' THEN 'paused' ELSE 'pending' END, "
+                "reason = CASE control WHEN 'cancel' THEN 'cancelled' WHEN 'stop' THEN 'stopped' "
+                "WHEN 'pause' THEN 'paused' ELSE :reason END, "
+                "completed_at = CASE WHEN control IN ('cancel', 'stop') THEN :now "
+                "ELSE completed_at END, "
+                "attempt = attempt + :count, run_at = :run_at, error_message = :error, "
+                "error_type = :error_type, traceback = :traceback, updated_at = :now, "
+                "owner = NULL, heartbeat = NULL, control = NULL "
+                "WHERE id = :id AND status IN ('running', 'paused') RETURNING status",
+                {
+                    "count": int(out.count_attempt),
+                    "run_at": out.run_at or now,
+                    "error": out.error,
+                    "error_type": out.error_type,
+                    "traceback": out.traceback,
+                    "reason": out.reason,
+                    "now": now,
+                    "id": job_id,
+                },
+            )
+            .fetchone()
+        )
         if row is None:
             return False
-        if row[0] == "pending":
+        if row["status"] == "pending":
             return True
-        status = TaskStatus(row[0])
+        status = TaskStatus(row["status"])
         return Outcome(status, error=out.error, reason=status.value)
     if out.status is TaskStatus.PAUSED:
         cur = conn.execute(
@@ -84,10 +89,10 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
         )
         return cur.rowcount == 1
     if not out.effects:
-        return _finish_many(conn, [(job_id, out, now)])[0]
+        return finish_many(conn, [(job_id, out, now)])[0]
     conn.execute("SAVEPOINT effects")
     try:
-        done = _finish_many(conn, [(job_id, dataclasses.replace(out, effects=()), now)])
+        done = finish_many(conn, [(job_id, dataclasses.replace(out, effects=()), now)])
         if done[0]:
             for fn, args in out.effects:
                 fn(conn, *args)
@@ -100,7 +105,7 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
             error_type=type(exc).__name__,
             reason="effect_error",
         )
-        return failed if _finish_many(conn, [(job_id, failed, now)])[0] else False
+        return failed if finish_many(conn, [(job_id, failed, now)])[0] else False
     conn.execute("RELEASE effects")
     return done[0]
 
@@ -113,10 +118,9 @@ _FINISH_ONE: Final = (
 )
 
 
-def _finish_many(
-    conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]
-) -> list[bool | Outcome]:
-    """Bulk :func:`finish`: terminal outcomes in one statement; retries alone."""
+def finish_many(conn: sqlite3.Connection, items: Sequence[tuple[Any, ...]]) -> list[bool | Outcome]:
+    """:func:`finish` for several ``(job_id, outcome, now)``: terminal outcomes in one
+    statement, retries, pauses and outcomes with effects one by one."""
     terminal = [it for it in items if _bulk(it[1])]
     if len(terminal) == len(items) and _finish_all(conn, items):
         return [True] * len(items)
@@ -180,4 +184,5 @@ def _bulk(out: Outcome) -> bool:
     return out.status in TERMINAL and not out.effects
 
 
-finish.many = _finish_many  # type: ignore[attr-defined]
+#: :func:`finish` as the writer batches it: the outcomes of a batch share one statement.
+FINISH: Final[Batchable[[str, Outcome, float], bool | Outcome]] = Batchable(finish, finish_many)

@@ -7,11 +7,12 @@ thread, and resolves each future only after the commit. While a batch is in
 flight the next one fills up, so batches grow with load and the number of
 thread hops per job falls.
 
-A function with a ``many`` attribute is bulk-capable: consecutive ops of it
-in a batch are handed over together (``fn.many(conn, [args, ...])``) and
-run as one statement. An op that raises a :class:`~jobqueue.errors.JobQueueError` or an integrity
-error fails alone (its statements are atomic or use a savepoint); any other
-database error rolls the whole batch back and fails every op in it.
+An op queued as a :class:`Batchable` (a ``one``/``many`` pair, such as the
+job outcomes' ``outcomes.FINISH``) is bulk-capable: consecutive ops of the
+same pair in a batch are handed over together (``many(conn, [args, ...])``)
+and run as one statement. An op that raises a :class:`~jobqueue.errors.JobQueueError`
+or an integrity error fails alone (its statements are atomic or use a savepoint);
+any other database error rolls the whole batch back and fails every op in it.
 """
 
 from __future__ import annotations
@@ -22,16 +23,34 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 from jobqueue.errors import JobQueueError, ServiceClosedError
 from jobqueue.store.connection import Database
 
-__all__ = ["ClaimPlanner", "Writer"]
+__all__ = ["Batchable", "ClaimPlanner", "Writer"]
 
 log = logging.getLogger("jobqueue.store")
 T = TypeVar("T")
+P = ParamSpec("P")
 DbFn = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Batchable(Generic[P, T]):
+    """A write that the ops of several callers in one batch share: a ``(one, many)`` pair.
+
+    ``one(conn, *args)`` writes one op; ``many(conn, [args, ...])`` writes
+    several ops in one statement and returns one result per op, in order. Queue
+    the pair itself (``writer.then(FINISH, args, cb)``): the writer hands the
+    consecutive ops of one pair in a batch to ``many``. Calling the pair runs ``one``.
+    """
+
+    one: Callable[Concatenate[sqlite3.Connection, P], T]
+    many: Callable[[sqlite3.Connection, Sequence[tuple[Any, ...]]], list[T]]
+
+    def __call__(self, conn: sqlite3.Connection, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.one(conn, *args, **kwargs)
 
 
 class ClaimPlanner(Protocol):
@@ -70,12 +89,11 @@ def _run_batch(
         i, n = 0, len(ops)
         while i < n:
             fn, args = ops[i]
-            many = getattr(fn, "many", None)
-            if many is not None:  # consecutive ops of a bulk-capable kind: one statement
+            if isinstance(fn, Batchable):  # consecutive ops of one pair: one statement
                 j = i + 1
                 while j < n and ops[j][0] is fn:
                     j += 1
-                out.extend((True, r) for r in many(conn, [a for _, a in ops[i:j]]))
+                out.extend((True, r) for r in fn.many(conn, [a for _, a in ops[i:j]]))
                 i = j
                 continue
             try:
