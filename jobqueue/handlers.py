@@ -112,6 +112,11 @@ class HandlerTable:
             )
         if name in self._originals and self._originals[name] is not fn:
             raise InvalidHandlerError(f"a different handler is already registered as {name!r}")
+        if key_concurrency is None:
+            raise InvalidArgumentError(
+                "key_concurrency must be an int >= 1 (jobs sharing a concurrency_key that "
+                "may run at once), got None"
+            )
         for label, value in (("concurrency", concurrency), ("key_concurrency", key_concurrency)):
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1

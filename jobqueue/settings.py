@@ -99,6 +99,9 @@ def _check(o: dict[str, Any]) -> None:
     for name in _NON_NEGATIVE:
         if name in o:
             check_number(o[name], name)
+    for name in ("check_on_open", "strict_events"):
+        if name in o and not isinstance(o[name], bool):
+            raise InvalidArgumentError(f"{name} must be True or False, got {o[name]!r}")
     synchronous = o.get("synchronous", "NORMAL")
     if synchronous not in ("NORMAL", "FULL"):
         raise InvalidArgumentError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")

@@ -233,3 +233,14 @@ async def test_lock_key_from_payload_separates_keys(db_path: Path) -> None:
     async with asyncio.timeout(5):
         await asyncio.gather(*(wrapped(_ctx(f"k{i}"), {"user": 7}) for i in range(2)))
     assert peak == 1
+
+
+def test_key_concurrency_none_is_refused() -> None:
+    table = HandlerTable("x.db")
+
+    async def h(ctx: object, payload: object) -> None:
+        return None
+
+    with pytest.raises(InvalidArgumentError, match="key_concurrency must be an int >= 1"):
+        table.register("h", h, key_concurrency=None)  # type: ignore[arg-type]
+    assert "h" not in table.functions

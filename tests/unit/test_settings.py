@@ -94,3 +94,9 @@ def test_in_memory(tmp_path: Path) -> None:
     disk = Settings.make(tmp_path / "jobs.db")
     assert not disk.in_memory
     assert disk.replace(path=MEMORY).in_memory
+
+
+@pytest.mark.parametrize("name", ["check_on_open", "strict_events"])
+def test_switches_must_be_bools(name: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=f"{name} must be True or False"):
+        Settings.make("x.db", **{name: "no"})
