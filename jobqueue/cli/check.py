@@ -17,16 +17,33 @@ import urllib.parse
 from typing import Any
 
 from jobqueue.cli.render import Output
-from jobqueue.errors import StoreError
+from jobqueue.errors import StoreCorruptedError, StoreError
 from jobqueue.status import TaskStatus
 from jobqueue.store.connection import map_sqlite_error
 from jobqueue.store.recovery import heartbeats, is_alive
 from jobqueue.store.schema import latest_version, refuse_foreign
 
-__all__ = ["check_command", "check_file"]
+__all__ = ["check_command", "check_file", "likely_cause"]
 
 #: The schema version that lowercased statuses (older files may hold ``RUNNING``).
 _LOWERCASE_VERSION = 2
+#: The first 16 bytes of every SQLite database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def likely_cause(path: str) -> str:
+    """What usually damages a SQLite file that jobqueue wrote, and what to do.
+
+    SQLite keeps its file whole through crashes and full disks; what breaks it is the
+    database file parted from its ``-wal`` (commits not yet copied into the
+    file) and ``-shm`` (the index every process uses to find them) while in use.
+    """
+    return (
+        f"{path}-wal or {path}-shm deleted, or {path} copied or moved without them, while "
+        "a process had it open (the three files go together); restore the file from a "
+        f'backup taken with `sqlite3 {path} ".backup copy.db"` or copied with every '
+        "process stopped"
+    )
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -49,17 +66,35 @@ def check_file(path: str, *, quick: bool = False) -> dict[str, Any]:
     The report's ``problems`` are what makes the file unusable or wrong
     (``ok`` is false when there are any); ``warnings`` are worth knowing
     but harmless (an older schema is migrated at the next open, a dead
-    process's running jobs are recovered then).
+    process's running jobs are recovered then). When SQLite finds the file
+    itself damaged, ``damaged`` is true and ``likely_cause`` says what
+    usually did it and what to do (:func:`likely_cause`).
 
     Raises:
         StoreCorruptedError: not a SQLite file, or a database of another program.
         StoreError: the file cannot be read.
     """
-    conn = _connect(path)
     try:
-        return _check(conn, path, quick)
+        conn = _connect(path)
+    except StoreCorruptedError as exc:
+        if not _is_sqlite(path):  # another kind of file: no -wal to have lost
+            raise
+        raise StoreCorruptedError(f"{exc} Likely cause: {likely_cause(path)}.", path) from exc
+    try:
+        report = _check(conn, path, quick)
     finally:
         conn.close()
+    if report["damaged"]:
+        report["likely_cause"] = likely_cause(path)
+    return report
+
+
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
 
 
 def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
@@ -75,6 +110,8 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
         "jobs": {},
         "problems": [],
         "warnings": [],
+        "damaged": False,  # the b-tree is broken (not merely an unexpected value)
+        "likely_cause": None,
     }
     problems: list[str] = report["problems"]
     warnings: list[str] = report["warnings"]
@@ -84,11 +121,13 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
         report["journal_mode"] = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
     except sqlite3.DatabaseError as exc:
         report["integrity"] = [str(exc)]
+        report["damaged"] = True
         problems.append(f"the file is damaged ({exc}); restore it from a backup")
         return report
     found = [str(r[0]) for r in rows]
     report["integrity"] = "ok" if found == ["ok"] else found[:20]
     if found != ["ok"]:
+        report["damaged"] = True
         shown = "; ".join(found[:3])
         problems.append(f"integrity check failed ({shown}); restore the file from a backup")
     report["schema_version"] = version
@@ -114,6 +153,7 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
     try:
         _check_rows(conn, version, report)
     except sqlite3.DatabaseError as exc:
+        report["damaged"] = True
         problems.append(f"reading the jobs failed ({exc}); restore the file from a backup")
     report["ok"] = not problems
     return report
@@ -164,6 +204,8 @@ def check_command(args: argparse.Namespace, out: Output) -> int:
             ("jobs", ", ".join(f"{s} {n}" for s, n in sorted(report["jobs"].items())) or "none"),
         ]
         fields += [("problem", p) for p in report["problems"]]
+        if report["likely_cause"]:
+            fields.append(("cause", report["likely_cause"]))  # short: keeps the columns
         fields += [("warning", w) for w in report["warnings"]]
         out.fields(fields)
         out.note("check: ok" if report["ok"] else f"check: {len(report['problems'])} problem(s)")
