@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from jobqueue.cli.render import Output, rich_console, rich_text, safe_text
 from jobqueue.context import JobContext
 from jobqueue.service import JobQueueService
+from jobqueue.store import jobs
 
 __all__ = ["run_demo"]
 
@@ -161,26 +162,23 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
         await svc.run_until_idle()
     show.close()
 
-    # Read the final statuses straight from the file, with the standard library.
+    # Read the final statuses straight from the file, on a plain sqlite3 connection.
     conn = sqlite3.connect(db)
     try:
-        rows = conn.execute(
-            "SELECT id, handler, status, attempt, coalesce(result, error_message, reason, '') "
-            "FROM jobs ORDER BY seq"
-        ).fetchall()
+        rows = jobs.summaries(conn)
     finally:
         conn.close()
     none: Counter[str] = Counter()  # a --db file may hold jobs from before this demo
     table = [
         [
-            job_id[:8],
-            handler,
-            status,
-            f"attempt={attempt}",
-            "events=" + ",".join(f"{k}:{n}" for k, n in sorted(seen.get(job_id, none).items())),
-            str(detail)[:50],
+            row.id[:8],
+            str(row.handler),  # "None" for a bare coroutine job
+            row.status,
+            f"attempt={row.attempt}",
+            "events=" + ",".join(f"{k}:{n}" for k, n in sorted(seen.get(row.id, none).items())),
+            row.detail[:50],
         ]
-        for job_id, handler, status, attempt, detail in rows
+        for row in rows
     ]
     out.table(["ID", "HANDLER", "STATUS", "ATTEMPT", "EVENTS", "RESULT"], table, title=FINAL_HEADER)
     return 0

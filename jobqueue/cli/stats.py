@@ -12,7 +12,8 @@ from typing import Any
 
 from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time, rich_console, rich_text
 from jobqueue.service import JobQueueService
-from jobqueue.store.recovery import is_alive
+from jobqueue.store import jobs
+from jobqueue.store.recovery import is_alive, owner_rows
 
 __all__ = ["read_stats", "stats_command"]
 
@@ -26,47 +27,33 @@ def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
     (0 when none is due); ``processes`` are the live services that opened the
     file (workers, apps, this command excluded) with their boot time and heartbeat.
     """
-    by_status = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-    due, oldest = conn.execute(
-        "SELECT count(*), min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?", (now,)
-    ).fetchone()
-    queues = dict(
-        conn.execute(
-            "SELECT coalesce(handler, ''), count(*) FROM jobs WHERE status = 'pending' "
-            "GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-    )
-    running_by_owner = dict(
-        conn.execute(
-            "SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner"
-        ).fetchall()
-    )
+    counts = jobs.counts(conn, now)
+    by_status = counts.by_status
+    running_by_owner = jobs.running_by_owner(conn)
     processes = [
         {
-            "owner": owner,
-            "pid": pid,
-            "boot_at": started_at,
-            "heartbeat_age": max(0.0, now - beat),
-            "running": running_by_owner.get(owner, 0),
+            "owner": row.owner,
+            "pid": row.pid,
+            "boot_at": row.started_at,
+            "heartbeat_age": max(0.0, now - row.heartbeat),
+            "running": running_by_owner.get(row.owner, 0),
         }
-        for owner, pid, started_at, beat in conn.execute(
-            "SELECT owner, pid, started_at, heartbeat FROM owners ORDER BY started_at"
-        )
-        if owner != me and is_alive(owner, beat, now)
+        for row in owner_rows(conn)
+        if row.owner != me and is_alive(row.owner, row.heartbeat, now)
     ]
     pending = by_status.get("pending", 0)
     return {
         "pending": pending,
-        "due": due,
-        "delayed": pending - due,
+        "due": counts.due,
+        "delayed": pending - counts.due,
         "running": by_status.get("running", 0),
         "paused": by_status.get("paused", 0),
         "done": by_status.get("completed", 0),
         "failed": by_status.get("failed", 0),
         "cancelled": by_status.get("cancelled", 0),
         "stopped": by_status.get("stopped", 0),
-        "lag": 0.0 if oldest is None else max(0.0, now - oldest),
-        "queues": queues,
+        "lag": 0.0 if counts.oldest_due is None else max(0.0, now - counts.oldest_due),
+        "queues": counts.pending_by_handler,
         "processes": processes,
         "now": now,
     }

@@ -8,7 +8,6 @@ never reported below zero.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 
@@ -35,9 +34,9 @@ class JobCounts:
 
     async def refresh(self, db: Database) -> None:
         """Re-read counts and lag from the store."""
-        counts, pending, oldest = await db.run(_read_all, time.time())
-        self.by_status, self.pending = Counter(counts), Counter(pending)
-        self.lag = 0.0 if oldest is None else max(0.0, time.time() - oldest)
+        read = await db.run(jobs.counts, time.time())
+        self.by_status, self.pending = Counter(read.by_status), Counter(read.pending_by_handler)
+        self.lag = 0.0 if read.oldest_due is None else max(0.0, time.time() - read.oldest_due)
 
     def submitted(self, handler: str | None, count: int = 1) -> None:
         self.by_status["pending"] += count
@@ -70,15 +69,3 @@ class JobCounts:
         """Pending jobs by handler (safe to call from another thread)."""
         counts = dict(self.pending)  # one C-level copy: atomic under the GIL
         return {h: n if n > 0 else 0 for h, n in counts.items()}
-
-
-def _read_all(
-    conn: sqlite3.Connection, now: float
-) -> tuple[dict[str, int], dict[str, int], float | None]:
-    pending = conn.execute(
-        "SELECT coalesce(handler, ''), count(*) FROM jobs WHERE status = 'pending' GROUP BY 1"
-    ).fetchall()
-    oldest = conn.execute(
-        "SELECT min(run_at) FROM jobs WHERE status = 'pending' AND run_at <= ?", (now,)
-    ).fetchone()
-    return jobs.count_by_status(conn), dict(pending), None if oldest is None else oldest[0]

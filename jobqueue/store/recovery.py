@@ -36,6 +36,7 @@ from jobqueue.runtime.owner import UNKNOWN, here, parse_owner
 __all__ = [
     "STALE_AFTER",
     "ControlRequest",
+    "OwnerRow",
     "SweepResult",
     "control_requests",
     "dead_owners",
@@ -44,6 +45,7 @@ __all__ = [
     "heartbeats",
     "is_alive",
     "owner_alive",
+    "owner_rows",
     "sweep",
     "sweep_on_open",
 ]
@@ -128,6 +130,26 @@ def heartbeats(conn: sqlite3.Connection) -> dict[str, float]:
     except sqlite3.OperationalError:  # no such table: a file from before owners were kept
         return {}
     return {r["owner"]: r["heartbeat"] for r in found}
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRow:
+    """A service that opened the file: its identity, pid, start time and last heartbeat."""
+
+    owner: str
+    pid: int
+    started_at: float
+    heartbeat: float
+
+
+def owner_rows(conn: sqlite3.Connection) -> list[OwnerRow]:
+    """Every row of the ``owners`` table, oldest service first."""
+    found = (
+        _by_name(conn)
+        .execute("SELECT owner, pid, started_at, heartbeat FROM owners ORDER BY started_at")
+        .fetchall()
+    )
+    return [OwnerRow(r["owner"], r["pid"], r["started_at"], r["heartbeat"]) for r in found]
 
 
 def dead_owners(conn: sqlite3.Connection, me: str, now: float, stale_after: float) -> list[str]:
