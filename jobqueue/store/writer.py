@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
-from jobqueue.errors import JobQueueError, ServiceClosedError
-from jobqueue.store.connection import Database
+from jobqueue.errors import JobQueueError, ServiceClosedError, StoreError
+from jobqueue.store.connection import Database, map_sqlite_error
 
 __all__ = ["Batchable", "ClaimPlanner", "Writer"]
 
@@ -82,7 +82,13 @@ def _run_batch(
     ops: Sequence[tuple[DbFn, tuple[Any, ...]]],
     claim: Callable[[sqlite3.Connection], Any] | None,
 ) -> tuple[list[tuple[bool, Any]], Any]:
-    """Runs on the database thread: the whole batch in one transaction."""
+    """Runs on the database thread: the whole batch in one transaction.
+
+    Each op (or run of one bulk pair) runs under its own savepoint: an op that
+    fails is undone alone and its error goes to its own caller, so it never
+    fails its neighbours. Only an error that ends the transaction itself (a
+    full disk, an I/O error) fails the whole batch.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         out: list[tuple[bool, Any]] = []
@@ -93,13 +99,15 @@ def _run_batch(
                 j = i + 1
                 while j < n and ops[j][0] is fn:
                     j += 1
-                out.extend((True, r) for r in fn.many(conn, [a for _, a in ops[i:j]]))
+                group = [a for _, a in ops[i:j]]
+                ok, values = _isolated(conn, fn.many, (group,))
+                if ok:
+                    out.extend((True, r) for r in values)
+                else:  # one of them is bad: run them one by one to find it
+                    out.extend(_isolated(conn, fn.one, a) for a in group)
                 i = j
                 continue
-            try:
-                out.append((True, fn(conn, *args)))
-            except (JobQueueError, sqlite3.IntegrityError) as exc:
-                out.append((False, exc))
+            out.append(_isolated(conn, fn, args))
             i += 1
         claimed = claim(conn) if claim is not None else None
         conn.execute("COMMIT")
@@ -108,6 +116,41 @@ def _run_batch(
             conn.execute("ROLLBACK")
         raise
     return out, claimed
+
+
+def _isolated(conn: sqlite3.Connection, fn: Callable[..., Any], args: Sequence[Any]) -> Any:
+    """``(True, fn(conn, *args))``, or ``(False, error)`` with its writes undone."""
+    conn.execute("SAVEPOINT op")
+    try:
+        value = fn(conn, *args)
+    except Exception as exc:
+        if not conn.in_transaction:
+            raise  # SQLite ended the transaction (disk full, I/O): the batch is lost
+        try:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+        except sqlite3.Error:
+            raise exc from None
+        return False, _typed(exc)
+    conn.execute("RELEASE op")
+    return True, value
+
+
+def _typed(exc: Exception) -> Exception:
+    """The error as its caller should see it: a JobQueueError, never a raw one."""
+    if isinstance(exc, JobQueueError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        mapped = map_sqlite_error(exc, "the database")
+        if mapped is not None:
+            return mapped
+    error = StoreError(
+        f"a write failed and was undone alone ({type(exc).__name__}: {exc}); other writes "
+        "of the same transaction were kept. This is a bug if the input was valid: please "
+        "report it with this message"
+    )
+    error.__cause__ = exc
+    return error
 
 
 class Writer:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from _parts import WAIT, fetch, insert, new_job
 
-from jobqueue.errors import DuplicateJobError, JobNotFoundError, ServiceClosedError
+from jobqueue.errors import DuplicateJobError, JobNotFoundError, ServiceClosedError, StoreError
 from jobqueue.store import jobs
 from jobqueue.store.connection import Database
 from jobqueue.store.writer import Writer
@@ -75,17 +75,26 @@ async def test_failing_op_raises_to_its_own_caller_only(db: Database, writer: Wr
     assert {(await fetch(db, j)).id for j in ("a", "b", "taken")} == {"a", "b", "taken"}
 
 
-async def test_other_errors_roll_the_whole_batch_back(db: Database, writer: Writer) -> None:
+async def test_an_unexpected_error_fails_only_its_own_op(db: Database, writer: Writer) -> None:
     first = writer.enqueue(jobs.insert_jobs, [new_job("a")])
     bad = writer.enqueue(_boom)
+    half = writer.enqueue(_half_then_boom)
+    last = writer.enqueue(jobs.insert_jobs, [new_job("b")])
     async with asyncio.timeout(WAIT):
-        for fut in (first, bad):
-            with pytest.raises(ValueError, match="not a store error"):
+        assert await first == [None]
+        for fut in (bad, half):
+            with pytest.raises(StoreError, match="undone alone") as info:
                 await fut
-    assert await db.run(_count) == 0  # "a" was in the same transaction: rolled back
-    assert writer.batches == 0
-    await insert(writer, new_job("a"))  # the writer goes on
-    assert await db.run(_count) == 1
+            assert isinstance(info.value.__cause__, (ValueError, sqlite3.IntegrityError))
+        assert await last == [None]
+    assert await db.run(_count) == 2  # a and b; the half-done op left nothing behind
+    assert writer.batches == 1
+
+
+def _half_then_boom(conn: sqlite3.Connection) -> None:
+    """Writes one row, then fails: its row must be undone with it, and only it."""
+    jobs.insert_jobs(conn, [new_job("half")])
+    conn.execute("UPDATE jobs SET status = NULL WHERE id = 'half'")  # NOT NULL: fails
 
 
 async def test_then_calls_back_after_commit(db: Database, writer: Writer) -> None:
@@ -178,11 +187,32 @@ async def test_planner_claim_ends_the_same_transaction(db: Database) -> None:
             planner.want = True
             await writer.write(jobs.insert_jobs, [new_job("c")])
             planner.want = True
-            with pytest.raises(ValueError, match="not a store error"):
-                await writer.write(_boom)
+            with pytest.raises(StoreError, match="not a store error"):
+                await writer.write(_boom)  # fails alone: the claim still runs
     finally:
         await writer.close()
     # each claim saw the inserts of its own batch, before the commit
-    assert planner.results == [2, 3]
-    assert len(planner.failures) == 1
-    assert isinstance(planner.failures[0], ValueError)
+    assert planner.results == [2, 3, 3]
+    assert planner.failures == []
+
+
+async def test_a_bad_op_in_a_bulk_run_fails_alone(db: Database, writer: Writer) -> None:
+    from jobqueue.store import eventlog
+
+    await insert(writer, new_job("j"))
+    results: list[tuple[bool, Any]] = []
+    done = asyncio.Event()
+
+    def record(ok: bool, value: Any) -> None:
+        results.append((ok, value))
+        if len(results) == 5:
+            done.set()
+
+    for seq, event_type in enumerate(["token", "token", None, "token", "token"], start=1):
+        writer.then(eventlog.APPEND, ("j", seq, event_type, "{}", 1.0), record)
+    async with asyncio.timeout(WAIT):
+        await done.wait()
+    assert [ok for ok, _ in results] == [True, True, False, True, True]
+    assert isinstance(results[2][1], StoreError)
+    rows = await db.run(eventlog.read_after, "j", 0, 10)
+    assert [r[0] for r in rows] == [1, 2, 4, 5]
