@@ -13,15 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import urllib.parse
 from typing import Any
 
 from jobqueue.cli.render import Output
 from jobqueue.errors import StoreCorruptedError, StoreError
 from jobqueue.status import TaskStatus
+from jobqueue.store import jobs
 from jobqueue.store.connection import map_sqlite_error
+from jobqueue.store.health import foreign_key_violations, integrity, journal_mode, open_read_only
 from jobqueue.store.recovery import heartbeats, is_alive
-from jobqueue.store.schema import latest_version, refuse_foreign
+from jobqueue.store.schema import latest_version, refuse_foreign, user_version
 
 __all__ = ["check_command", "check_file", "likely_cause"]
 
@@ -47,17 +48,10 @@ def likely_cause(path: str) -> str:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+        return open_read_only(path, busy_timeout=5.0)
     except sqlite3.Error as exc:
         raise map_sqlite_error(exc, path) or StoreError(f"{path}: {exc}", path) from exc
-    try:
-        conn.execute("PRAGMA schema_version").fetchone()  # reads the header: fails if not SQLite
-    except sqlite3.Error as exc:
-        conn.close()
-        raise map_sqlite_error(exc, path) or StoreError(f"{path}: {exc}", path) from exc
-    return conn
 
 
 def check_file(path: str, *, quick: bool = False) -> dict[str, Any]:
@@ -116,15 +110,14 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
     problems: list[str] = report["problems"]
     warnings: list[str] = report["warnings"]
     try:
-        rows = conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check").fetchall()
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        report["journal_mode"] = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        found = integrity(conn, quick)
+        version = user_version(conn)
+        report["journal_mode"] = journal_mode(conn)
     except sqlite3.DatabaseError as exc:
         report["integrity"] = [str(exc)]
         report["damaged"] = True
         problems.append(f"the file is damaged ({exc}); restore it from a backup")
         return report
-    found = [str(r[0]) for r in rows]
     report["integrity"] = "ok" if found == ["ok"] else found[:20]
     if found != ["ok"]:
         report["damaged"] = True
@@ -162,25 +155,23 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
 def _check_rows(conn: sqlite3.Connection, version: int, report: dict[str, Any]) -> None:
     valid = {s.value for s in TaskStatus}
     counts: dict[str, int] = {}
-    for status, n in conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
+    for status, n in jobs.count_by_status(conn).items():
         key = status.lower() if isinstance(status, str) and version < _LOWERCASE_VERSION else status
         if key in valid:
             counts[key] = counts.get(key, 0) + n
             continue
-        example = conn.execute("SELECT id FROM jobs WHERE status IS ? LIMIT 1", (status,))
+        example = jobs.example_with_status(conn, status)
         report["problems"].append(
-            f"{n} job(s) have the invalid status {status!r} (e.g. job {example.fetchone()[0]!r}); "
+            f"{n} job(s) have the invalid status {status!r} (e.g. job {example!r}); "
             f"valid statuses are {', '.join(sorted(valid))}. Fix or delete those rows."
         )
     report["jobs"] = counts
-    fk = conn.execute("PRAGMA foreign_key_check").fetchall()
+    fk = foreign_key_violations(conn)
     if fk:
         report["problems"].append(f"{len(fk)} row(s) break a foreign key (first: {fk[0]!r})")
-    running = conn.execute(
-        "SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner"
-    ).fetchall()
+    running = jobs.running_by_owner(conn)
     beats = heartbeats(conn)  # owners /proc here cannot judge: by their heartbeat
-    for owner, n in running:
+    for owner, n in running.items():
         if owner is not None and not is_alive(owner, beats.get(owner)):
             report["warnings"].append(
                 f"{n} running job(s) belong to process {owner.split(':')[0]}, which is gone; "

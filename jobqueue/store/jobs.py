@@ -473,7 +473,7 @@ def example_with_status(conn: sqlite3.Connection, status: object) -> str | None:
     row = (
         by_name(conn).execute("SELECT id FROM jobs WHERE status IS ? LIMIT 1", (status,)).fetchone()
     )
-    return None if row is None else str(row["id"])
+    return None if row is None else row["id"]  # as stored: a damaged file may hold a non-text id
 
 
 @dataclass(frozen=True, slots=True)
