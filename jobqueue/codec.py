@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from jobqueue.errors import PayloadError, PayloadTooLargeError
 
-__all__ = ["DEFAULT_MAX_BYTES", "decode", "encode"]
+__all__ = ["DEFAULT_MAX_BYTES", "decode", "encode", "storable"]
 
 #: Default cap on an encoded payload or result (1 MiB).
 DEFAULT_MAX_BYTES: Final = 1 << 20
@@ -127,3 +127,16 @@ def decode(text: str | bytes | None) -> Any:
         # (an event item's bytes end in a blank line)
         return json.loads(text)  # trailing data: json.loads says what is wrong
     return value
+
+
+def storable(text: str) -> str:
+    """``text`` as SQLite can store it: lone surrogates become ``\\udXXX`` escapes.
+
+    Exception messages and tracebacks are arbitrary text; a lone surrogate in one
+    would make the outcome that carries it impossible to write.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -398,7 +398,7 @@ def _exception(task: asyncio.Task[Any]) -> BaseException:
 
 
 def _text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return codec.storable(f"{type(exc).__name__}: {exc}")
 
 
 def _logged(ok: bool, value: Any) -> None:

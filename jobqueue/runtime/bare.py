@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from jobqueue import codec
 from jobqueue.errors import JobQueueError
 from jobqueue.events.registry import Entry
 from jobqueue.status import TaskStatus
@@ -63,9 +64,9 @@ async def run_bare(
     except Exception as exc:
         out = Outcome(
             TaskStatus.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
+            error=codec.storable(f"{type(exc).__name__}: {exc}"),
             error_type=type(exc).__name__,
-            traceback="".join(traceback.format_exception(exc))[-8192:],
+            traceback=codec.storable("".join(traceback.format_exception(exc))[-8192:]),
             reason="error",
         )
         await _end(writer, job_id, entry, out, finished)

@@ -22,6 +22,9 @@ from jobqueue.errors import (
     ServiceClosedError,
     StepError,
     StepTimeoutError,
+    StoreFullError,
+    StoreLockedError,
+    StoreReadOnlyError,
 )
 from jobqueue.events.manager import EventManager
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
@@ -229,6 +232,18 @@ class Runner:
         self, run: Run, out: Outcome, value: Any, now: float, ran: float, ok: bool, stored: Any
     ) -> None:
         c = run.claimed
+        if not ok and not _transient(stored) and out.reason != _UNSTORABLE:
+            # This outcome itself cannot be written (retrying would loop forever): fail
+            # the job with a record that says why, which can be.
+            log.error("the outcome of job %r cannot be stored: %s", c.id, stored)
+            failed = Outcome(
+                TaskStatus.FAILED,
+                error=codec.storable(f"its outcome could not be stored: {stored}"),
+                error_type=type(stored).__name__,
+                reason=_UNSTORABLE,
+            )
+            self._record(run, failed, None)
+            return
         if not ok and not isinstance(stored, ServiceClosedError):
             # Disk full, lock held too long...: the row still says running under this
             # live owner, so nobody else would settle it. Keep the slot and try again.
@@ -325,7 +340,9 @@ class Runner:
                 return Outcome(TaskStatus.PAUSED, reason="paused"), None
             return Outcome(TaskStatus.STOPPED, reason="stopped"), None
         except Cancel as exc:
-            return Outcome(TaskStatus.CANCELLED, error=str(exc) or None, reason="handler"), None
+            return Outcome(
+                TaskStatus.CANCELLED, error=codec.storable(str(exc)) or None, reason="handler"
+            ), None
         except Retry as exc:
             return self._failure(c, exc, "retry", exc.delay), None
         except Exception as exc:
@@ -350,9 +367,9 @@ class Runner:
     def _failure(
         self, c: Claimed, exc: BaseException, reason: str, delay: float | None = None
     ) -> Outcome:
-        error = f"{type(exc).__name__}: {exc}"
-        tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:]
-        etype = type(exc).__name__
+        error = codec.storable(f"{type(exc).__name__}: {exc}")
+        tb = codec.storable("".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:])
+        etype = codec.storable(type(exc).__name__)
         if isinstance(exc, StepError) and reason == "error":
             reason = exc.reason  # a workflow written wrongly: retrying won't help ...
             if not isinstance(exc, StepTimeoutError):  # ... but a slow step may pass next time
@@ -381,3 +398,15 @@ class Runner:
         return Outcome(
             TaskStatus.FAILED, error=error, error_type=etype, traceback=tb, reason=reason
         )
+
+
+_UNSTORABLE = "unstorable_outcome"
+
+
+def _transient(error: Any) -> bool:
+    """A write error that may pass if tried again (full disk, a lock, the store closing)."""
+    if isinstance(
+        error, StoreFullError | StoreLockedError | StoreReadOnlyError | ServiceClosedError
+    ):
+        return True
+    return not isinstance(error, JobQueueError)  # a whole batch failed: I/O, say

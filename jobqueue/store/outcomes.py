@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from jobqueue.codec import storable
 from jobqueue.status import TERMINAL, TaskStatus
 from jobqueue.store.rows import by_name
 from jobqueue.store.writer import Batchable
@@ -101,7 +102,7 @@ def finish(conn: sqlite3.Connection, job_id: str, out: Outcome, now: float) -> b
         conn.execute("RELEASE effects")
         failed = Outcome(
             TaskStatus.FAILED,
-            error=f"effect failed: {type(exc).__name__}: {exc}",
+            error=storable(f"effect failed: {type(exc).__name__}: {exc}"),
             error_type=type(exc).__name__,
             reason="effect_error",
         )
