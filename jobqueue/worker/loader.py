@@ -186,27 +186,26 @@ def prepare_service(
         WorkerAppError: the service was already started, or it has no database
             file and no ``path`` was given.
     """
-    if service._state != "new":
+    if service.state != "new":
         raise WorkerAppError(
             target,
-            f"{target} was already started ({service._state}); create it at import time "
+            f"{target} was already started ({service.state}); create it at import time "
             "without starting it, the worker opens and closes it",
         )
-    if path is not None:
-        if service._locks is not None and os.fspath(path) != service.path:
-            log.warning(
-                "lock_key handlers keep the locks made for %r; pass the same file to "
-                "JobQueueService() and --db to lock next to --db",
-                service.path,
-            )
-        service.path = os.fspath(path)
-    elif service.path == MEMORY:
+    if path is None and service.path == MEMORY:
         raise WorkerAppError(
             target,
             f"{target} has no database file, so no other process can give it jobs; pass "
             "--db FILE or create it with JobQueueService('jobs.db')",
         )
-    if concurrency is not None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise WorkerAppError(target, f"concurrency must be an int >= 1, got {concurrency!r}")
-        service._concurrency = concurrency
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise WorkerAppError(target, f"concurrency must be an int >= 1, got {concurrency!r}")
+    if path is not None and os.fspath(path) != service.path and service.locks_made:
+        log.warning(
+            "lock_key handlers keep the locks made for %r; pass the same file to "
+            "JobQueueService() and --db to lock next to --db",
+            service.path,
+        )
+    service.configure(path=path, concurrency=concurrency)
