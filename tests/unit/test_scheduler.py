@@ -183,10 +183,12 @@ async def test_rolled_back_claim_gives_slots_back(writer: Writer, make) -> None:
     await insert(writer, new_job("j"))  # stored, not claimed
 
     def boom(conn: sqlite3.Connection) -> None:
-        raise ValueError("roll back")
+        # As a full disk or an I/O error does: SQLite itself ends the transaction.
+        conn.execute("ROLLBACK")
+        raise sqlite3.OperationalError("roll back")
 
     m.scheduler.want()
-    with pytest.raises(ValueError, match="roll back"):
+    with pytest.raises(sqlite3.OperationalError, match="roll back"):
         await writer.write(boom)  # the claim was in this batch: rolled back with it
     assert m.started == []
     assert m.scheduler.running == 0  # both reserved slots given back
