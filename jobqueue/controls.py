@@ -20,7 +20,7 @@ from jobqueue.runtime.engine import Runtime
 from jobqueue.runtime.supervisor import recover
 from jobqueue.status import TaskStatus, check_transition
 from jobqueue.store import jobs
-from jobqueue.store.controls import barrier, request_control, resume_paused
+from jobqueue.store.controls import barrier, keep_paused, request_control, resume_paused
 from jobqueue.store.jobs import Job
 from jobqueue.store.outcomes import Outcome
 
@@ -87,7 +87,10 @@ class Controller:
                     continue
                 return await self._await_owner(job, owner, kind)
             if job.status is S.PAUSED and kind == "pause":
-                return job
+                # A resume() not yet acted on would run it after this pause returned.
+                if await writer.write(keep_paused, job_id, time.time()):
+                    return await self.get(job_id)
+                continue  # resumed and claimed meanwhile: pause that run
             target = _TARGET[kind]
             check_transition(job_id, job.status, target)
             try:
@@ -115,6 +118,8 @@ class Controller:
                 return False
             entry.task.cancel()
             await asyncio.wait([entry.task], timeout=grace)
+            if entry.settled is not None:  # its outcome is stored beside the task, after it
+                await asyncio.wait([entry.settled], timeout=grace)
             return True
         assert runner is not None
         task = run.task

@@ -105,7 +105,7 @@ class Supervisor:
         #: no procfs) is dead after this long without a heartbeat: at least 30 s, six
         #: heartbeats of the slowest owner.
         self.stale_after = max(poll_interval * 4, 1.0) * 30
-        self._applied: set[tuple[str, str]] = set()
+        self._applied: set[tuple[str, str, float | None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -152,8 +152,10 @@ class Supervisor:
         requests = await self._db.run(control_requests, self._owner)
         current = set()
         for req in requests:
-            current.add((req.job_id, req.kind))
-            if (req.job_id, req.kind) not in self._applied:
+            # Per run: pause, resume and pause again within one poll is a new request.
+            key = (req.job_id, req.kind, req.started_at)
+            current.add(key)
+            if key not in self._applied:
                 log.info(
                     "applying %s requested from another service to job %r", req.kind, req.job_id
                 )

@@ -7,7 +7,7 @@ import time
 
 from jobqueue.store.rows import by_name
 
-__all__ = ["barrier", "request_control", "resume_paused"]
+__all__ = ["barrier", "keep_paused", "request_control", "resume_paused"]
 
 
 def request_control(conn: sqlite3.Connection, job_id: str, kind: str) -> str | None:
@@ -34,6 +34,16 @@ def resume_paused(conn: sqlite3.Connection, job_id: str, now: float) -> bool:
         "UPDATE jobs SET control = 'resume', run_at = ?, updated_at = ? "
         "WHERE id = ? AND status = 'paused'",
         (now, now, job_id),
+    )
+    return cur.rowcount == 1
+
+
+def keep_paused(conn: sqlite3.Connection, job_id: str, now: float) -> bool:
+    """A pause of a paused job: withdraw a resume not yet acted on; False if not paused."""
+    cur = conn.execute(
+        "UPDATE jobs SET control = NULL, updated_at = CASE WHEN control IS NULL "
+        "THEN updated_at ELSE ? END WHERE id = ? AND status = 'paused'",
+        (now, job_id),
     )
     return cur.rowcount == 1
 

@@ -276,6 +276,8 @@ class ControlRequest:
 
     job_id: str
     kind: str
+    #: When this run of the job was claimed: a request on a later run is a new one.
+    started_at: float | None = None
 
 
 def control_requests(conn: sqlite3.Connection, owner: str) -> list[ControlRequest]:
@@ -283,10 +285,10 @@ def control_requests(conn: sqlite3.Connection, owner: str) -> list[ControlReques
     found = (
         _by_name(conn)
         .execute(
-            "SELECT id, control FROM jobs WHERE owner = ? AND control IS NOT NULL "
+            "SELECT id, control, started_at FROM jobs WHERE owner = ? AND control IS NOT NULL "
             "AND status = 'running'",
             (owner,),
         )
         .fetchall()
     )
-    return [ControlRequest(r["id"], r["control"]) for r in found]
+    return [ControlRequest(r["id"], r["control"], r["started_at"]) for r in found]
