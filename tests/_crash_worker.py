@@ -10,25 +10,35 @@ is killed. With ``--final`` it runs until no job is left to run, prints
 The handlers (names in :data:`HANDLERS`) are a mix: quick no-ops, effects
 written through the job's own transaction (``ctx.effect``) into the
 ``ledger`` table, sleeps, a ``Retry`` on the first attempt, failures that are
-retried, and a parent that submits a child job. Every handler start is
-appended to the ``--runs`` file (``job_id attempt pid``), outside any
-transaction, so the test can count executions as well as effects.
+retried, and a parent that submits a child job. Every handler start and
+end is appended to the ``--runs`` file (``job_id attempt pid time start|end``,
+wall clock), outside any transaction, so the test can count executions as
+well as effects, and tell when each one ran. ``sleep`` calls
+``ctx.checkpoint()`` between slices, so a stop or pause ends it there. So are
+the control requests of other processes its supervisor reads and applies
+(``job_id started_at pid time seen:KIND|applied:KIND``).
 
-Imported by the test for :data:`HANDLERS` and :data:`LEDGER_SQL` only.
+Imported by the test (and ``_chaos_controller.py``) for :data:`HANDLERS` and
+:data:`LEDGER_SQL` only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
 import sqlite3
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from jobqueue import JobContext, JobQueueService, Retry
+from jobqueue.runtime import supervisor
+from jobqueue.store.recovery import ControlRequest, control_requests
 
 __all__ = ["HANDLERS", "LEDGER_SQL"]
 
@@ -42,13 +52,62 @@ EFFECT_HANDLERS: Final = ("effect", "retry_once", "flaky")
 HANDLERS: Final = ("noop", "sleep", "spawn", *EFFECT_HANDLERS)
 
 _PID: Final = os.getpid()
+Handler = Callable[[JobContext, Any], Awaitable[Any]]
 _runs_fd = -1
 _service: JobQueueService | None = None
 
 
+def _note(job_id: str, field: object, what: str) -> None:
+    """Append to the runs file (one write(2): atomic, survives SIGKILL)."""
+    os.write(_runs_fd, f"{job_id} {field!r} {_PID} {time.time():.6f} {what}\n".encode())
+
+
+def _mark(ctx: JobContext, what: str) -> None:
+    _note(ctx.job_id, ctx.attempt, what)
+
+
 def _ran(ctx: JobContext) -> None:
-    """Append this execution to the runs file (one write(2): atomic, survives SIGKILL)."""
-    os.write(_runs_fd, f"{ctx.job_id} {ctx.attempt} {_PID}\n".encode())
+    """Record a handler start."""
+    _mark(ctx, "start")
+
+
+def _watch_controls(svc: JobQueueService) -> None:
+    """Record each control request this worker's supervisor reads, and each it applies.
+
+    White-box: wraps the supervisor's read of the requests and the runtime's apply
+    hook, so that the test can check that every request read on a run of a job
+    (``started_at`` tells the runs apart) was applied to that run.
+    """
+    runs_of: dict[tuple[str, str], float | None] = {}  # the run each request was read on
+
+    def seen(conn: sqlite3.Connection, owner: str) -> list[ControlRequest]:
+        found = control_requests(conn, owner)
+        for req in found:
+            runs_of[req.job_id, req.kind] = req.started_at
+            _note(req.job_id, req.started_at, f"seen:{req.kind}")
+        return found
+
+    apply = svc.runtime.apply_control
+
+    def applied(job_id: str, kind: str) -> None:
+        _note(job_id, runs_of.get((job_id, kind)), f"applied:{kind}")
+        apply(job_id, kind)
+
+    supervisor.control_requests = seen  # type: ignore[attr-defined]  # what it calls
+    svc.runtime.apply_control = applied
+
+
+def _tracked(fn: Handler) -> Handler:
+    """Record the end of each run of ``fn`` too, however it ends (but a SIGKILL)."""
+
+    @functools.wraps(fn)
+    async def run(ctx: JobContext, payload: dict[str, Any]) -> Any:
+        try:
+            return await fn(ctx, payload)
+        finally:
+            _mark(ctx, "end")
+
+    return run
 
 
 def _ledger(conn: sqlite3.Connection, job_id: str, attempt: int) -> None:
@@ -64,8 +123,13 @@ async def noop(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def sleep(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps in slices with a checkpoint after each: where a stop or pause takes effect."""
     _ran(ctx)
-    await asyncio.sleep(payload["seconds"])
+    left = payload["seconds"]
+    while left > 0:
+        await asyncio.sleep(min(left, 0.05))
+        left -= 0.05
+        await ctx.checkpoint()
     return {"n": payload["n"]}
 
 
@@ -152,7 +216,8 @@ async def main(argv: list[str]) -> int:
         busy_timeout=30.0,
     )
     for fn in (noop, sleep, effect, retry_once, flaky, spawn):
-        svc.register(fn.__name__, fn)
+        svc.register(fn.__name__, _tracked(fn))
+    _watch_controls(svc)
     _say("opening")
     async with svc:
         r = svc.recovered
