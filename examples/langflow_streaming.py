@@ -34,7 +34,7 @@ async def main() -> None:
                 assert data is not None
                 body = json.loads(data)
                 waited_ms = (time.time() - put_time) * 1000
-                print(f"{event_id:10} {body['event']:6} {body['data']}  ({waited_ms:.2f} ms)")
+                print(f"{event_id:46} {body['data']}  ({waited_ms:.2f} ms)")
             record = await service.get("flow-1")
             print("stored status:", record.status)
             await service.cleanup_job("flow-1")

@@ -19,7 +19,12 @@ from jobqueue.errors import (
     StepResultError,
     StepTimeoutError,
 )
-from jobqueue.events.manager import Event, EventManager, create_default_event_manager
+from jobqueue.events.manager import (
+    Event,
+    EventManager,
+    create_default_event_manager,
+    create_stream_tokens_event_manager,
+)
 from jobqueue.service import JobQueueService
 from jobqueue.status import ACTIVE, TERMINAL, TaskStatus
 from jobqueue.store.jobs import Job
@@ -54,4 +59,5 @@ __all__ = [
     "TaskStatus",
     "__version__",
     "create_default_event_manager",
+    "create_stream_tokens_event_manager",
 ]

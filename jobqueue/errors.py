@@ -17,6 +17,7 @@ __all__ = [
     "Cancel",
     "DuplicateJobError",
     "DuplicateStepError",
+    "EventCallbackError",
     "EventError",
     "Interrupt",
     "InvalidArgumentError",
@@ -74,13 +75,20 @@ class JobQueueNotFoundError(JobQueueError, LookupError, ValueError):
     """Langflow layer: no event queue is registered for this job id.
 
     Also a ``ValueError``, which is what Langflow's ``start_job`` raised here.
+    The message starts with Langflow's own text (``get_queue_data``: "Job
+    queue not found for job_id: <id>"; ``start_job``: "No queue found for
+    job_id <id>"), then says what to do.
     """
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, *, starting: bool = False) -> None:
         self.job_id = job_id
+        head = (
+            f"No queue found for job_id {job_id}"
+            if starting
+            else f"Job queue not found for job_id: {job_id}"
+        )
         super().__init__(
-            f"Job queue not found for job_id: {job_id!r}; call create_queue() first "
-            "(queues of finished jobs are removed by the reaper)"
+            f"{head}; call create_queue() first (queues of finished jobs are removed by the reaper)"
         )
 
 
@@ -90,7 +98,7 @@ class QueueExistsError(JobQueueError, ValueError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(
-            f"Queue for job_id {job_id!r} already exists; use get_queue_data() to reuse it "
+            f"Queue for job_id {job_id} already exists; use get_queue_data() to reuse it "
             "or cleanup_job() to remove it first"
         )
 
@@ -201,6 +209,10 @@ class ServiceClosedError(JobQueueError, RuntimeError):
 
 class EventError(JobQueueError, ValueError):
     """An event name, type or callback that EventManager cannot use (the message says why)."""
+
+
+class EventCallbackError(EventError, TypeError):
+    """An event callback that is not callable; also a ``TypeError``, as Langflow raises."""
 
 
 class WorkerAppError(JobQueueError):

@@ -6,7 +6,9 @@ The parts, each with its own state: :class:`~jobqueue.settings.Settings`
 :class:`~jobqueue.runtime.engine.Runtime` (store, loops, outcomes),
 :class:`~jobqueue.submission.Submitter` (new jobs),
 :class:`~jobqueue.controls.Controller` (cancel/stop/pause/resume) and
-:class:`~jobqueue.langflow.LangflowQueues` (Langflow's calls).
+:class:`~jobqueue.langflow.LangflowQueues` (Langflow's calls). Langflow's
+members (``create_queue``, ``start_job``, ``_queues``, ...) are inherited
+from :class:`~jobqueue.langflow.LangflowCompat`, which delegates to these parts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import builtins
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
@@ -24,11 +26,11 @@ from jobqueue import codec
 from jobqueue.controls import Controller
 from jobqueue.errors import JobCancelledError, JobFailedError, WorkerAppError
 from jobqueue.events import stream
-from jobqueue.events.manager import Event, EventManager, EventQueue
-from jobqueue.events.registry import QueueData, QueueRegistry
+from jobqueue.events.manager import Event
+from jobqueue.events.registry import QueueRegistry
 from jobqueue.handlers import Handler, HandlerTable
 from jobqueue.hooks import Hooks
-from jobqueue.langflow import LangflowQueues
+from jobqueue.langflow import LangflowCompat, LangflowQueues
 from jobqueue.runtime.counts import JobCounts
 from jobqueue.runtime.engine import Runtime
 from jobqueue.settings import Settings
@@ -49,7 +51,7 @@ __all__ = ["JobQueueService"]
 H = TypeVar("H", bound=Handler)
 
 
-class JobQueueService:
+class JobQueueService(LangflowCompat):
     """Runs jobs in this process and keeps them in a SQLite file.
 
     Args:
@@ -237,10 +239,11 @@ class JobQueueService:
         Must be called with a running event loop. ``async with service`` calls
         it and also waits until the store is open.
         """
+        self._langflow.refusing = False  # Langflow's start() reopens (_closed = False)
         self.runtime.start()
 
     async def __aenter__(self) -> Self:
-        self.runtime.start()
+        self.start()
         await self.runtime.ready()
         return self
 
@@ -253,7 +256,9 @@ class JobQueueService:
         """Drain and close: stop claiming, let running jobs finish, then cancel and persist.
 
         Jobs still running after ``drain_timeout`` are cancelled and go back to
-        ``pending`` (they run again at the next start). Idempotent and
+        ``pending`` (they run again at the next start). Langflow ``start_job``
+        coroutines are cancelled at once, as Langflow's ``stop()`` does (they
+        cannot run again), and their outcome is stored first. Idempotent and
         re-entrant: a call made while another is draining waits for it to
         finish, and with ``drain_timeout=0`` cuts its drain short (what a
         worker's second signal does).
@@ -571,43 +576,6 @@ class JobQueueService:
             InvalidTransition: the job already finished.
         """
         return await self._controller.resume(job_id)
-
-    # -- Langflow's calls ----------------------------------------------------------------
-
-    def create_queue(self, job_id: str) -> tuple[EventQueue, EventManager]:
-        """Register a queue and EventManager for ``job_id``.
-
-        Raises:
-            QueueExistsError: (a ``ValueError``) the id already has a queue.
-            ServiceClosedError: (a ``RuntimeError``) the service is closed.
-        """
-        return self._langflow.create_queue(job_id)
-
-    def start_job(self, job_id: str, task_coro: Coroutine[Any, Any, Any]) -> None:
-        """Run ``task_coro`` as the job's task, replacing (cancelling) a previous one.
-
-        The new coroutine starts only after a replaced task has finished, so
-        the two never write to the queue at the same time. The run is
-        recorded in the store (handler ``None``).
-
-        Raises:
-            JobQueueNotFoundError: (a ``ValueError``) no queue: call create_queue first.
-            ServiceClosedError: (a ``RuntimeError``) the service is closed.
-        """
-        self._langflow.start_job(job_id, task_coro)
-
-    def get_queue_data(self, job_id: str) -> QueueData:
-        """``(queue, event_manager, task, cleanup_at)`` of a registered job.
-
-        Raises:
-            JobQueueNotFoundError: no queue is registered for ``job_id``.
-            ServiceClosedError: (a ``RuntimeError``) the service is closed.
-        """
-        return self._langflow.get_queue_data(job_id)
-
-    async def cleanup_job(self, job_id: str) -> None:
-        """Cancel the job's task, drain its queue and forget it (unknown ids are ignored)."""
-        await self._langflow.cleanup_job(job_id)
 
     def __del__(self) -> None:
         runtime = getattr(self, "runtime", None)

@@ -10,12 +10,16 @@ from __future__ import annotations
 from jobqueue.events.manager import (
     DEFAULT_EVENTS,
     DEFAULT_QUEUE_SIZE,
+    STREAM_TOKENS_EVENTS,
     TERMINAL_EVENTS,
     Event,
+    EventCallback,
     EventManager,
     EventQueue,
     EventQueueFull,
+    PartialEventCallback,
     create_default_event_manager,
+    create_stream_tokens_event_manager,
     decode_item,
     seq_of,
 )
@@ -23,12 +27,16 @@ from jobqueue.events.manager import (
 __all__ = [
     "DEFAULT_EVENTS",
     "DEFAULT_QUEUE_SIZE",
+    "STREAM_TOKENS_EVENTS",
     "TERMINAL_EVENTS",
     "Event",
+    "EventCallback",
     "EventManager",
     "EventQueue",
     "EventQueueFull",
+    "PartialEventCallback",
     "create_default_event_manager",
+    "create_stream_tokens_event_manager",
     "decode_item",
     "seq_of",
 ]

@@ -1,8 +1,12 @@
 """Events a running job sends to its consumer, in Langflow's shapes.
 
-Queue items are ``(event_id, data, put_time)`` where ``data`` is
-``json.dumps({"event": type, "data": payload}) + "\\n\\n"`` as UTF-8 bytes and
+Queue items are ``(event_id, data, put_time)`` as Langflow's: ``event_id`` is
+``"<type>-<uuid4>"``, ``data`` is ``json.dumps({"event": type, "data": payload})
++ "\\n\\n"`` as UTF-8 bytes (byte for byte, ``json.dumps``' separators) and
 ``put_time`` is ``time.time()``; ``(None, None, put_time)`` ends the stream.
+Each job's events are also numbered 1, 2, 3, ... (:attr:`Event.seq`, the
+persisted log's ids): an :class:`EventQueue` keeps each item's number beside
+it, so the Langflow item itself stays as Langflow makes it.
 
 Full-queue policy of :class:`EventQueue` (bounded, 10,000 items by default):
 
@@ -37,7 +41,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobqueue import codec
-from jobqueue.errors import EventError, JobQueueError, PayloadError
+from jobqueue.errors import EventCallbackError, EventError, JobQueueError, PayloadError
+from jobqueue.ids import UUID4_MADE, uuid4_text
 from jobqueue.status import TaskStatus
 
 if TYPE_CHECKING:
@@ -46,11 +51,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EVENTS",
     "DEFAULT_QUEUE_SIZE",
+    "STREAM_TOKENS_EVENTS",
     "Event",
+    "EventCallback",
     "EventManager",
     "EventQueue",
     "EventQueueFull",
+    "PartialEventCallback",
     "create_default_event_manager",
+    "create_stream_tokens_event_manager",
     "decode_item",
     "end_stream_with",
     "final_event",
@@ -60,7 +69,7 @@ __all__ = [
 log = logging.getLogger("jobqueue.events")
 
 DEFAULT_QUEUE_SIZE: Final = 10_000
-#: Langflow's default events plus ``on_progress``: attribute name -> event type.
+#: Langflow's default events (in its order) plus ``on_progress``: attribute name -> event type.
 DEFAULT_EVENTS: Final[dict[str, str]] = {
     "on_token": "token",
     "on_vertices_sorted": "vertices_sorted",
@@ -71,7 +80,19 @@ DEFAULT_EVENTS: Final[dict[str, str]] = {
     "on_end_vertex": "end_vertex",
     "on_build_start": "build_start",
     "on_build_end": "build_end",
+    "on_log": "log",
     "on_progress": "progress",
+}
+#: The events of Langflow's token-streaming manager, in its order.
+STREAM_TOKENS_EVENTS: Final[dict[str, str]] = {
+    "on_message": "add_message",
+    "on_token": "token",
+    "on_end": "end",
+    "on_end_vertex": "end_vertex",
+    "on_error": "error",
+    "on_build_start": "build_start",
+    "on_build_end": "build_end",
+    "on_log": "log",
 }
 TERMINAL_EVENTS: Final = frozenset({"end", "error"})
 QueueItem = tuple[str | None, bytes | None, float]
@@ -83,23 +104,24 @@ class EventQueueFull(JobQueueError, asyncio.QueueFull):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event as a durable-layer consumer sees it."""
+    """One event as a durable-layer consumer (``service.events()``) sees it.
+
+    ``id`` is ``"<type>-<seq>"`` (the persisted log's id, what ``after=``
+    takes); the Langflow queue item of the same event has a UUID instead.
+    """
 
     id: str
     type: str
     data: Any
     put_time: float
     get_time: float
+    #: The event's number within its job (1, 2, 3, ...; 0 when not known).
+    seq: int = 0
 
     @property
     def time_in_queue(self) -> float:
         """Seconds the event waited in the queue (get - put)."""
         return self.get_time - self.put_time
-
-    @property
-    def seq(self) -> int:
-        """The event's sequence number within its job (the ``n`` of id ``"<type>-<n>"``)."""
-        return seq_of(self.id)
 
 
 def seq_of(event_id: str) -> int:
@@ -111,13 +133,23 @@ def seq_of(event_id: str) -> int:
     return int(event_id.rpartition("-")[2])
 
 
-def decode_item(item: QueueItem, get_time: float | None = None) -> Event | None:
-    """Turn a queue item into an :class:`Event`; ``None`` for the end sentinel."""
+def decode_item(
+    item: QueueItem, get_time: float | None = None, seq: int | None = None
+) -> Event | None:
+    """Turn a queue item into an :class:`Event`; ``None`` for the end sentinel.
+
+    With ``seq`` (what :attr:`EventQueue.taken_seq` says of the item just
+    taken) the event's id is ``"<type>-<seq>"``; without it, the item's own id.
+    """
     event_id, raw, put_time = item
     if event_id is None or raw is None:
         return None
     body = codec.decode(raw)
-    return Event(event_id, body["event"], body["data"], put_time, get_time or time.time())
+    event_type = body["event"]
+    got = get_time or time.time()
+    if seq is None:
+        return Event(event_id, event_type, body["data"], put_time, got)
+    return Event(f"{event_type}-{seq}", event_type, body["data"], put_time, got, seq)
 
 
 class EventQueue(asyncio.Queue[QueueItem]):
@@ -143,13 +175,22 @@ class EventQueue(asyncio.Queue[QueueItem]):
         # Langflow's are): time in queue must not jump with the wall clock.
         self._stamps: collections.deque[float] = collections.deque()
         self._taken_stamp = 0.0
+        # Each item's event seq beside it (0: put without one), so the item keeps
+        # Langflow's shape and the durable stream still knows its number.
+        self._seqs: collections.deque[int] = collections.deque()
+        self._seq_in = 0  # the seq of the item being put (set by the manager)
+        #: The seq of the item taken last (read it right after ``get``/``get_nowait``).
+        self.taken_seq = 0
 
     def _put(self, item: QueueItem) -> None:
         self._queue.append(item)
         self._stamps.append(time.monotonic())
+        self._seqs.append(self._seq_in)
+        self._seq_in = 0
 
     def _get(self) -> QueueItem:
         self._taken_stamp = self._stamps.popleft()
+        self.taken_seq = self._seqs.popleft()
         return self._queue.popleft()
 
     def full(self) -> bool:
@@ -188,8 +229,9 @@ class EventQueue(asyncio.Queue[QueueItem]):
             self._force -= 1
         self._tail = None
 
-    def offer(self, event_type: str, data: Any, item: QueueItem) -> None:
-        """Put an event item applying the full-queue policy."""
+    def offer(self, event_type: str, data: Any, item: QueueItem, seq: int = 0) -> None:
+        """Put event number ``seq``'s item applying the full-queue policy."""
+        self._seq_in = seq
         if event_type in TERMINAL_EVENTS:
             self._force_put(item)
             return
@@ -197,6 +239,7 @@ class EventQueue(asyncio.Queue[QueueItem]):
             super().put_nowait(item)
             self._tail = (event_type, data)
             return
+        self._seq_in = 0
         if self.backed:  # the log holds it; a merge would give two events one id
             self.dropped += 1
             return
@@ -233,20 +276,22 @@ def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
 def _encode(event_type: str, data: Any) -> tuple[str, bytes]:
     """``(data JSON, queue bytes)``; the bytes equal ``json.dumps({"event": .., "data": ..})``."""
     try:
-        text = codec.encode(data, "event data")
+        text = codec.encode(data, "event data", spaced=True)
     except PayloadError:  # again, to name the event in the message (the rare path)
-        text = codec.encode(data, f"{event_type!r} event")
+        text = codec.encode(data, f"{event_type!r} event", spaced=True)
     # Built around the data text so the log stores it without a second encoding.
     if type(event_type) is not str:
         raise EventError(
             f"an event type must be a string such as 'token' or 'progress', got "
             f"{type(event_type).__name__} {event_type!r}"
         )
-    return text, f'{{"event":{_head(event_type)},"data":{text}}}\n\n'.encode()
+    return text, f'{{"event": {_head(event_type)}, "data": {text}}}\n\n'.encode()
 
 
 #: Longest event type accepted; types name kinds of events, not carry data.
 MAX_EVENT_TYPE = 200
+#: The parameters a ``register_event`` callback takes (Langflow's ``_validate_callback``).
+_CALLBACK_PARAMS: Final = frozenset({"manager", "event_type", "data"})
 
 
 @functools.lru_cache(maxsize=256)
@@ -268,6 +313,12 @@ def _head(event_type: str) -> str:
     return codec.encode(event_type, "event type")
 
 
+class EventCallback(Protocol):
+    """A callback given to ``register_event``: called with the manager, the type and the data."""
+
+    def __call__(self, *, manager: EventManager, event_type: str, data: Any) -> None: ...
+
+
 class PartialEventCallback(Protocol):
     """What ``manager.on_token`` and friends are: call with ``data=...``."""
 
@@ -277,9 +328,14 @@ class PartialEventCallback(Protocol):
 class EventManager:
     """Registers named events and puts their items on a job's queue.
 
+    As Langflow's: ``register_event`` takes any callback (it is called with
+    ``manager=``, ``event_type=`` and ``data=``; nothing checks its signature
+    until it is called), ``manager.<unknown name>`` is :meth:`noop`, and an
+    error from a foreign queue's ``put_nowait`` is logged and the event dropped.
+
     Args:
         queue: the job's queue (an :class:`EventQueue` gets the full-queue policy).
-        strict: unknown ``on_*`` names raise ``AttributeError`` instead of being a
+        strict: unknown names raise ``AttributeError`` instead of being a
             no-op that logs one warning per name.
     """
 
@@ -331,21 +387,35 @@ class EventManager:
             await self._log.flush()
 
     @staticmethod
-    def _validate_callback(callback: Callable[..., Any]) -> None:
+    def _validate_callback(callback: Any) -> None:
+        """Check a callback's shape as Langflow does: exactly ``manager, event_type, data``.
+
+        ``register_event`` does not call it (nor does Langflow's): a callback is
+        taken as given.
+
+        Raises:
+            EventCallbackError: (a ``TypeError``) ``callback`` is not callable.
+            EventError: (a ``ValueError``) it does not take exactly those three parameters.
+        """
         if not callable(callback):
-            raise EventError("callback must be callable")
+            raise EventCallbackError("Callback must be callable")
         params = inspect.signature(callback).parameters
-        missing = {"manager", "event_type", "data"} - set(params)
-        if missing and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        if len(params) != len(_CALLBACK_PARAMS) or not _CALLBACK_PARAMS.issuperset(params):
             raise EventError(
-                f"callback must accept manager, event_type and data (missing: "
-                f"{', '.join(sorted(missing))})"
+                "Callback must have exactly 3 parameters: manager, event_type, and data"
             )
 
     def register_event(
-        self, name: str, event_type: str, callback: Callable[..., Any] | None = None
+        self, name: str, event_type: str, callback: EventCallback | None = None
     ) -> None:
-        """Register ``name`` (``on_*``) so ``manager.<name>(data=...)`` sends ``event_type``."""
+        """Register ``name`` (``on_*``) so ``manager.<name>(data=...)`` sends ``event_type``.
+
+        With ``callback``, ``manager.<name>(data=d)`` calls
+        ``callback(manager=self, event_type=event_type, data=d)`` instead.
+
+        Raises:
+            EventError: (a ``ValueError``) the name is empty or does not start with ``on_``.
+        """
         if not name:
             raise EventError("Event name cannot be empty")
         if not name.startswith("on_"):
@@ -353,15 +423,18 @@ class EventManager:
         if callback is None:
             self.events[name] = partial(self.send_event, event_type=event_type)
         else:
-            self._validate_callback(callback)
             self.events[name] = partial(callback, manager=self, event_type=event_type)
 
     def send_event(self, *, event_type: str, data: Any) -> None:
         """Put one event on the queue. Safe to call from any thread.
 
+        A queue that is not an :class:`EventQueue` gets the item with its own
+        ``put_nowait``; if that raises (``QueueFull`` or anything else), the
+        error is logged and the event dropped, as Langflow does.
+
         Raises:
             PayloadError: ``data`` is not JSON.
-            EventQueueFull: the queue is full and the event cannot be coalesced.
+            EventQueueFull: the :class:`EventQueue` is full and the event cannot be coalesced.
         """
         # Validate in the caller's thread: errors surface there.
         text, raw = _encode(event_type, data)
@@ -390,26 +463,45 @@ class EventManager:
             self._put(event_type, data, text, raw)
             return
         self._seq += 1
-        item = (f"{event_type}-{self._seq}", raw, time.time())
-        if type(queue) is EventQueue and queue.has_room():
+        try:
+            uid = UUID4_MADE.pop()
+        except IndexError:
+            uid = uuid4_text()
+        item = (f"{event_type}-{uid}", raw, time.time())
+        if not isinstance(queue, EventQueue):
+            await queue.put(item)
+        elif queue.has_room():
+            queue._seq_in = self._seq
             queue.put_nowait(item)  # no coroutine to build and run: the common case
         else:
-            # asyncio.Queue.put waits (without polling) until a get() makes room.
+            # asyncio.Queue.put waits (without polling) until a get() makes room,
+            # then puts with nothing run in between: the newest item is this one.
             await queue.put(item)
+            queue._seqs[-1] = self._seq
 
     def _put(self, event_type: str, data: Any, text: str, raw: bytes) -> None:
-        if self.queue is None:
+        queue = self.queue
+        if queue is None:
             return
         self._seq += 1
         now = time.time()
-        item: QueueItem = (f"{event_type}-{self._seq}", raw, now)
+        try:  # uuid4_text() inlined: this is the hot path of every event
+            uid = UUID4_MADE.pop()
+        except IndexError:
+            uid = uuid4_text()
+        item: QueueItem = (f"{event_type}-{uid}", raw, now)
         sink = self._log
         if self._logging and sink is not None:
             sink.append(self._seq, event_type, text, now)
-        if isinstance(self.queue, EventQueue):
-            self.queue.offer(event_type, data, item)
-        else:
-            self.queue.put_nowait(item)
+        if isinstance(queue, EventQueue):
+            queue.offer(event_type, data, item, self._seq)
+            return
+        try:
+            queue.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("event queue full; dropping a %r event", event_type)
+        except Exception:
+            log.error("the event queue refused a %r event; dropped", event_type, exc_info=True)
 
     def end_stream(self) -> None:
         """Put the end sentinel ``(None, None, t)`` once; later calls do nothing.
@@ -426,14 +518,14 @@ class EventManager:
             hook()
 
     def noop(self, *, data: Any) -> None:
-        """What an unknown ``on_*`` name does outside strict mode."""
+        """What an unknown name does outside strict mode (``manager.on_typo(data=...)``)."""
 
     def __getattr__(self, name: str) -> PartialEventCallback:
         events = self.__dict__.get("events")
         if events is not None and name in events:
             return events[name]  # type: ignore[no-any-return]
-        if events is None or not name.startswith("on_"):
-            raise AttributeError(name)
+        if events is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)  # copy, pickle and friends probe these
         if self.strict:
             raise AttributeError(
                 f"unknown event {name!r}; known events: {', '.join(sorted(events))}. "
@@ -455,6 +547,16 @@ def create_default_event_manager(
     """An :class:`EventManager` with Langflow's default events and ``on_progress``."""
     manager = EventManager(queue, strict=strict)
     for name, event_type in DEFAULT_EVENTS.items():
+        manager.register_event(name, event_type)
+    return manager
+
+
+def create_stream_tokens_event_manager(
+    queue: asyncio.Queue[Any] | None = None, *, strict: bool = False
+) -> EventManager:
+    """An :class:`EventManager` with Langflow's token-streaming events, in its order."""
+    manager = EventManager(queue, strict=strict)
+    for name, event_type in STREAM_TOKENS_EVENTS.items():
         manager.register_event(name, event_type)
     return manager
 

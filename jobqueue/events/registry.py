@@ -2,7 +2,11 @@
 
 Only jobs that have a consumer or a running task are here; pending jobs
 live in the database alone. Finished entries are reaped once their end
-sentinel was consumed, or ``retention`` seconds after they finished.
+sentinel was consumed; otherwise a reaper pass marks them (the 4th element
+of Langflow's tuple becomes the mark time, ``time.monotonic()``) and the
+first pass ``retention`` seconds later reaps them, as Langflow's
+``_cleanup_old_queues`` does with ``CLEANUP_GRACE_PERIOD``. A queue from
+``create_queue`` that never got a task is marked on the first pass too.
 
 With the persisted event log every running durable job has an entry whose
 manager also appends to the log; such an entry is dropped as soon as its
@@ -19,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from jobqueue.errors import JobQueueNotFoundError, QueueExistsError
 from jobqueue.events.manager import EventManager, EventQueue, create_default_event_manager
@@ -30,27 +35,51 @@ __all__ = ["Entry", "QueueData", "QueueRegistry"]
 
 log = logging.getLogger("jobqueue.events.registry")
 
-QueueData = tuple[EventQueue, EventManager, "asyncio.Task[object] | None", float | None]
+#: Langflow's ``(queue, event_manager, task, cleanup_time)``.
+QueueData = tuple["asyncio.Queue[Any]", EventManager, "asyncio.Future[Any] | None", float | None]
 
 
 @dataclass(slots=True)
 class Entry:
-    """One registered job."""
+    """One registered job.
 
-    queue: EventQueue
+    ``queue`` is an :class:`EventQueue` unless a foreign queue (and manager, such
+    as Langflow's own) was registered through ``service._queues``.
+    """
+
+    queue: asyncio.Queue[Any]
     manager: EventManager
-    task: asyncio.Task[object] | None = None
+    task: asyncio.Future[Any] | None = None
+    #: When a reaper pass marked the finished entry (``time.monotonic()``), or ``None``.
     cleanup_at: float | None = None
     #: Created by ``create_queue`` (Langflow layer); reaped when idle too long.
     langflow: bool = False
     created: float = field(default_factory=time.monotonic)
     #: Set when the job reached a terminal status (durable jobs).
     finished: bool = False
+    #: Done once the current bare run's outcome is stored (``start_job``), else ``None``.
+    settled: asyncio.Future[None] | None = None
 
     @property
     def done(self) -> bool:
         """The job's work is over (task finished, or terminal status recorded)."""
         return self.finished or (self.task is not None and self.task.done())
+
+    @property
+    def logged(self) -> bool:
+        """The manager also appends to the persisted log."""
+        return isinstance(self.manager, EventManager) and self.manager.logging
+
+    @property
+    def ended(self) -> bool:
+        """The end sentinel was put (known for an :class:`EventQueue` only)."""
+        return isinstance(self.queue, EventQueue) and self.queue.ended
+
+    @property
+    def end_read(self) -> bool:
+        """A consumer took the end sentinel (or the stream ended and nothing is left)."""
+        q = self.queue
+        return isinstance(q, EventQueue) and (q.sentinel_taken or (q.empty() and q.ended))
 
     def as_tuple(self) -> QueueData:
         """Langflow's tuple shape."""
@@ -73,6 +102,8 @@ class QueueRegistry:
         self.retention = retention
         self.strict_events = strict_events
         self.on_consume = on_consume
+        #: Called with the job id when :meth:`cleanup` forgets a job (Langflow's owners).
+        self.on_forget: list[Callable[[str], None]] = []
         #: The persisted event log's writer and database (see :meth:`attach_log`).
         self.writer: Writer | None = None
         self.db: Database | None = None
@@ -151,6 +182,11 @@ class QueueRegistry:
         entry = self.entries[job_id] = self._new(langflow=True)
         return entry
 
+    def adopt(self, job_id: str, queue: asyncio.Queue[Any], manager: EventManager) -> Entry:
+        """Register a queue and manager made elsewhere (``service._queues[job_id] = ...``)."""
+        entry = self.entries[job_id] = Entry(queue, manager, langflow=True)
+        return entry
+
     def ensure(self, job_id: str) -> Entry:
         """Return the entry, creating a durable one if missing."""
         entry = self.entries.get(job_id)
@@ -186,32 +222,50 @@ class QueueRegistry:
                 await asyncio.wait([task])  # returns, never raises the task's outcome
             if task is not None and task.done() and not task.cancelled():
                 task.exception()  # mark retrieved: its outcome was already recorded
+            settled = entry.settled
+            if settled is not None and not settled.done():
+                await asyncio.wait([settled])  # its outcome is stored
         finally:
-            while not entry.queue.empty():
-                entry.queue.get_nowait()
+            queue = entry.queue
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while not queue.empty():
+                    queue.get_nowait()
             # A consumer still blocked on get() must see the end, not hang.
-            entry.manager.end_stream()
+            manager = entry.manager
+            if isinstance(manager, EventManager) and not (
+                isinstance(queue, EventQueue) and queue.ended
+            ):
+                manager.end_stream()
+            else:  # a foreign queue, or the end was drained just now: put it again
+                with contextlib.suppress(Exception):
+                    queue.put_nowait((None, None, time.time()))
             if self.entries.get(job_id) is entry:
                 del self.entries[job_id]
+            for forget in self.on_forget:
+                forget(job_id)
 
     def due(self, now: float) -> list[str]:
-        """Mark finished entries and return those whose time has come."""
+        """Mark finished entries and return those whose time has come.
+
+        A finished entry whose end was read (or whose events are all in the
+        log) is due at once. Any other finished entry, and a ``create_queue``
+        entry that never got a task, is marked at ``now`` by the first pass
+        that sees it, and due once ``retention`` seconds passed since the mark.
+        """
         out: list[str] = []
+        retention = self.retention
         for job_id, entry in list(self.entries.items()):
             if entry.done:
                 # A logged entry holds nothing the log lacks: free it on the next pass.
-                if (
-                    entry.manager.logging
-                    or entry.queue.sentinel_taken
-                    or (entry.queue.empty() and entry.queue.ended)
-                ):
+                if entry.logged or entry.end_read:
                     out.append(job_id)
-                elif entry.cleanup_at is None:
-                    entry.cleanup_at = now + self.retention
-                elif now >= entry.cleanup_at:
-                    out.append(job_id)
-            elif entry.task is None and entry.langflow and now - entry.created > self.retention:
-                out.append(job_id)  # create_queue() without start_job(): abandoned
+                    continue
+            elif entry.task is not None or not entry.langflow:
+                continue  # running, or a durable entry waiting for its job
+            if entry.cleanup_at is None:
+                entry.cleanup_at = now
+            elif now - entry.cleanup_at >= retention:
+                out.append(job_id)
         return out
 
     async def reap(self) -> int:

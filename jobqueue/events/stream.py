@@ -108,20 +108,23 @@ async def _memory(runtime: Runtime, job_id: str, after: int) -> AsyncGenerator[E
         if created and entry.task is None and registry.get(job_id) is entry:
             del registry.entries[job_id]
         raise
-    if job.done and not entry.queue.ended:
+    if job.done and not entry.ended:
         end_stream_with(entry.manager, job.status, job.result, job.error, job.reason)
         entry.finished = True
     queue = entry.queue
     while True:
         item = await queue.get()
-        event = decode_item(item)
+        # Read at once: get() returns right after taking the item, nothing runs between.
+        # (A foreign queue registered through _queues has no seqs: its ids are kept.)
+        seq = queue.taken_seq if isinstance(queue, EventQueue) else None
+        event = decode_item(item, seq=seq)
         if event is None:
             return
         if after and event.seq <= after:
             continue
         yield event
         if event.type in TERMINAL_EVENTS:
-            if queue.ended and queue.qsize() == 1:
+            if isinstance(queue, EventQueue) and queue.ended and queue.qsize() == 1:
                 queue.get_nowait()  # the sentinel: lets the reaper free the entry now
             return
 
@@ -147,41 +150,43 @@ async def _logged(runtime: Runtime, job_id: str, last: int) -> AsyncGenerator[Ev
         if events:
             continue
         entry = registry.get(job_id)
-        if entry is None or not entry.manager.logging:  # not running here
-            manager = None
+        queue = entry.queue if entry is not None else None
+        if entry is None or not entry.logged or not isinstance(queue, EventQueue):
+            manager = None  # not running here
             await _idle(runtime, job_id, poll)
             continue
         manager = entry.manager
         while True:
-            if entry.queue.empty() and last < manager.last_seq != behind:
+            if queue.empty() and last < manager.last_seq != behind:
                 # Live copies were dropped (full queue) or taken by another consumer.
                 # Once per seq: if the log lacks them (a failed batch), wait instead of spinning.
                 behind = manager.last_seq
                 break
-            item = await _next(entry.queue, poll)
-            if item is None:
+            taken = await _next(queue, poll)
+            if taken is None:
                 break  # quiet: look at the log (the job may have moved on elsewhere)
+            item, seq = taken
             if item[0] is None:  # the run's stream ended (or the entry was reaped)
                 if runtime.state in ("closing", "closed"):
                     return
                 break
-            seq = seq_of(item[0])
             if seq <= last:
                 continue  # already delivered from the log
-            live = decode_item(item)
+            live = decode_item(item, seq=seq)
             if live is None or seq != last + 1 or live.type in TERMINAL_EVENTS:
                 break  # a gap, or the end: take it from the log, once committed
             last = seq
             yield live
 
 
-async def _next(queue: EventQueue, timeout: float) -> QueueItem | None:
-    """The next live item, or ``None`` after ``timeout`` seconds without one."""
+async def _next(queue: EventQueue, timeout: float) -> tuple[QueueItem, int] | None:
+    """The next live item and its seq, or ``None`` after ``timeout`` seconds without one."""
     if not queue.empty():
-        return queue.get_nowait()
+        return queue.get_nowait(), queue.taken_seq
     try:
         async with asyncio.timeout(timeout):
-            return await queue.get()
+            item = await queue.get()
+            return item, queue.taken_seq  # get() returns right after taking it
     except TimeoutError:
         return None
 
@@ -222,9 +227,9 @@ def _poll(
         return [], True  # built before with this same id, and delivered
     event_type, data = final_event(job.status, job.result, job.error, job.reason)
     put = job.completed_at or job.updated_at
-    return [Event(f"{event_type}-{seq}", event_type, data, put, now)], True
+    return [Event(f"{event_type}-{seq}", event_type, data, put, now, seq)], True
 
 
 def _from_row(row: LogRow, now: float) -> Event:
     seq, event_type, data, created_at = row
-    return Event(f"{event_type}-{seq}", event_type, codec.decode(data), created_at, now)
+    return Event(f"{event_type}-{seq}", event_type, codec.decode(data), created_at, now, seq)

@@ -21,6 +21,7 @@ from jobqueue.events.registry import QueueRegistry
 from jobqueue.handlers import HandlerTable
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
 from jobqueue.limits import Limiter
+from jobqueue.runtime.bare import BareRuns
 from jobqueue.runtime.counts import JobCounts
 from jobqueue.runtime.owner import owner_identity
 from jobqueue.runtime.runner import Runner
@@ -85,6 +86,8 @@ class Runtime:
         self.recovered = SweepResult()
         self.owner = ""
         self.boot_at: float | None = None
+        #: Langflow ``start_job`` coroutines (and tasks registered through ``_queues``).
+        self.bare = BareRuns(self)
         registry.on_consume = self._event_consumed
         handlers.on_change = self.want_claim  # a handler registered later claims at once
 
@@ -171,7 +174,7 @@ class Runtime:
         writer.start()
         scheduler.start()
         self._reaper = asyncio.get_running_loop().create_task(
-            self._reap_loop(), name="jobqueue-reaper"
+            self.reap_loop(), name="jobqueue-reaper"
         )
         self.boot_at = boot
         self.supervisor = Supervisor(
@@ -217,9 +220,20 @@ class Runtime:
         assert self.db is not None
         return await self.db.run(fn, *args)
 
+    async def live_writer(self) -> Writer:
+        """The writer, also while closing (bare runs store their ends before it closes)."""
+        if self.writer is not None and self.state in ("open", "closing"):
+            return self.writer
+        return await self.ready()
+
     def check_usable(self) -> None:
         if self.state in ("closing", "closed"):
             raise ServiceClosedError()
+
+    def reopen(self) -> None:
+        """Let a closed runtime take work again: the next :meth:`start` opens it anew."""
+        if self.state == "closed":
+            self.state = "new"
 
     def want_claim(self) -> None:
         """Ask the scheduler to look for due jobs soon (a slot, a job or a handler appeared)."""
@@ -264,7 +278,7 @@ class Runtime:
         """A durable job reached a terminal status (already committed)."""
         self.counts.added(out.status)
         entry = self.registry.get(job_id)
-        if entry is not None and not entry.queue.ended:
+        if entry is not None and isinstance(entry.manager, EventManager) and not entry.ended:
             end_stream_with(entry.manager, out.status, value, out.error, out.reason)
             entry.finished = True
         self.waiters.wake(job_id)
@@ -323,7 +337,13 @@ class Runtime:
             if scheduler.idle.is_set():
                 return
 
-    async def _reap_loop(self) -> None:
+    @property
+    def reaper(self) -> asyncio.Task[None] | None:
+        """The task running :meth:`reap_loop` while the store is open."""
+        return self._reaper
+
+    async def reap_loop(self) -> None:
+        """Every ``cleanup_interval``: one reaper pass, then a recount (until cancelled)."""
         while True:
             await asyncio.sleep(self.settings.cleanup_interval)
             try:
@@ -354,6 +374,8 @@ class Runtime:
             return
         if self.state in ("new", "closed"):
             self.state = "closed"
+            for job_id in list(self.registry.entries):  # create_queue() before any start
+                await self.registry.cleanup(job_id)
             return
         self.state = "closing"
         # The teardown runs in its own task: a caller cancelled halfway leaves it to
@@ -378,6 +400,7 @@ class Runtime:
                 await asyncio.wait([self._reaper])
             for job_id in list(self.registry.entries):
                 await self.registry.cleanup(job_id)
+            await self.bare.wait_settled(self.settings.cancel_grace)  # replaced runs too
             if self.supervisor is not None:
                 await self.supervisor.close()
             if self.writer is not None:
@@ -404,9 +427,14 @@ class Runtime:
         assert self.scheduler is not None
         assert self.runner is not None
         self.scheduler.stop()
-        runs = [r.task for r in self.runner.active.values() if r.task is not None]
-        bare = [e.task for e in self.registry.entries.values() if e.task and not e.task.done()]
-        tasks: list[asyncio.Task[Any]] = [*runs, *bare]
+        # Langflow's coroutines are cancelled at once, as its stop() does: they cannot
+        # run again, and their outcome is stored while the store is still open.
+        bare = self.bare.cancel_all()
+        if bare:
+            await asyncio.wait(bare, timeout=self.settings.cancel_grace)
+        tasks: list[asyncio.Task[Any]] = [
+            r.task for r in self.runner.active.values() if r.task is not None
+        ]
         if not tasks:
             return
         started = time.monotonic()

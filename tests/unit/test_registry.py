@@ -115,7 +115,7 @@ def test_finished_entry_with_unread_events_waits_for_retention(registry: QueueRe
     entry.finished = True
     now = 1000.0
     assert registry.due(now) == []
-    assert entry.cleanup_at == now + RETENTION
+    assert entry.cleanup_at == now  # marked by this pass (Langflow's mark time)
     assert registry.due(now + RETENTION - 0.001) == []
     assert registry.due(now + RETENTION) == ["j"]
 
@@ -146,12 +146,25 @@ async def test_done_task_counts_as_finished(registry: QueueRegistry) -> None:
     assert registry.due(5.0 + RETENTION) == ["j"]
 
 
-def test_abandoned_langflow_queue_is_due_after_retention(registry: QueueRegistry) -> None:
+def test_abandoned_langflow_queue_is_marked_then_due_after_retention(
+    registry: QueueRegistry,
+) -> None:
     entry = registry.create("j")
-    assert registry.due(entry.created + RETENTION - 1) == []
-    assert registry.due(entry.created + RETENTION + 1) == ["j"]
+    assert registry.due(50.0) == []
+    assert entry.cleanup_at == 50.0  # a queue that never got a task: marked on the first pass
+    assert registry.due(50.0 + RETENTION - 1) == []
+    assert registry.due(50.0 + RETENTION) == ["j"]
     durable = registry.ensure("d")  # a durable entry without a task is not abandoned
     assert "d" not in registry.due(durable.created + RETENTION + 1)
+    assert durable.cleanup_at is None
+
+
+def test_retention_changed_after_the_mark_applies(registry: QueueRegistry) -> None:
+    entry = registry.create("j")
+    registry.due(10.0)
+    assert entry.cleanup_at == 10.0
+    registry.retention = 0.0  # service.CLEANUP_GRACE_PERIOD = 0
+    assert registry.due(10.0) == ["j"]
 
 
 async def test_reap() -> None:
