@@ -1,4 +1,6 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``,
+``compat``.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +40,33 @@ def docs(session: nox.Session) -> None:
     """
     session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+#: Langflow's event module, the oracle of tests/compat. Installed without its dependencies
+#: (an application's: langchain, mcp, uvicorn, ...); these are what its import needs.
+LFX = "lfx==1.13.0"
+LFX_IMPORT_DEPS = (
+    "fastapi>=0.135,<1",
+    "pydantic>=2,<2.14",
+    "typing-extensions>=4.14",
+    "structlog>=25.4,<26",
+    "loguru>=0.7.3,<1",
+    "orjson>=3.11.6,<4",
+    "platformdirs>=4.3.8,<5",
+    "pandas>=2,<3",
+    "langchain-core>=1.2.28,<2",
+)
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """Differential test: the same calls on lfx 1.13's EventManager and on jobqueue's.
+
+    lfx goes into this session's virtualenv only; it is never a dependency of jobqueue.
+    """
+    session.install("-e", ".[test]", *LFX_IMPORT_DEPS)
+    session.install("--no-deps", LFX)
+    session.run("pytest", "-q", "-ra", "tests/compat", *session.posargs)
 
 
 BENCH_SCRIPTS = ("throughput", "recovery", "events_stream", "metrics_overhead", "run")

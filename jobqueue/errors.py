@@ -211,8 +211,8 @@ class EventError(JobQueueError, ValueError):
     """An event name, type or callback that EventManager cannot use (the message says why)."""
 
 
-class EventCallbackError(EventError, TypeError):
-    """An event callback that is not callable; also a ``TypeError``, as Langflow raises."""
+class EventCallbackError(JobQueueError, TypeError):
+    """A callback that is not callable: a ``TypeError``, not a ``ValueError`` (as Langflow)."""
 
 
 class WorkerAppError(JobQueueError):

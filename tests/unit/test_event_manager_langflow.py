@@ -75,7 +75,7 @@ def test_validate_callback_as_langflow() -> None:
     with pytest.raises(TypeError, match=r"^Callback must be callable$") as ei:
         EventManager._validate_callback("nope")
     assert isinstance(ei.value, EventCallbackError)
-    assert isinstance(ei.value, EventError)
+    assert not isinstance(ei.value, ValueError)  # as Langflow's plain TypeError
     message = "^Callback must have exactly 3 parameters: manager, event_type, and data$"
     for bad in (
         lambda manager, event_type: None,
