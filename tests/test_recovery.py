@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 from jobqueue.runtime.owner import owner_identity
 
 
 def _owners(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return {r[0] for r in conn.execute("SELECT owner FROM owners")}
 
 
@@ -21,7 +22,7 @@ async def test_dead_owners_without_running_jobs_are_pruned_on_open(make_service,
     now = time.time()
     reused = f"{os.getpid()}:1"  # our pid with another start time: a reused pid
     gone = "999999999:1"  # no such pid
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.executemany(
             "INSERT INTO owners (owner, pid, started_at, heartbeat) VALUES (?, ?, ?, ?)",
             [(reused, os.getpid(), now, now), (gone, 999999999, now, now)],
@@ -44,7 +45,7 @@ async def test_running_rows_without_owner_are_recovered_on_open(make_service, db
 
     job = await svc.submit("work", delay=3600, max_retries=2)
     await svc.close()
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute(
             "UPDATE jobs SET status = 'running', owner = NULL, run_at = 0 WHERE id = ?", (job.id,)
         )

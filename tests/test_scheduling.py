@@ -7,6 +7,7 @@ import itertools
 import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -216,7 +217,8 @@ async def test_effect_is_written_once_despite_retries(make_service, db_path) -> 
 
     job = await svc.submit("pay", 42, max_retries=3)
     assert await svc.wait(job.id, timeout=10) == "paid"
-    rows = sqlite3.connect(db_path).execute("SELECT job_id, amount FROM ledger").fetchall()
+    with closing(sqlite3.connect(db_path)) as conn:
+        rows = conn.execute("SELECT job_id, amount FROM ledger").fetchall()
     assert rows == [(job.id, 42)]
 
 
@@ -237,11 +239,8 @@ async def test_failing_effect_fails_the_job_and_keeps_nothing(make_service, db_p
     await svc.run_until_idle(timeout=5)
     done = await svc.get(job.id)
     assert (done.status, done.reason, done.error_type) == (S.FAILED, "effect_error", "ValueError")
-    tables = (
-        sqlite3.connect(db_path)
-        .execute("SELECT name FROM sqlite_master WHERE name = 'marks'")
-        .fetchall()
-    )
+    with closing(sqlite3.connect(db_path)) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE name = 'marks'").fetchall()
     assert tables == []  # the savepoint rolled the effect back, table and all
 
 
