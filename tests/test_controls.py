@@ -332,12 +332,13 @@ async def test_stats_never_negative_when_another_process_submits(make_service) -
     worker.register("quick", quick)
     producer = await make_service()  # a second service on the file, as another process
     producer.declare("quick")
-    await producer.submit_many("quick", [{}] * 20)
-    for _ in range(500):
-        if len(done) == 20:
-            break
-        await asyncio.sleep(0.01)
-    assert len(done) == 20
+    jobs = await producer.submit_many("quick", [{}] * 20)
+    # Wait for the committed outcomes, not just for the handlers to have run: a handler
+    # returns before the writer commits its job's result.
+    async with asyncio.timeout(10):
+        for job in jobs:
+            await worker.wait(job.id)
+    assert sorted(done) == sorted(job.id for job in jobs)
     stats = worker.stats()
     assert stats["pending"] == 0
     assert worker.queue_lengths().get("quick", 0) == 0

@@ -21,21 +21,31 @@ LAG_ATTEMPTS = 3
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_soak_100k_jobs_memory_flat_registry_empty(tmp_path: Path) -> None:
-    """100,000 short jobs with events, reaper on: RSS flat after warm-up, registry empties.
+    """100,000 short jobs with events, reaper on: nothing kept after warm-up, registry empties.
 
     Runs in a fresh process (tests/_fault_soak.py). The first 20,000 jobs are the
     warm-up: SQLite's page caches (2 MiB for each of the two connections) and the
-    allocators' arenas fill once, then stay. The growth is the rise of the RSS
-    floor from the first to the last 20,000 of the other 80,000 jobs (the
-    allocators move RSS a few MiB up and down between samples; kept memory
-    raises the floor). The least-squares slope is reported too.
+    allocators' arenas fill once, then stay. Memory kept is what the allocators
+    count as live: Python's (tracemalloc, started after the warm-up) and
+    SQLite's own (``sqlite3_memory_used``). Growth is the rise of the floor from
+    the first to the last 20,000 of the other 80,000 jobs, per 1,000 jobs.
+
+    The limit of 8 KiB per 1,000 jobs is 8 bytes a job, less than the smallest
+    Python object: a job that leaves anything behind fails it. RSS is reported
+    but only bounded loosely (256 KiB per 1,000 jobs, about 20 MiB over the run):
+    it also counts pages that glibc has not handed back yet, which depends on
+    timing, and on a loaded 2-core machine its floor rose 3.5 MiB over a run that
+    kept nothing.
     """
     done = python("_fault_soak.py", str(tmp_path / "soak.db"), timeout=540)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     report("soak", **out)
     assert out["jobs"] == out["completed"] == 100_000
-    assert out["rss_floor_growth_per_1k_jobs_kib"] < 50, out
+    assert out["python_floor_growth_per_1k_jobs_kib"] < 8, out
+    if out["sqlite_floor_growth_per_1k_jobs_kib"] is not None:  # the library's symbol reachable
+        assert out["sqlite_floor_growth_per_1k_jobs_kib"] < 8, out
+    assert out["rss_floor_growth_per_1k_jobs_kib"] < 256, out
     assert out["registry_after_each_step_max"] == 0  # the registry returns to empty
     assert out["waiters_after"] == 0
 
