@@ -1,5 +1,11 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``,
-``compat``.
+"""Developer sessions: ``nox -s tests``, ``quick``, ``lint``, ``typecheck``, ``docs``,
+``bench``, ``compat``.
+
+``nox -s tests`` runs the whole suite on Python 3.11 and the quick suite (the tests
+not marked slow) on 3.12 and 3.13, on each of them that is installed: sessions
+``tests-3.11``, ``tests-3.12``, ``tests-3.13``. ``nox -s quick`` runs the quick suite
+on each, ``nox -s quick-3.11`` on one (under 90 s on a 2-core machine). Arguments
+after ``--`` go to pytest: ``nox -s tests-3.13 -- -m ""`` runs everything on 3.13.
 """
 
 from __future__ import annotations
@@ -9,12 +15,29 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
+#: The Pythons that pyproject.toml's classifiers list; the first runs the whole suite.
+PYTHONS = ["3.11", "3.12", "3.13"]
+FULL_PYTHON = PYTHONS[0]
+QUICK = ("-m", "not slow")
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """Run the test suite against a real SQLite file per test."""
+
+def _install_for_tests(session: nox.Session) -> None:
     session.install("-e", ".[test,cli,docs,celery]")  # docs: test_docs.py builds the site
-    session.run("pytest", "-q", "-ra", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite against real SQLite files: whole on 3.11, quick on the others."""
+    _install_for_tests(session)
+    marks = () if session.python == FULL_PYTHON else QUICK
+    session.run("pytest", "-q", "-ra", *marks, *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def quick(session: nox.Session) -> None:
+    """The tests not marked slow (``pytest -m "not slow"``)."""
+    _install_for_tests(session)
+    session.run("pytest", "-q", "-ra", *QUICK, *session.posargs)
 
 
 @nox.session

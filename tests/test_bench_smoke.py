@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("huey_sqlite", "persistqueue_ack", "litequeue_file", "dbos_sqlite", "asyncio_plain")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_bench_run_quick(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

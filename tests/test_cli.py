@@ -414,6 +414,7 @@ def test_controls_reach_a_worker_process(tmp_path: Path, run: Run) -> None:
         assert w.wait(20) == 0, w.text()
 
 
+@pytest.mark.slow
 def test_control_of_a_frozen_worker_says_what_happens_next(tmp_path: Path, run: Run) -> None:
     import signal
 
@@ -610,6 +611,7 @@ def test_plain_table_layout() -> None:
 # -- demo ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_keeps_its_file_when_given_one(run: Run, tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     code, out, err = run("demo", "--db", db)
@@ -622,6 +624,7 @@ def test_demo_keeps_its_file_when_given_one(run: Run, tmp_path: Path) -> None:
     assert len(out.splitlines()) == 5
 
 
+@pytest.mark.slow
 def test_demo_live_progress_display(tmp_path: Path) -> None:
     from jobqueue.cli.demo import run_demo
 

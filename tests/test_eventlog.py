@@ -472,6 +472,7 @@ async def _producer(db: Path, job_id: str, label: str, n: int, pause: float, mod
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["sigkill", "exit"])
 async def test_producer_restart(make_service, db_path, how) -> None:
     """The producing process dies (SIGKILL) or exits mid-job; a new process runs the job

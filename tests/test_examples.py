@@ -51,7 +51,15 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+#: Examples that take seconds (processes, a Celery worker): left out of the quick suite.
+SLOW = {"close_order.py", "celery_scale_out.py", "locks_across_processes.py"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in EXAMPLES],
+    ids=[p.name for p in EXAMPLES],
+)
 def test_example_runs(path: Path) -> None:
     proc = _run([str(path)])
     assert proc.returncode == 0, proc.stderr
@@ -66,6 +74,7 @@ def test_every_example_is_checked() -> None:
     assert set(EXPECT) <= {p.name for p in EXAMPLES}
 
 
+@pytest.mark.slow
 def test_demo_command() -> None:
     proc = _run(["-m", "jobqueue", "demo"])
     assert proc.returncode == 0, proc.stderr

@@ -26,6 +26,7 @@ from jobqueue.hooks import HookKind, Lifecycle
 HOUR = 3600.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [HOUR, -HOUR], ids=["+1h", "-1h"])
 async def test_process_with_a_jumped_clock_steals_no_live_job(
     make_service, db_path: Path, offset: float
@@ -68,6 +69,7 @@ async def test_process_with_a_jumped_clock_steals_no_live_job(
     report(f"clock_steal{'+' if offset > 0 else '-'}1h", stolen=0, runs=len(runs))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift", [HOUR, -HOUR], ids=["+1h", "-1h"])
 async def test_job_timeout_follows_the_monotonic_clock(make_service, shift: float) -> None:
     svc = await make_service(poll_interval=0.05)

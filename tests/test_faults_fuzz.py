@@ -92,6 +92,7 @@ def _same(a: Any, b: Any) -> bool:
 # -- ids and handler names --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(job_id=st.one_of(TEXT, NOT_TEXT.filter(lambda v: v is not None)))  # None: generated
 async def test_fuzz_job_ids(make_service, db_path: Path, job_id: Any) -> None:

@@ -90,6 +90,7 @@ async def test_nasty_ids_and_names_round_trip_exactly(make_service, db_path: Pat
     report("injection_round_trip", names=len(NASTY), jobs=len(ids))
 
 
+@pytest.mark.slow
 async def test_log_lines_never_carry_raw_control_characters(
     make_service, caplog: pytest.LogCaptureFixture
 ) -> None:

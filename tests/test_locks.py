@@ -524,6 +524,7 @@ async def test_async_decorator() -> None:
 # --- worker (file) manager ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_processes_increment_a_shared_counter_without_lost_updates(
     tmp_path: Path, spawn: Spawn
 ) -> None:

@@ -109,6 +109,7 @@ def test_locking_an_accepted_key_uses_exactly_its_file(
     assert len(locks) == 0
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(keys=st.lists(KEYS, unique=True, max_size=40))
 def test_distinct_keys_use_distinct_files(keys: list[str]) -> None:
@@ -134,6 +135,7 @@ def test_non_string_keys_are_rejected(key: Any) -> None:
         pass
 
 
+@pytest.mark.slow
 @settings(deadline=None, max_examples=200)
 @given(keys=st.lists(KEYS.filter(acceptable), unique=True, max_size=8))
 def test_memory_registry_tracks_exactly_the_held_keys(keys: list[str]) -> None:

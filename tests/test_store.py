@@ -99,6 +99,7 @@ async def test_open_waits_for_a_writer_on_a_new_file(db_path: Path) -> None:
     assert _user_version(db_path) == latest_version()
 
 
+@pytest.mark.slow
 def test_concurrent_first_open_by_processes(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     n = 4

@@ -34,6 +34,7 @@ def spawn(db_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 # -- signals -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_first_sigterm_drains_running_jobs_and_exits_0(db_path: Path, spawn: Any) -> None:
     w = spawn()
     ids = submit(db_path, *[("sleep", {"seconds": 1.0})] * 3)
@@ -63,6 +64,7 @@ def test_second_sigterm_cancels_now_and_the_job_goes_back_to_pending(
     assert (r["status"], r["reason"], r["attempt"]) == ("pending", "shutdown", 0)
 
 
+@pytest.mark.slow
 def test_a_handler_ignoring_cancellation_does_not_hold_the_exit(db_path: Path, spawn: Any) -> None:
     w = spawn("--drain-timeout", "1")
     (job,) = submit(db_path, ("stubborn", {"seconds": 60}))

@@ -312,6 +312,7 @@ async def test_a_step_timeout_leaves_the_job_retry_to_max_retries(make_service) 
 # -- durable sleep -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_long_sleep_gives_the_slot_back_and_wakes_at_its_deadline(make_service) -> None:
     svc = await make_service(concurrency=1, **FAST)
     calls: Counter[str] = Counter()
@@ -367,6 +368,7 @@ async def test_a_short_sleep_waits_in_place(make_service) -> None:
     assert [s.status for s in await svc.get_steps(job.id)] == ["completed", "completed"]
 
 
+@pytest.mark.slow
 async def test_a_sleep_survives_a_restart_and_ends_at_the_original_deadline(db_path) -> None:
     calls: Counter[str] = Counter()
     woke: list[float] = []
@@ -395,6 +397,7 @@ async def test_a_sleep_survives_a_restart_and_ends_at_the_original_deadline(db_p
     assert wake_at <= woke[0] < wake_at + 0.5
 
 
+@pytest.mark.slow
 async def test_a_sleep_whose_deadline_passed_while_down_ends_at_once(db_path) -> None:
     def make() -> JobQueueService:
         svc = JobQueueService(db_path, **FAST)
@@ -432,6 +435,7 @@ async def test_sleep_and_step_names_share_one_namespace(make_service) -> None:
     assert "keep step names and kinds stable" in (done.error or "")
 
 
+@pytest.mark.slow
 async def test_effects_before_a_long_sleep_are_written_once(make_service, db_path) -> None:
     svc = await make_service(**FAST)
 
@@ -507,6 +511,7 @@ async def test_map_twenty_items_limit_four(make_service) -> None:
     assert sorted(names) == sorted(f"double[{i}]" for i in range(20))
 
 
+@pytest.mark.slow
 async def test_gather_failure_cancels_siblings_and_the_retry_reruns_only_unfinished(
     make_service,
 ) -> None:
@@ -571,6 +576,7 @@ def _five_steps(svc: JobQueueService, calls: Counter[str], seconds: float = 0.15
         return out
 
 
+@pytest.mark.slow
 async def test_pause_between_steps_and_resume_after_the_last_finished(make_service) -> None:
     svc = await make_service(stop_timeout=5.0, **FAST)
     calls: Counter[str] = Counter()
@@ -787,6 +793,7 @@ def test_started_jobs_are_claimed_before_new_ones(db_path) -> None:
     assert "TEMP B-TREE" not in details
 
 
+@pytest.mark.slow
 async def test_a_woken_workflow_runs_before_new_jobs(make_service) -> None:
     svc = await make_service(concurrency=1, **FAST)
     order: list[str] = []

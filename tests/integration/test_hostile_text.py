@@ -238,6 +238,7 @@ def test_check_shows_a_hostile_stored_status_as_text(
     assert "invalid status '[/bold]\\x1b]0;PWNED\\x07'" in text
 
 
+@pytest.mark.slow
 def test_demo_lists_earlier_hostile_jobs_as_text(
     mode: str, files: dict[str, Path], tmp_path: Path
 ) -> None:

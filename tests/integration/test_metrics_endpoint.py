@@ -89,6 +89,7 @@ def wait_all_closed(socks: list[socket.socket], deadline: float) -> list[bytes]:
     return [got[s] for s in socks]
 
 
+@pytest.mark.slow
 def test_slow_clients_hold_no_threads_and_are_closed_after_the_timeout(
     registry: CollectorRegistry,
 ) -> None:
@@ -168,6 +169,7 @@ def _threads_of(pid: int) -> int:
     return int(match.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/PID/status")
 def test_metrics_command_under_slow_clients(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"

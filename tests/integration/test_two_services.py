@@ -84,6 +84,7 @@ async def test_a_second_service_in_this_process_controls_the_first_ones_job(
     assert runner.owner != other.owner
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 async def test_two_services_in_this_process_never_sweep_each_others_jobs(db_path: Path) -> None:
     events: list[str] = []
