@@ -30,9 +30,8 @@ from jobqueue.status import ACTIVE, TERMINAL, TaskStatus
 from jobqueue.store.jobs import Job
 from jobqueue.store.steps import Step
 from jobqueue.tasks import TaskService
+from jobqueue.version import __version__
 from jobqueue.workflow import Failure
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ACTIVE",

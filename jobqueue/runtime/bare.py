@@ -26,7 +26,7 @@ import logging
 import time
 import traceback
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jobqueue import codec
 from jobqueue.errors import JobQueueError
@@ -38,10 +38,7 @@ from jobqueue.store.jobs import NewJob
 from jobqueue.store.outcomes import FINISH, Outcome
 from jobqueue.store.writer import Writer
 
-if TYPE_CHECKING:
-    from jobqueue.runtime.engine import Runtime
-
-__all__ = ["BareRun", "BareRuns"]
+__all__ = ["BareHost", "BareRun", "BareRuns"]
 
 log = logging.getLogger("jobqueue.service")
 
@@ -175,10 +172,21 @@ class BareRun:
                 entry.queue.put_nowait((None, None, time.time()))
 
 
+class BareHost(Protocol):
+    """What bare runs need of their runtime (a protocol: the runtime imports this module)."""
+
+    @property
+    def owner(self) -> str: ...
+
+    async def live_writer(self) -> Writer: ...
+
+    def bare_finished(self, job_id: str, out: Outcome, value: Any) -> None: ...
+
+
 class BareRuns:
     """The bare runs of one runtime, so that closing cancels them and waits for their records."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: BareHost) -> None:
         self.runtime = runtime
         #: Runs whose task is still running.
         self.active: set[BareRun] = set()

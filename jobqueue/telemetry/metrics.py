@@ -70,10 +70,9 @@ _Observed = list[tuple[float, Mapping[str, str]]]
 def _version() -> str | None:
     # not importlib.metadata: it loads the email and zipfile packages, and every
     # module object lengthens each full garbage collection for the process's life
-    import jobqueue
+    from jobqueue.version import __version__
 
-    version: str | None = getattr(jobqueue, "__version__", None)
-    return version
+    return __version__
 
 
 def _cpu() -> _Observed:
