@@ -74,6 +74,7 @@ class Runtime:
         self.state = "new"  # new -> starting -> open -> closing -> closed (-> starting)
         self._drain_now = asyncio.Event()  # a second close(drain_timeout=0) sets it
         self.closed = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None  # close()'s teardown task
         self._opening: asyncio.Task[Writer] | None = None
         self.db: Database | None = None
         self.writer: Writer | None = None
@@ -370,7 +371,12 @@ class Runtime:
         if self.state == "closing":
             if drain_timeout is not None and drain_timeout <= 0:
                 self._drain_now.set()
-            await self.closed.wait()
+            # Wait on the teardown task, as the first caller does, not on `closed`: both
+            # callers then resume from the task's end, in the order they called.
+            if self._closing is not None:
+                await asyncio.shield(self._closing)
+            else:
+                await self.closed.wait()
             return
         if self.state in ("new", "closed"):
             self.state = "closed"
@@ -384,6 +390,7 @@ class Runtime:
             self._close(drain_timeout), name="jobqueue-close"
         )
         task.add_done_callback(_log_close_error)
+        self._closing = task
         await asyncio.shield(task)
 
     async def _close(self, drain_timeout: float | None) -> None:
