@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,10 @@ from typing import Any
 import pytest
 
 from jobqueue import JobQueueService
+
+# Helper scripts and apps run by the tests live in tests/procs; they import each other
+# by plain name, as they do when run as scripts.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "procs"))
 
 MakeService = Callable[..., Awaitable[JobQueueService]]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from jobqueue import JobContext, JobQueueService
-from tests._worker_procs import WorkerProcess, row, wait_status
+from tests.procs._worker_procs import WorkerProcess, row, wait_status
 
 KINDS = [("cancel", "cancelled"), ("stop", "stopped"), ("pause", "paused")]
 

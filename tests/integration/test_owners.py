@@ -1,6 +1,6 @@
 """Owners in other PID namespaces: never judged by this process's /proc, only by their lease.
 
-Worker processes run ``tests/_mp_worker.py`` (its ``long`` handler runs until a
+Worker processes run ``tests/procs/_mp_worker.py`` (its ``long`` handler runs until a
 ``release-<job_id>`` file appears in its directory) under ``unshare --pid
 --fork --mount-proc``, as two containers sharing a volume would: each worker
 is pid 1 of its own namespace and sees only its own ``/proc``. Each worker gets

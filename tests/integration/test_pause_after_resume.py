@@ -1,4 +1,4 @@
-"""A pause after a resume holds, in both orders of events; found by tests/test_crash.py.
+"""A pause after a resume holds, in both orders of events; found by tests/integration/test_crash.py.
 
 ``resume()`` of a paused job only marks it (``control = 'resume'``); a worker
 claims it later. A ``pause()`` in between used to return ``paused`` and leave
