@@ -143,6 +143,8 @@ async def test_pending_to_completed_refused_with_expected_guard(make_service, db
     with pytest.raises(InvalidTransition):
         await svc.runtime.writer.write(jobs.set_status, "p", S.COMPLETED)
     with pytest.raises(InvalidTransition):
-        await svc.runtime.writer.write(partial(jobs.set_status, expected=(S.RUNNING,)), "p", S.CANCELLED)
+        await svc.runtime.writer.write(
+            partial(jobs.set_status, expected=(S.RUNNING,)), "p", S.CANCELLED
+        )
     assert await _row(db_path, "p") == before
     gate.set()

@@ -1,4 +1,4 @@
-"""A controller process for tests/integration/test_crash.py: random cancel/stop/pause/resume from outside.
+"""A controller process for the crash test: random cancel/stop/pause/resume from outside.
 
 Run as ``python tests/procs/_chaos_controller.py --db FILE --jobs FILE --calls FILE --seed N``.
 It opens its own :class:`~jobqueue.JobQueueService` on ``FILE`` (it runs no
