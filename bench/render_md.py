@@ -240,7 +240,7 @@ class Report:
 
     # -- targets -----------------------------------------------------------------------
     def targets(self) -> list[Line]:
-        """One figure per performance target (value = median over repeats of a same-repeat ratio)."""
+        """One figure per performance target (the median over repeats of a same-repeat ratio)."""
         out: list[Line] = []
 
         def add(

@@ -1,4 +1,4 @@
-"""Shared helpers of the fault suite (tests/integration/test_faults_*.py): independent looks at a file."""
+"""Shared helpers of the fault suite (integration/test_faults_*.py): independent looks at a file."""
 
 from __future__ import annotations
 

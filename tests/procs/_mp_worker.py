@@ -1,4 +1,4 @@
-"""A worker process for tests/integration/test_multiprocess.py (run as a script, not collected by pytest).
+"""A worker process for integration/test_multiprocess.py (run as a script, not collected).
 
 ``python tests/procs/_mp_worker.py --db FILE --dir DIR [options]`` opens a
 :class:`~jobqueue.JobQueueService` on ``FILE`` with the handlers below and runs

@@ -1,4 +1,4 @@
-"""A worker app for tests/integration/test_worker.py (imported by the worker, not collected by pytest).
+"""A worker app for integration/test_worker.py (imported by the worker, not collected).
 
 Run as ``python -m jobqueue worker tests.procs._worker_app:service --db FILE``. The
 service has no path of its own: ``--db`` gives it one. ``make_service`` is the
