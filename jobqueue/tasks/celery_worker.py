@@ -55,6 +55,7 @@ class CeleryBackend(Protocol):
 
     def record_started(self, task_id: str, hostname: str | None) -> bool: ...
 
+
 #: The one Celery task every handler runs through.
 TASK_NAME = "jobqueue.run_handler"
 #: Seconds a cancelled handler gets to end before the task gives up waiting for it.
