@@ -32,7 +32,7 @@ from jobqueue.store.recovery import dead_owners, owner_alive
 
 S = TaskStatus
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "tests" / "_mp_worker.py"
+SCRIPT = ROOT / "tests" / "procs" / "_mp_worker.py"
 UNSHARE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 
 
