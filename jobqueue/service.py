@@ -558,7 +558,8 @@ class JobQueueService(LangflowCompat):
         checkpoint (within ``stop_timeout``); any other is cancelled at once.
         A paused job stays paused across restarts. ``resume()`` runs it again
         from the start (workflows continue after their last completed step).
-        Pausing a paused job returns it unchanged.
+        Pausing a paused job keeps it paused and withdraws a ``resume()`` no
+        worker has acted on yet.
 
         Raises:
             JobNotFoundError: unknown id.
