@@ -136,17 +136,53 @@ class InvalidHandlerError(JobQueueError, TypeError):
 
 
 class InvalidTransition(JobQueueError, ValueError):
-    """A status change that the lifecycle table does not allow; nothing was written."""
+    """A status change that the lifecycle table does not allow; nothing was written.
+
+    Attributes:
+        job_id, current, target: the job, its status and the status asked for.
+        allowed: the controls a caller can still ask for from ``current``
+            (``cancel``, ``stop``, ``pause``, ``resume``); empty for a finished job.
+            Changes only the runtime makes (claiming, completing, retrying) are
+            never listed: no one can request them.
+    """
 
     def __init__(self, job_id: str, current: str, target: str, allowed: list[str]) -> None:
         self.job_id = job_id
         self.current = current
         self.target = target
-        allowed_txt = ", ".join(allowed) or "none: it is final"
+        self.allowed = list(allowed)
         super().__init__(
-            f"job {job_id!r} cannot go from {current!r} to {target!r} "
-            f"(allowed from {current!r}: {allowed_txt}); nothing was changed"
+            f"job {job_id!r} cannot go from {current!r} to {target!r}: "
+            f"{_why_not(current, target, self.allowed)}; {_instead(current, self.allowed)}; "
+            "nothing was changed"
         )
+
+
+#: What a control turns a job into, in words ("cannot be paused").
+_DONE_BY = {
+    "paused": ("pause", "only a running job can be paused"),
+    "running": ("resume", "only a paused job can be resumed"),
+    "cancelled": ("cancel", "only a job that has not finished can be cancelled"),
+    "stopped": ("stop", "only a job that has not finished can be stopped"),
+}
+_PAST = {"cancel": "cancelled", "stop": "stopped", "pause": "paused", "resume": "resumed"}
+
+
+def _why_not(current: str, target: str, allowed: list[str]) -> str:
+    if not allowed:
+        return f"{current!r} is a final status"
+    control = _DONE_BY.get(target)
+    if control is None:  # completed, failed, pending: only the job's own run gets there
+        return f"a job reaches {target!r} by running, not on request"
+    return control[1]
+
+
+def _instead(current: str, allowed: list[str]) -> str:
+    if not allowed:
+        return "submit a new job to run it again"
+    words = [_PAST.get(a, a) for a in allowed]
+    said = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return f"a {current} job can be {said} instead ({', '.join(allowed)})"
 
 
 class InvalidStatusError(JobQueueError, ValueError):

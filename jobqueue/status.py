@@ -20,11 +20,13 @@ from jobqueue.errors import InvalidStatusError, InvalidTransition
 __all__ = [
     "ACTIVE",
     "CONTROL_RANK",
+    "REQUESTS",
     "TERMINAL",
     "TRANSITIONS",
     "TaskStatus",
     "check_transition",
     "parse_status",
+    "requestable",
     "stronger",
 ]
 
@@ -55,6 +57,19 @@ TRANSITIONS: Final[dict[TaskStatus, frozenset[TaskStatus]]] = {
     S.STOPPED: frozenset(),
 }
 
+#: What a caller can ask for from each status (``service.cancel()``, ``jobqueue stop``...):
+#: the control and the status it leads to. The other changes of :data:`TRANSITIONS`
+#: (claiming, completing, retrying, recovery) are the runtime's, never requested.
+REQUESTS: Final[dict[TaskStatus, dict[str, TaskStatus]]] = {
+    S.PENDING: {"cancel": S.CANCELLED, "stop": S.STOPPED},
+    S.RUNNING: {"cancel": S.CANCELLED, "stop": S.STOPPED, "pause": S.PAUSED},
+    S.PAUSED: {"cancel": S.CANCELLED, "stop": S.STOPPED, "resume": S.RUNNING},
+    S.COMPLETED: {},
+    S.FAILED: {},
+    S.CANCELLED: {},
+    S.STOPPED: {},
+}
+
 #: Final statuses: the job will never change again.
 TERMINAL: Final[frozenset[TaskStatus]] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 #: Statuses of jobs that are not finished yet (pending, running, paused).
@@ -79,12 +94,15 @@ def parse_status(value: object, job_id: str | None = None) -> TaskStatus:
         raise InvalidStatusError(value, job_id) from None
 
 
+def requestable(current: TaskStatus) -> list[str]:
+    """The controls a caller can ask for from ``current`` (what an error suggests instead)."""
+    return list(REQUESTS[current])
+
+
 def check_transition(job_id: str, current: TaskStatus, target: TaskStatus) -> None:
     """Raise :class:`InvalidTransition` unless ``current -> target`` is in the table."""
     if target not in TRANSITIONS[current]:
-        raise InvalidTransition(
-            job_id, current.value, target.value, sorted(s.value for s in TRANSITIONS[current])
-        )
+        raise InvalidTransition(job_id, current.value, target.value, requestable(current))
 
 
 #: Controls by precedence: a cancel wins over a stop or pause sent before or after

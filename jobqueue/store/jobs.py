@@ -20,7 +20,7 @@ from jobqueue.errors import (
     JobNotFoundError,
     StoreCorruptedError,
 )
-from jobqueue.status import SOURCES, TERMINAL, TRANSITIONS, TaskStatus, parse_status
+from jobqueue.status import SOURCES, TERMINAL, TaskStatus, parse_status, requestable
 from jobqueue.store.rows import by_name
 
 __all__ = [
@@ -363,9 +363,7 @@ def set_status(
         if cur is None:
             raise JobNotFoundError(job_id)
         current = parse_status(cur["status"], job_id)
-        raise InvalidTransition(
-            job_id, current.value, target.value, sorted(s.value for s in TRANSITIONS[current])
-        )
+        raise InvalidTransition(job_id, current.value, target.value, requestable(current))
 
 
 def fetch(conn: sqlite3.Connection, job_id: str) -> Job:

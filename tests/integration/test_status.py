@@ -148,3 +148,27 @@ async def test_pending_to_completed_refused_with_expected_guard(make_service, db
         )
     assert await _row(db_path, "p") == before
     gate.set()
+
+
+@pytest.mark.parametrize(("current", "target"), list(itertools.product(S, S)))
+def test_a_refused_change_lists_only_what_a_caller_can_request(
+    current: TaskStatus, target: TaskStatus
+) -> None:
+    from jobqueue.status import REQUESTS
+
+    if (current, target) in EXPECTED:
+        return
+    with pytest.raises(InvalidTransition) as ei:
+        check_transition("j", current, target)
+    assert ei.value.allowed == list(REQUESTS[current])
+    assert set(ei.value.allowed) <= {"cancel", "stop", "pause", "resume"}
+    text = str(ei.value)
+    instead = text.split(": ", 1)[1]  # after "cannot go from ... to ...:"
+    for status in ("pending", "running", "completed", "failed"):
+        assert f"be {status}" not in instead, text
+        assert f", {status}" not in instead, text
+    assert text.endswith("; nothing was changed")
+    if current in TERMINAL:
+        assert "submit a new job" in text
+    else:
+        assert "instead (" in text
