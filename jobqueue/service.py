@@ -484,7 +484,17 @@ class JobQueueService(LangflowCompat):
         return stream.stream(self.runtime, job_id, after=after)
 
     def stats(self) -> dict[str, Any]:
-        """Counts and health: pending, running, paused, completed, failed, cancelled, ...
+        """Counts and health, under these keys (one per status, as the statuses are named):
+
+        - ``pending``, ``running``, ``paused``, ``completed``, ``failed``,
+          ``cancelled``, ``stopped``: jobs in each status (``cancelled`` and
+          ``stopped`` are separate: a stopped job is not counted as cancelled);
+        - ``done``: the same number as ``completed``, kept as an alias for
+          code written before ``completed`` was added;
+        - ``lag``: seconds the oldest due pending job has waited;
+        - ``boot_at``, ``registry`` (event queues held), ``unresponsive``,
+          ``recovered`` (jobs the crash sweep at start changed), ``owner``,
+          ``concurrency``, ``path``.
 
         Counts come from the store at start and the reaper's refresh, kept
         current with this process's own changes in between.
@@ -495,9 +505,11 @@ class JobQueueService(LangflowCompat):
             "pending": c["pending"],
             "running": rt.running,
             "paused": c["paused"],
-            "done": c["completed"],
+            "completed": c["completed"],
+            "done": c["completed"],  # alias of "completed"
             "failed": c["failed"],
-            "cancelled": c["cancelled"] + c["stopped"],
+            "cancelled": c["cancelled"],
+            "stopped": c["stopped"],
             "lag": c.lag,
             "boot_at": rt.boot_at,
             "registry": len(self.registry),

@@ -17,7 +17,8 @@ from jobqueue.store.recovery import is_alive, owner_rows
 
 __all__ = ["read_stats", "stats_command"]
 
-_COUNTS = ("pending", "running", "paused", "done", "failed", "cancelled", "stopped")
+#: The statuses of the report, named as the statuses are (and as ``service.stats()`` does).
+_COUNTS = ("pending", "running", "paused", "completed", "failed", "cancelled", "stopped")
 
 
 def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
         "delayed": pending - counts.due,
         "running": by_status.get("running", 0),
         "paused": by_status.get("paused", 0),
-        "done": by_status.get("completed", 0),
+        "completed": by_status.get("completed", 0),
+        "done": by_status.get("completed", 0),  # alias of "completed", as in service.stats()
         "failed": by_status.get("failed", 0),
         "cancelled": by_status.get("cancelled", 0),
         "stopped": by_status.get("stopped", 0),

@@ -442,15 +442,18 @@ def test_stats(run: Run, db: Path) -> None:
     code, out, _ = run("stats", "--db", db, "--json")
     assert code == 0
     stats = json.loads(out)
-    counts = {k: stats[k] for k in ("pending", "running", "paused", "done", "failed", "cancelled")}
+    names = ("pending", "running", "paused", "completed", "failed", "cancelled", "stopped")
+    counts = {k: stats[k] for k in names}
     assert counts == {
         "pending": 1,
         "running": 0,
         "paused": 0,
-        "done": 1,
+        "completed": 1,
         "failed": 1,
         "cancelled": 0,
+        "stopped": 0,
     }
+    assert stats["done"] == stats["completed"]  # the alias
     assert (stats["due"], stats["delayed"], stats["lag"]) == (0, 1, 0.0)
     assert stats["queues"] == {"echo": 1}
     assert stats["processes"] == []  # this command's own service is not listed
@@ -470,7 +473,7 @@ def test_stats_watch(run: Run, db: Path) -> None:
     assert reports[0]["now"] < reports[2]["now"]
     code, out, _ = run(*argv)
     assert len(out.splitlines()) == 3
-    assert "pending=1 running=0 paused=0 done=1 failed=1" in out.splitlines()[0]
+    assert "pending=1 running=0 paused=0 completed=1 failed=1" in out.splitlines()[0]
     code, _, err = run("stats", "--db", db, "--watch", "--interval", "0")
     assert code == 2
     assert "must be a positive number of seconds" in err

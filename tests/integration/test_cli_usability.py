@@ -88,3 +88,42 @@ def test_pausing_a_pending_job_lists_only_what_a_user_can_ask_for(db: Path) -> N
     proc = cli("cancel", "done-1", "--db", db)
     assert proc.returncode == 1
     assert "'completed' is a final status; submit a new job to run it again" in proc.stderr
+
+
+# -- 8: one vocabulary for the counts: stopped is not cancelled -------------------------------
+
+
+def test_stopped_is_not_counted_as_cancelled(tmp_path: Path) -> None:
+    import json
+    import signal
+    import time
+
+    from _worker_procs import submit, wait_status, workers
+
+    db = tmp_path / "jobs.db"
+    with workers(db) as start:
+        w = start("--report-interval", "0.2")
+        ids = submit(db, *[("steps", {"steps": 400})] * 4)
+        for job in ids[:3]:
+            assert cli("cancel", job, "--db", db).returncode == 0
+        assert cli("stop", ids[3], "--db", db).returncode == 0
+        wait_status(db, ids[3], "stopped")
+        mark = len(w.text())
+        deadline = time.monotonic() + 20
+        while "status report" not in w.text()[mark:]:
+            assert time.monotonic() < deadline, w.text()
+            time.sleep(0.05)
+        line = next(x for x in w.text()[mark:].splitlines() if "status report" in x)
+        report = json.loads(line.split("status report: ", 1)[1])
+        assert (report["cancelled"], report["stopped"]) == (3, 1), line
+        assert report["completed"] == report["done"] == 1  # the submit helper's own job
+        stats = cli("stats", "--json", "--db", db)
+        data = json.loads(stats.stdout)
+        assert (data["cancelled"], data["stopped"], data["completed"]) == (3, 1, 1)
+        text = cli("stats", "--db", db).stdout
+        assert "cancelled: 3" in text
+        assert "stopped:   1" in text
+        assert "completed: 1" in text
+        assert "done" not in text
+        w.send(signal.SIGTERM)
+        assert w.wait(20) == 0, w.text()
