@@ -16,35 +16,27 @@ import sqlite3
 from typing import Any
 
 from jobqueue.cli.render import Output
-from jobqueue.errors import StoreCorruptedError, StoreError
+from jobqueue.errors import StoreError
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.connection import map_sqlite_error
-from jobqueue.store.health import foreign_key_violations, integrity, journal_mode, open_read_only
+from jobqueue.store.health import (
+    damaged,
+    diagnose,
+    foreign_key_violations,
+    integrity,
+    integrity_failed,
+    journal_mode,
+    likely_cause,
+    open_read_only,
+)
 from jobqueue.store.recovery import heartbeats, is_alive
-from jobqueue.store.schema import latest_version, refuse_foreign, user_version
+from jobqueue.store.schema import latest_version, newer_schema, refuse_foreign, user_version
 
 __all__ = ["check_command", "check_file", "likely_cause"]
 
 #: The schema version that lowercased statuses (older files may hold ``RUNNING``).
 _LOWERCASE_VERSION = 2
-#: The first 16 bytes of every SQLite database file.
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def likely_cause(path: str) -> str:
-    """What usually damages a SQLite file that jobqueue wrote, and what to do.
-
-    SQLite keeps its file whole through crashes and full disks; what breaks it is the
-    database file parted from its ``-wal`` (commits not yet copied into the
-    file) and ``-shm`` (the index every process uses to find them) while in use.
-    """
-    return (
-        f"{path}-wal or {path}-shm deleted, or {path} copied or moved without them, while "
-        "a process had it open (the three files go together); restore the file from a "
-        f'backup taken with `sqlite3 {path} ".backup copy.db"` or copied with every '
-        "process stopped"
-    )
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -62,18 +54,16 @@ def check_file(path: str, *, quick: bool = False) -> dict[str, Any]:
     but harmless (an older schema is migrated at the next open, a dead
     process's running jobs are recovered then). When SQLite finds the file
     itself damaged, ``damaged`` is true and ``likely_cause`` says what
-    usually did it and what to do (:func:`likely_cause`).
+    usually did it and what to do (:func:`likely_cause`). Each problem is
+    worded as every other command words it (:func:`~jobqueue.store.health.diagnose`).
 
     Raises:
-        StoreCorruptedError: not a SQLite file, or a database of another program.
+        StoreCorruptedError: not a SQLite file, truncated, too damaged to open,
+            or a database of another program (the message every command gives).
         StoreError: the file cannot be read.
     """
-    try:
-        conn = _connect(path)
-    except StoreCorruptedError as exc:
-        if not _is_sqlite(path):  # another kind of file: no -wal to have lost
-            raise
-        raise StoreCorruptedError(f"{exc} Likely cause: {likely_cause(path)}.", path) from exc
+    diagnose(path, check=None)  # what every command says about a file it cannot use
+    conn = _connect(path)
     try:
         report = _check(conn, path, quick)
     finally:
@@ -81,14 +71,6 @@ def check_file(path: str, *, quick: bool = False) -> dict[str, Any]:
     if report["damaged"]:
         report["likely_cause"] = likely_cause(path)
     return report
-
-
-def _is_sqlite(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
-    except OSError:
-        return False
 
 
 def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
@@ -116,13 +98,12 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
     except sqlite3.DatabaseError as exc:
         report["integrity"] = [str(exc)]
         report["damaged"] = True
-        problems.append(f"the file is damaged ({exc}); restore it from a backup")
+        problems.append(str(damaged(path, str(exc))))
         return report
     report["integrity"] = "ok" if found == ["ok"] else found[:20]
     if found != ["ok"]:
         report["damaged"] = True
-        shown = "; ".join(found[:3])
-        problems.append(f"integrity check failed ({shown}); restore the file from a backup")
+        problems.append(str(integrity_failed(path, found)))
     report["schema_version"] = version
     if version == 0:
         refuse_foreign(conn, path)  # raises for another program's database
@@ -130,10 +111,7 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
         report["ok"] = not problems
         return report
     if version > latest:
-        problems.append(
-            f"schema version {version} is newer than this jobqueue understands ({latest}); "
-            "upgrade jobqueue to use this file"
-        )
+        problems.append(str(newer_schema(path, version)))
     elif version < latest:
         warnings.append(
             f"schema version {version} is older than this jobqueue's ({latest}); the next "
@@ -147,7 +125,7 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
         _check_rows(conn, version, report)
     except sqlite3.DatabaseError as exc:
         report["damaged"] = True
-        problems.append(f"reading the jobs failed ({exc}); restore the file from a backup")
+        problems.append(str(damaged(path, f"reading the jobs failed: {exc}")))
     report["ok"] = not problems
     return report
 
@@ -194,9 +172,7 @@ def check_command(args: argparse.Namespace, out: Output) -> int:
             ("journal", str(report["journal_mode"])),
             ("jobs", ", ".join(f"{s} {n}" for s, n in sorted(report["jobs"].items())) or "none"),
         ]
-        fields += [("problem", p) for p in report["problems"]]
-        if report["likely_cause"]:
-            fields.append(("cause", report["likely_cause"]))  # short: keeps the columns
+        fields += [("problem", p) for p in report["problems"]]  # a damaged file's: its cause
         fields += [("warning", w) for w in report["warnings"]]
         out.fields(fields)
         out.note("check: ok" if report["ok"] else f"check: {len(report['problems'])} problem(s)")

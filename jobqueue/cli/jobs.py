@@ -1,4 +1,8 @@
-"""``list``, ``show`` and the control commands (``cancel``, ``pause``, ``resume``, ``stop``)."""
+"""``list``, ``show`` and the control commands (``cancel``, ``pause``, ``resume``, ``stop``).
+
+``list`` and ``show`` read the file through a :class:`~jobqueue.store.readonly.ReadOnlyStore`
+and never write to it; the controls change jobs through a service.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
 from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.status import TaskStatus
-from jobqueue.store import eventlog
+from jobqueue.store import eventlog, jobs, recovery, steps
 from jobqueue.store.jobs import Job
+from jobqueue.store.readonly import ReadOnlyStore
 
 __all__ = [
     "CONTROLS",
@@ -59,8 +64,12 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _detail(job: Job, now: float) -> str:
-    """One phrase about where the job is: what it returned, why it failed, when it runs."""
+def _detail(job: Job, now: float, beats: Mapping[str, float] | None = None) -> str:
+    """One phrase about where the job is: what it returned, why it failed, when it runs.
+
+    ``beats``: the owners' heartbeats, to tell a running job whose process is gone
+    (the read-only commands do not recover it: the next service to open the file does).
+    """
     status = job.status
     request = f"; {job.control} requested" if job.control else ""
     if status is TaskStatus.PENDING:
@@ -68,7 +77,12 @@ def _detail(job: Job, now: float) -> str:
         return due + (f" (retry after {job.reason})" if job.reason else "") + request
     if status is TaskStatus.RUNNING:
         since = f"for {fmt_duration(now - job.started_at)}" if job.started_at else "running"
-        return f"{since}, pid {job.owner.split(':', 1)[0]}{request}" if job.owner else since
+        if not job.owner:
+            return since
+        pid = job.owner.split(":", 1)[0]
+        if beats is not None and not recovery.is_alive(job.owner, beats.get(job.owner), now):
+            return f"{since}, pid {pid} gone (recovered when a worker opens the file){request}"
+        return f"{since}, pid {pid}{request}"
     if status is TaskStatus.COMPLETED:
         return "result " + _short(job.result, 50)
     if status is TaskStatus.FAILED:
@@ -77,16 +91,22 @@ def _detail(job: Job, now: float) -> str:
     return _short(job.reason or "") + request
 
 
-async def list_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+def list_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) -> int:
     """``list``: stored jobs, newest first (``--json``: one JSON object per line)."""
-    found = await svc.list(status=args.status, handler=args.handler, limit=args.limit)
+    statuses = None if args.status is None else [TaskStatus(s) for s in args.status]
+    found: list[Job] = []
+    beats: dict[str, float] = {}
+    if not store.empty:
+        found = store.read(jobs.list_jobs, statuses, args.handler, None, args.limit, 0)
+        beats = store.read(recovery.heartbeats)
     if args.json:
         for job in found:
             out.json(job_dict(job))
         return 0
     if not found:
         which = f" with status {', '.join(args.status)}" if args.status else ""
-        out.note(f"no jobs{which} in {args.db}")
+        new = " (an empty file: no jobqueue schema yet)" if store.empty else ""
+        out.note(f"no jobs{which} in {args.db}{new}")
         return 0
     now = time.time()
     rows = [
@@ -97,7 +117,7 @@ async def list_command(svc: JobQueueService, args: argparse.Namespace, out: Outp
             str(job.attempt),
             str(job.priority),
             fmt_age(job.created_at, now),
-            _detail(job, now),
+            _detail(job, now, beats),
         ]
         for job in found
     ]
@@ -107,12 +127,12 @@ async def list_command(svc: JobQueueService, args: argparse.Namespace, out: Outp
     return 0
 
 
-async def _last_events(svc: JobQueueService, job_id: str, count: int) -> list[dict[str, Any]]:
+def _last_events(store: ReadOnlyStore, job_id: str, count: int) -> list[dict[str, Any]]:
     """The job's newest ``count`` persisted events, oldest first (none without the log)."""
     if count <= 0:
         return []
-    newest = await svc.runtime.read(eventlog.max_seq, job_id)
-    rows = await svc.runtime.read(eventlog.read_after, job_id, max(0, newest - count), count)
+    newest = store.read(eventlog.max_seq, job_id)
+    rows = store.read(eventlog.read_after, job_id, max(0, newest - count), count)
     out = []
     for seq, kind, data, created_at in rows:
         try:
@@ -140,13 +160,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-async def _steps(svc: JobQueueService, job_id: str) -> list[Any] | None:
-    """Durable workflow steps, if this jobqueue records them (``service.get_steps``)."""
-    get_steps = getattr(svc, "get_steps", None)
-    if get_steps is None:
-        return None
-    steps = await get_steps(job_id)
-    return [_plain(s) for s in steps]
+def _steps(store: ReadOnlyStore, job_id: str) -> list[Any]:
+    """The job's durable workflow steps (``ctx.step``/``ctx.sleep``), as plain data."""
+    return [_plain(s) for s in store.read(steps.list_steps, job_id)]
 
 
 def _step_table(job_id: str, steps: list[Any]) -> tuple[list[str], list[list[str]]]:
@@ -210,26 +226,26 @@ def _record_fields(job: Job, now: float) -> list[tuple[str, str]]:
     return fields
 
 
-async def show_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) -> int:
     """``show JOB``: the record, its workflow steps and its last persisted events."""
-    job = await svc.get(args.job)
-    steps = await _steps(svc, job.id)
-    events = await _last_events(svc, job.id, args.events)
+    if store.empty:
+        raise JobNotFoundError(args.job)
+    job = store.read(jobs.fetch, args.job)
+    found = _steps(store, job.id)
+    events = _last_events(store, job.id, args.events)
     if args.json:
         data = job_dict(job)
-        if steps is not None:
-            data["steps"] = steps
+        data["steps"] = found
         data["events"] = events
         out.json(data, indent=2)
         return 0
     now = time.time()
     out.fields(_record_fields(job, now))
-    if steps:
-        columns, rows = _step_table(job.id, steps)
-        out.line("")
-        out.table(columns, rows, title=f"steps ({len(steps)})")
-    elif steps is not None:
-        out.line("")
+    out.line("")
+    if found:
+        columns, rows = _step_table(job.id, found)
+        out.table(columns, rows, title=f"steps ({len(found)})")
+    else:
         out.line("steps: none recorded")
     out.line("")
     if events:

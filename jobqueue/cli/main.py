@@ -86,6 +86,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _busy_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -162,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in CONTROLS.items():
         c = cmd(name, help_)
         c.add_argument("job", metavar="JOB", nargs="+", help="job id(s)")
+        c.add_argument(
+            "--busy-timeout",
+            type=_busy_seconds,
+            default=5.0,
+            metavar="S",
+            help="seconds to wait while another process holds the write lock, then exit 2 "
+            "(default 5; 0: do not wait)",
+        )
 
     st = cmd("stats", "job counts by status, lag, queues and live processes")
     st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
@@ -275,21 +293,36 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         from jobqueue.cli.metrics import metrics_command
 
         return asyncio.run(metrics_command(args, out))
-    return asyncio.run(_with_service(args, out))
+    if args.cmd in CONTROLS:
+        return asyncio.run(_control(args, out))
+    return _read_only(args, out)
 
 
-async def _with_service(args: argparse.Namespace, out: Output) -> int:
-    from jobqueue.cli.jobs import control_command, list_command, show_command
+def _read_only(args: argparse.Namespace, out: Output) -> int:
+    """``list``, ``show``, ``stats``: on a read-only connection; the file is never written."""
+    from jobqueue.cli.jobs import list_command, show_command
     from jobqueue.cli.stats import stats_command
-    from jobqueue.service import JobQueueService
+    from jobqueue.store.readonly import ReadOnlyStore
 
-    async with JobQueueService(args.db) as svc:
+    with ReadOnlyStore(args.db, command=args.cmd) as store:
         if args.cmd == "list":
-            return await list_command(svc, args, out)
+            return list_command(store, args, out)
         if args.cmd == "show":
-            return await show_command(svc, args, out)
-        if args.cmd == "stats":
-            return await stats_command(svc, args, out)
+            return show_command(store, args, out)
+        return asyncio.run(stats_command(store, args, out))
+
+
+async def _control(args: argparse.Namespace, out: Output) -> int:
+    from jobqueue.cli.jobs import control_command
+    from jobqueue.service import JobQueueService
+    from jobqueue.store.readonly import ReadOnlyStore
+
+    with ReadOnlyStore(
+        args.db, command=args.cmd, busy_timeout=args.busy_timeout, allow_older=True
+    ) as store:
+        if store.empty:  # no job to control: opening a service would write a schema
+            raise JobNotFoundError(args.job[0])
+    async with JobQueueService(args.db, busy_timeout=args.busy_timeout) as svc:
         return await control_command(svc, args, out)
 
 

@@ -1,4 +1,7 @@
-"""``stats [--watch]``: job counts, lag and the processes on the file (RagFlow's report)."""
+"""``stats [--watch]``: job counts, lag and the processes on the file (RagFlow's report).
+
+The file is read through a :class:`~jobqueue.store.readonly.ReadOnlyStore`: never written.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import time
 from typing import Any
 
 from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time, rich_console, rich_text
-from jobqueue.service import JobQueueService
 from jobqueue.store import jobs
+from jobqueue.store.readonly import ReadOnlyStore
 from jobqueue.store.recovery import is_alive, owner_rows
 
 __all__ = ["read_stats", "stats_command"]
@@ -21,16 +24,23 @@ __all__ = ["read_stats", "stats_command"]
 _COUNTS = ("pending", "running", "paused", "completed", "failed", "cancelled", "stopped")
 
 
-def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
+def read_stats(conn: sqlite3.Connection | None, me: str, now: float) -> dict[str, Any]:
     """Every count of the report in one read (runs on the database thread).
 
     ``lag`` is how long the oldest due pending job has been waiting to start
     (0 when none is due); ``processes`` are the live services that opened the
-    file (workers, apps, this command excluded) with their boot time and heartbeat.
+    file (workers, apps; ``me``, the caller's own, excluded) with their boot
+    time and heartbeat. ``conn=None`` is a file with no schema yet: all zero.
     """
-    counts = jobs.counts(conn, now)
+    if conn is None:
+        counts = jobs.Counts(by_status={}, pending_by_handler={}, due=0, oldest_due=None)
+        running_by_owner: dict[str | None, int] = {}
+        owners = []
+    else:
+        counts = jobs.counts(conn, now)
+        running_by_owner = jobs.running_by_owner(conn)
+        owners = owner_rows(conn)
     by_status = counts.by_status
-    running_by_owner = jobs.running_by_owner(conn)
     processes = [
         {
             "owner": row.owner,
@@ -39,7 +49,7 @@ def read_stats(conn: sqlite3.Connection, me: str, now: float) -> dict[str, Any]:
             "heartbeat_age": max(0.0, now - row.heartbeat),
             "running": running_by_owner.get(row.owner, 0),
         }
-        for row in owner_rows(conn)
+        for row in owners
         if row.owner != me and is_alive(row.owner, row.heartbeat, now)
     ]
     pending = by_status.get("pending", 0)
@@ -96,11 +106,13 @@ def _rich_table(stats: dict[str, Any], title: str) -> Any:
     return table
 
 
-async def stats_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
+async def stats_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) -> int:
     """``stats``: one report; ``--watch``: a new one every ``--interval`` seconds until stopped."""
 
     async def read() -> dict[str, Any]:
-        return await svc.runtime.read(read_stats, svc.owner, time.time())
+        if store.empty:
+            return read_stats(None, "", time.time())
+        return store.read(read_stats, "", time.time())  # milliseconds: a read-only snapshot
 
     if not args.watch:
         stats = await read()

@@ -19,16 +19,11 @@ from typing import Any, Final, Literal, TypeVar
 
 import aiosqlite
 
-from jobqueue.errors import (
-    StoreCorruptedError,
-    StoreError,
-    StoreFullError,
-    StoreLockedError,
-    StoreReadOnlyError,
-)
-from jobqueue.store.health import integrity, open_read_only
+from jobqueue.errors import StoreError
+from jobqueue.store.health import diagnose
 from jobqueue.store.rows import by_name
 from jobqueue.store.schema import refuse_foreign, user_version
+from jobqueue.store.sqlerrors import map_sqlite_error
 
 __all__ = ["MEMORY", "Database", "map_sqlite_error"]
 
@@ -37,91 +32,7 @@ T = TypeVar("T")
 
 MEMORY: Final = ":memory:"
 
-# Primary SQLite result codes (the low byte of the extended code).
-_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
-
 Synchronous = Literal["NORMAL", "FULL"]
-
-# The largest write SQLite makes at once: a WAL frame of the biggest page size.
-_MAX_FRAME: Final = 65536 + 24
-# A database file is whole pages, and the smallest page size is 512 bytes.
-_MIN_PAGE: Final = 512
-
-
-def map_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError | None:
-    """Translate a sqlite3 error into the matching typed store error, if any."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    text = str(exc)
-    if primary == _FULL or "disk is full" in text:
-        return StoreFullError(
-            f"{path}: the disk or file size limit is full ({text}); the change was rolled "
-            "back and stored jobs are intact. Free space and retry.",
-            path,
-        )
-    if primary in (_BUSY, _LOCKED) or "database is locked" in text:
-        return StoreLockedError(
-            f"{path}: another connection held the write lock past busy_timeout ({text}); "
-            "retry, or raise busy_timeout if several processes write heavily.",
-            path,
-        )
-    if primary == _READONLY or "readonly" in text:
-        return StoreReadOnlyError(
-            f"{path}: the database cannot be written ({text}); check the permissions of "
-            "the file and of its directory (SQLite writes -wal and -shm files beside it).",
-            path,
-        )
-    if primary == _CANTOPEN:
-        return StoreReadOnlyError(
-            f"{path}: cannot open the database file ({text}); check that the directory "
-            "exists and is writable.",
-            path,
-        )
-    if text.startswith("Could not decode to UTF-8"):  # raised by Python's sqlite3 on a read
-        return StoreCorruptedError(
-            f"{path}: a stored text value is not valid UTF-8 ({text:.200}); the file was damaged "
-            "or written by another program. Run `python -m jobqueue check --db FILE`.",
-            path,
-        )
-    if primary in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
-        return StoreCorruptedError(
-            f"{path}: the database file is damaged or is not a SQLite database ({text}); "
-            "it was not modified. Restore it from a backup or point jobqueue at a new file.",
-            path,
-        )
-    if primary == _IOERR:
-        limit = _size_limit_reached(path)
-        if limit is not None:  # SQLite reports EFBIG (RLIMIT_FSIZE) as an I/O error
-            return StoreFullError(
-                f"{path}: the file size limit of {limit} bytes (RLIMIT_FSIZE, `ulimit -f`) is "
-                f"reached ({text}); the change was rolled back and stored jobs are intact. "
-                "Raise the limit and retry.",
-                path,
-            )
-        return StoreError(
-            f"{path}: disk I/O error ({text}); the change was rolled back and stored jobs are "
-            "intact. Check the disk (for example the kernel log) and retry.",
-            path,
-        )
-    return None
-
-
-def _size_limit_reached(path: str) -> int | None:
-    """The ``RLIMIT_FSIZE`` soft limit if the database or its journal is within a frame of it."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if soft == resource.RLIM_INFINITY:
-        return None
-    for name in (path, path + "-wal", path + "-journal"):
-        try:
-            if os.path.getsize(name) + _MAX_FRAME >= soft:
-                return soft
-        except OSError:
-            continue
-    return None
 
 
 class Database:
@@ -240,40 +151,14 @@ def _configure(
 def _probe(path: str, busy_timeout: float, check: bool) -> None:
     """Every check of an existing file, on a read-only connection of its own.
 
+    :func:`~jobqueue.store.health.diagnose`, the diagnosis every command gives.
     Closing the last read-write connection of a WAL database checkpoints the
     WAL into the file. A ``-wal`` file beside a damaged database, or one copied
     from another program's database, would thus be written into the file we
     then refuse; a read-only connection never checkpoints, so a refused file
     and its ``-wal`` are left exactly as they were.
     """
-    try:
-        size = os.path.getsize(path)
-        if size == 0 and not os.path.exists(path + "-wal"):
-            return  # a new file: nothing to check, nothing to damage
-    except OSError:
-        return  # cannot even stat it: the write connection reports why
-    if 0 < size < _MIN_PAGE:  # SQLite would take it for an empty database and write over it
-        raise StoreCorruptedError(
-            f"{path}: {size} bytes is too short to be a SQLite database (a truncated file?); "
-            "it was not modified. Restore it from a backup or point jobqueue at a new file.",
-            path,
-        )
-    ro = open_read_only(path, busy_timeout)  # reads the header: a non-SQLite file fails here
-    try:
-        if check:
-            found = integrity(ro, quick=True)
-            if found != ["ok"]:
-                detail = "; ".join(found[:3])
-                raise StoreCorruptedError(
-                    f"{path}: integrity check failed ({detail}); the file was not modified. "
-                    "Restore it from a backup or point jobqueue at a new file.",
-                    path,
-                )
-        # A file of another program is refused before WAL mode rewrites its header.
-        if user_version(ro) == 0:
-            refuse_foreign(ro, path)
-    finally:
-        ro.close()
+    diagnose(path, busy_timeout=busy_timeout, check="quick" if check else None)
 
 
 def _no_autocheckpoint(conn: sqlite3.Connection) -> None:

@@ -20,6 +20,8 @@ __all__ = [
     "apply_migrations",
     "latest_version",
     "migrations",
+    "newer_schema",
+    "older_schema",
     "refuse_foreign",
     "user_version",
 ]
@@ -81,11 +83,7 @@ def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
     if version == 0:
         refuse_foreign(conn, path)
     if version > latest:
-        raise StoreError(
-            f"{path} has schema version {version}, newer than this jobqueue understands "
-            f"({latest}); upgrade jobqueue to open it.",
-            path,
-        )
+        raise newer_schema(path, version)
     for m in migrations():
         if m.version <= version:
             continue
@@ -106,6 +104,25 @@ def apply_migrations(conn: sqlite3.Connection, path: str) -> int:
                 conn.execute("ROLLBACK")
             raise
     return version
+
+
+def newer_schema(path: str, version: int) -> StoreError:
+    """A file written by a newer jobqueue: the one message every command gives."""
+    return StoreError(
+        f"{path} has schema version {version}, newer than this jobqueue understands "
+        f"({latest_version()}); upgrade jobqueue to open it.",
+        path,
+    )
+
+
+def older_schema(path: str, version: int, command: str) -> StoreError:
+    """A file a read-only ``command`` cannot read before a service migrates it."""
+    return StoreError(
+        f"{path} has schema version {version}, older than this jobqueue's "
+        f"({latest_version()}); {command} reads the file read-only and never migrates it: "
+        "start a worker (or any JobQueueService) on it once, which migrates it, then retry.",
+        path,
+    )
 
 
 def refuse_foreign(conn: sqlite3.Connection, path: str) -> None:

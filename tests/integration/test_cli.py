@@ -165,7 +165,7 @@ def test_garbage_file(run: Run, tmp_path: Path, argv: list[str]) -> None:
     bad.write_bytes(b"this is not sqlite" * 300)
     code, out, err = run(*argv, "--db", bad)
     assert code == 2
-    assert err.startswith(f"jobqueue: {bad}: the database file is damaged or is not a SQLite")
+    assert err.startswith(f"jobqueue: {bad} is not a SQLite database: it does not start with")
     assert out == ""
     assert bad.read_bytes() == b"this is not sqlite" * 300
 
@@ -294,14 +294,16 @@ def test_show(run: Run, db: Path) -> None:
 def test_show_steps_when_the_service_records_them(
     run: Run, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def get_steps(self: JobQueueService, job_id: str) -> list[dict[str, Any]]:
+    from jobqueue.store import steps
+
+    def list_steps(conn: object, job_id: str) -> list[dict[str, Any]]:
         assert job_id == "done-1"
         return [
             {"name": "fetch", "status": "completed", "result": {"rows": 3}},
             {"name": "nap", "status": "sleeping", "wake_at": 1.5},
         ]
 
-    monkeypatch.setattr(JobQueueService, "get_steps", get_steps, raising=False)
+    monkeypatch.setattr(steps, "list_steps", list_steps)
     code, out, _ = run("show", "--db", db, "done-1")
     assert code == 0
     assert "steps (2):" in out
@@ -542,7 +544,7 @@ def test_check_finds_problems(run: Run, db: Path) -> None:
     conn.close()
     code, out, _ = run("check", "--db", db, "--json")
     assert code == 1
-    assert "schema version 99 is newer than this jobqueue understands" in out
+    assert "has schema version 99, newer than this jobqueue understands" in out
     code, _, err = run("list", "--db", db)
     assert code == 2
     assert "upgrade jobqueue to open it" in err

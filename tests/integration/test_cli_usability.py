@@ -127,3 +127,153 @@ def test_stopped_is_not_counted_as_cancelled(tmp_path: Path) -> None:
         assert "done" not in text
         w.send(signal.SIGTERM)
         assert w.wait(20) == 0, w.text()
+
+
+# -- 4: list, show, stats and check read the file read-only ---------------------------------
+
+
+def _sha(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def _files(db: Path) -> dict[str, str | None]:
+    """The database file and its -wal (the -shm is shared memory: readers use it).
+
+    A reader of a WAL file may leave an empty -wal where there was none: that is
+    no write, so an empty -wal counts as none.
+    """
+    wal = Path(f"{db}-wal")
+    return {"": _sha(db), "-wal": _sha(wal) if wal.exists() and wal.stat().st_size else None}
+
+
+READ_ONLY = [["list"], ["list", "--json"], ["show", "done-1"], ["stats"], ["stats", "--json"]]
+
+
+def test_read_only_commands_answer_while_another_process_writes(db: Path) -> None:
+    import time
+
+    writer = sqlite3.connect(db, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # holds the write lock until the end of the test
+        writer.execute("UPDATE jobs SET priority = 7 WHERE id = 'later-1'")
+        for argv in [*READ_ONLY, ["check"]]:
+            t0 = time.monotonic()
+            proc = cli(*argv, "--db", db)
+            took = time.monotonic() - t0
+            assert proc.returncode == 0, (argv, proc.stderr)
+            assert "locked" not in proc.stderr, argv
+            assert took < 4, (argv, took)  # the old read-write open waited 5 s, then failed
+        assert '"priority": 0' in cli("show", "later-1", "--json", "--db", db).stdout
+        t0 = time.monotonic()
+        proc = cli("cancel", "later-1", "--busy-timeout", "0.3", "--db", db)
+        assert proc.returncode == 2, proc.stderr
+        assert "another connection held the write lock" in proc.stderr
+        assert time.monotonic() - t0 < 4
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert rows(db)["later-1"] == ("pending", 0)
+
+
+def test_read_only_commands_never_write(db: Path) -> None:
+    with closing(sqlite3.connect(db)) as conn, conn:  # a running job whose process is gone
+        conn.execute("UPDATE jobs SET status = 'running', owner = '999999999:1' WHERE id='later-1'")
+    before = _files(db)
+    for argv in [*READ_ONLY, ["show", "later-1"], ["check"]]:
+        proc = cli(*argv, "--db", db)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert _files(db) == before, argv  # no heartbeat, no sweep, no checkpoint
+    listing = cli("list", "--db", db).stdout
+    later = next(line for line in listing.splitlines() if line.startswith("later-1"))
+    assert "pid 999999999 gone (recovered when a worker opens the file)" in later
+    assert rows(db)["later-1"] == ("running", 0)  # not swept: a worker does that
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM owners").fetchone() == (0,)
+
+
+def test_an_empty_file_stays_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    proc = cli("list", "--db", empty)
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert "no jobs in" in proc.stderr
+    assert "no jobqueue schema yet" in proc.stderr
+    assert cli("list", "--json", "--db", empty).returncode == 0
+    stats = cli("stats", "--json", "--db", empty)
+    assert stats.returncode == 0, stats.stderr
+    assert '"pending": 0' in stats.stdout
+    proc = cli("show", "abcd", "--db", empty)
+    assert proc.returncode == 1
+    assert "no job with id 'abcd'" in proc.stderr
+    assert cli("cancel", "abcd", "--db", empty).returncode == 1
+    assert cli("check", "--db", empty).returncode == 0
+    assert empty.stat().st_size == 0  # no schema written into it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+# -- 10: one file, one diagnosis, whatever the command ----------------------------------------
+
+
+def _damaged_db(path: Path) -> None:
+    asyncio.run(_fill(path))
+    with closing(sqlite3.connect(path)) as conn:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'jobs'").fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    with path.open("r+b") as f:
+        f.seek(page_size * (root - 1) + 8)
+        f.write(b"\x07" * (page_size // 2))
+
+
+def _foreign_db(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+
+
+BAD_FILES = {
+    "12-byte text": (lambda p: p.write_bytes(b"hello world\n"), "is not a SQLite database"),
+    "12-byte start of a database": (
+        lambda p: p.write_bytes(b"SQLite forma"),
+        "12 bytes is too short to be a SQLite database (a truncated file?)",
+    ),
+    "text": (lambda p: p.write_bytes(b"not sqlite " * 300), "is not a SQLite database"),
+    "damaged page": (_damaged_db, "integrity check failed"),
+    "another program's": (_foreign_db, "is a SQLite database of another program"),
+}
+EVERY_COMMAND = [
+    ["list"],
+    ["show", "abcd"],
+    ["stats"],
+    ["cancel", "abcd"],
+    ["stop", "abcd"],
+    ["metrics", "--port", "0"],
+    ["check"],
+    ["worker", "tests.procs._worker_app:service"],
+]
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_one_file_one_diagnosis_in_every_command(tmp_path: Path, kind: str) -> None:
+    make, expected = BAD_FILES[kind]
+    bad = tmp_path / "bad.db"
+    make(bad)
+    before = _sha(bad)
+    said: dict[str, str] = {}
+    for argv in EVERY_COMMAND:
+        proc = cli(*argv, "--db", bad)
+        name = argv[0]
+        if name == "check" and kind == "damaged page":  # a finding of the check: exit 1
+            assert proc.returncode == 1, proc.stderr
+            line = next(x for x in proc.stdout.splitlines() if x.startswith("problem:"))
+            said[name] = line.split(":", 1)[1].strip()
+        else:
+            assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+            errors = [x for x in proc.stderr.splitlines() if x.startswith("jobqueue: ")]
+            assert len(errors) == 1, (argv, proc.stderr)
+            said[name] = errors[0].removeprefix("jobqueue: ")
+        assert _sha(bad) == before, argv  # never modified
+    assert len(set(said.values())) == 1, said
+    (message,) = set(said.values())
+    assert expected in message
+    assert message.startswith(str(bad))
