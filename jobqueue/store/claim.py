@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jobqueue.store.jobs import Claimed
+from jobqueue.store.jobs import IN_GROUP, Claimed, pending_groups
 from jobqueue.store.rows import by_name, column, getter
 
 __all__ = ["PENDING_ORDER", "ClaimRequest", "claim"]
@@ -83,44 +83,58 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
     submission order (:data:`PENDING_ORDER`, served by the ``jobs_pending``
     index). Returns the claimed jobs in that order, and when fewer than
     ``limit`` were claimed, the ``run_at`` of the next delayed job (or ``None``).
+
+    Pending jobs are read one ``(priority, started)`` group of the index at a
+    time, each a range that ends at the first job not yet due: delayed jobs
+    are never scanned, however many there are (see :func:`pending_groups`).
     """
     marks = ", ".join("?" * len(req.handlers))
     blocked = [hk for hk, room in req.key_room.items() if room <= 0]
     key_clause = ""
-    params: list[Any] = [req.now, *req.handlers]
+    key_params: list[Any] = []
     if blocked:
         key_clause = (
             " AND (concurrency_key IS NULL OR (handler, concurrency_key) NOT IN "
             f"(VALUES {', '.join(['(?, ?)'] * len(blocked))}))"
         )
-        params += [x for hk in blocked for x in hk]
+        key_params = [x for hk in blocked for x in hk]
     # A few spare candidates: some may be dropped for a per-handler or per-key limit.
-    params.append(req.limit * 2 + 8)
+    spare = req.limit * 2 + 8
     resumed_cur = conn.execute(
         f"SELECT {_CANDIDATE_COLUMNS}, 0 AS running FROM jobs "
         f"WHERE control = 'resume' AND status = 'paused' AND handler IN ({marks}) "
         f"AND {_KEY_ROOM}{key_clause} ORDER BY priority DESC, seq LIMIT ?",
-        params[1:],
+        (*req.handlers, *key_params, spare),
     )
     resumed = list(map(getter(resumed_cur, *_CANDIDATE), resumed_cur))
-    cursor = conn.execute(
+    due_sql = (
         f"SELECT {_CANDIDATE_COLUMNS}, "
         "CASE WHEN concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs r "
         "WHERE r.status = 'running' AND r.concurrency_key = jobs.concurrency_key) END AS running "
-        f"FROM jobs WHERE status = 'pending' AND run_at <= ? AND handler IN ({marks}) "
-        f"AND {_KEY_ROOM}{key_clause} ORDER BY {PENDING_ORDER} LIMIT ?",
-        params,
+        f"FROM jobs WHERE {IN_GROUP} AND run_at <= ? AND handler IN ({marks}) "
+        f"AND {_KEY_ROOM}{key_clause} ORDER BY run_at, seq LIMIT ?"
     )
-    try:
-        candidate = getter(cursor, *_CANDIDATE)
+    groups = pending_groups(conn)
+
+    def due(want: int, seen: list[tuple[int, int]]) -> list[tuple[Any, ...]]:
+        """Up to ``want`` due candidates in claim order, group after group."""
+        out: list[tuple[Any, ...]] = []
+        for group in _cached(groups, seen):
+            cur = conn.execute(
+                due_sql, (*group, req.now, *req.handlers, *key_params, want - len(out))
+            )
+            out += map(getter(cur, *_CANDIDATE), cur)
+            if len(out) >= want:
+                break
+        return out
+
+    seen: list[tuple[int, int]] = []
+    pending = due(req.limit, seen)
+    picked = _pick(resumed + pending, req)
+    if len(picked) < req.limit and len(pending) == req.limit:
         # The spare candidates are read only if a limit held some of the first ones back.
-        pending = list(map(candidate, cursor.fetchmany(req.limit)))
+        pending = due(spare, seen)
         picked = _pick(resumed + pending, req)
-        if len(picked) < req.limit and len(pending) == req.limit:
-            pending += map(candidate, cursor.fetchall())
-            picked = _pick(resumed + pending, req)
-    finally:
-        cursor.close()
     claimed: list[Claimed] = []
     if picked:
         cur = conn.execute(
@@ -140,17 +154,27 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
     next_at = None
     if len(claimed) < req.limit:
         # Only future jobs: due ones held back by a limit are retried when a slot frees.
-        row = (
-            by_name(conn)
-            .execute(
-                "SELECT min(run_at) AS next_at FROM jobs WHERE status = 'pending' AND run_at > ? "
-                f"AND handler IN ({marks})",
-                (req.now, *req.handlers),
-            )
-            .fetchone()
+        # The first one of each group, after now: one index seek per group.
+        next_sql = (
+            f"SELECT min(run_at) AS next_at FROM jobs WHERE {IN_GROUP} AND run_at > ? "
+            f"AND handler IN ({marks})"
         )
-        next_at = row["next_at"] if row else None
+        for group in _cached(groups, seen):
+            cur = by_name(conn).execute(next_sql, (*group, req.now, *req.handlers))
+            at = cur.fetchone()["next_at"]
+            if at is not None and (next_at is None or at < next_at):
+                next_at = at
     return claimed, next_at
+
+
+def _cached(
+    groups: Iterator[tuple[int, int]], seen: list[tuple[int, int]]
+) -> Iterator[tuple[int, int]]:
+    """The groups found so far (``seen``), then the next ones of ``groups``, remembered."""
+    yield from list(seen)
+    for group in groups:
+        seen.append(group)
+        yield group
 
 
 def _pick(candidates: list[tuple[Any, ...]], req: ClaimRequest) -> list[int]:

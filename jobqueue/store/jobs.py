@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,10 +21,11 @@ from jobqueue.errors import (
     StoreCorruptedError,
 )
 from jobqueue.status import SOURCES, TERMINAL, TaskStatus, parse_status, requestable
-from jobqueue.store.rows import by_name
+from jobqueue.store.rows import by_name, getter
 
 __all__ = [
     "COLUMNS",
+    "IN_GROUP",
     "Claimed",
     "Counts",
     "Job",
@@ -36,6 +37,7 @@ __all__ = [
     "fetch",
     "insert_jobs",
     "list_jobs",
+    "pending_groups",
     "running_by_owner",
     "set_status",
     "summaries",
@@ -406,6 +408,52 @@ def list_jobs(
     return [Job.from_row(r) for r in rows]
 
 
+#: One ``(priority, started)`` group of pending jobs: a contiguous range of ``jobs_pending``.
+IN_GROUP: Final = "status = 'pending' AND priority = ? AND (started_at IS NOT NULL) = ?"
+_GROUP_COLUMNS: Final = "priority, (started_at IS NOT NULL) AS started"
+_FIRST_GROUP: Final = (
+    f"SELECT {_GROUP_COLUMNS} FROM jobs WHERE status = 'pending' "
+    "ORDER BY priority DESC, (started_at IS NOT NULL) DESC LIMIT 1"
+)
+_NEW_IN_PRIORITY: Final = (
+    f"SELECT {_GROUP_COLUMNS} FROM jobs WHERE status = 'pending' AND priority = ? "
+    "AND (started_at IS NOT NULL) = 0 LIMIT 1"
+)
+_NEXT_PRIORITY: Final = (
+    f"SELECT {_GROUP_COLUMNS} FROM jobs WHERE status = 'pending' AND priority < ? "
+    "ORDER BY priority DESC, (started_at IS NOT NULL) DESC LIMIT 1"
+)
+
+
+def pending_groups(conn: sqlite3.Connection) -> Iterator[tuple[int, int]]:
+    """The ``(priority, started)`` pairs of pending jobs, in claim order (a lazy skip-scan).
+
+    ``jobs_pending`` orders pending jobs by priority, then started-before
+    first, then ``run_at``: within one pair the due jobs are a prefix of the
+    range, so the claim reads each pair's range up to its first job not yet
+    due. Finding the next pair is one index seek, so the cost grows with the
+    number of distinct priorities, never with the number of delayed jobs.
+    """
+    found = _one_group(conn, _FIRST_GROUP, ())
+    while found is not None:
+        yield found
+        priority, started = found
+        found = _one_group(conn, _NEW_IN_PRIORITY, (priority,)) if started else None
+        if found is None:
+            found = _one_group(conn, _NEXT_PRIORITY, (priority,))
+
+
+def _one_group(
+    conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+) -> tuple[int, int] | None:
+    cur = conn.execute(sql, params)
+    rows = cur.fetchall()  # all (at most one): no statement is left open between the steps
+    if not rows:
+        return None
+    priority, started = getter(cur, "priority", "started")(rows[0])
+    return priority, started
+
+
 def count_by_status(conn: sqlite3.Connection) -> dict[str, int]:
     """Number of jobs per stored status value."""
     rows = by_name(conn).execute("SELECT status, count(*) AS n FROM jobs GROUP BY status")
@@ -442,19 +490,25 @@ def counts(conn: sqlite3.Connection, now: float) -> Counts:
             "SELECT coalesce(handler, '') AS handler, count(*) AS n FROM jobs "
             "WHERE status = 'pending' GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall()
-        due = cur.execute(
-            "SELECT count(*) AS n, min(run_at) AS oldest FROM jobs "
-            "WHERE status = 'pending' AND run_at <= ?",
-            (now,),
-        ).fetchone()
+        due, oldest = 0, None
+        for group in pending_groups(conn):  # the due prefix of each group's index range
+            row = cur.execute(
+                "SELECT count(*) AS n, min(run_at) AS oldest FROM jobs "
+                "WHERE status = 'pending' AND priority = ? AND (started_at IS NOT NULL) = ? "
+                "AND run_at <= ?",
+                (*group, now),
+            ).fetchone()
+            due += row["n"]
+            if row["oldest"] is not None and (oldest is None or row["oldest"] < oldest):
+                oldest = row["oldest"]
     finally:
         if own:
             conn.execute("COMMIT")
     return Counts(
         by_status=by_status,
         pending_by_handler={r["handler"]: r["n"] for r in pending},
-        due=due["n"],
-        oldest_due=due["oldest"],
+        due=due,
+        oldest_due=oldest,
     )
 
 

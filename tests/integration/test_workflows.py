@@ -782,14 +782,16 @@ def test_started_jobs_are_claimed_before_new_ones(db_path) -> None:
         req = ClaimRequest(handlers=["h"], limit=10, owner="me:1", now=now)
         claimed, _ = claim(conn, req)
         assert [c.id for c in claimed] == ["urgent", "retry", "woke-up", "new-early"]
+        # The claim reads one (priority, started) group at a time: a range of jobs_pending
+        # that stops at the group's first job not yet due, in claim order (no sort step).
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE status = 'pending' AND run_at <= ? "
-            "AND handler IN (?) ORDER BY priority DESC, (started_at IS NOT NULL) DESC, run_at, "
-            "seq LIMIT ?",  # a bound limit, as claim() passes it
-            (now, "h", 10),
+            "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE status = 'pending' AND priority = ? "
+            "AND (started_at IS NOT NULL) = ? AND run_at <= ? AND handler IN (?) "
+            "ORDER BY run_at, seq LIMIT ?",  # a bound limit, as claim() passes it
+            (0, 0, now, "h", 10),
         ).fetchall()
     details = " ".join(r[3] for r in plan)
-    assert "USING INDEX jobs_pending" in details
+    assert "USING INDEX jobs_pending (priority=? AND <expr>=? AND run_at<?)" in details
     assert "TEMP B-TREE" not in details
 
 
