@@ -13,6 +13,7 @@ This module imports nothing from jobqueue.
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousJobIdError",
     "BackendUnavailableError",
     "Cancel",
     "DuplicateJobError",
@@ -68,6 +69,25 @@ class JobNotFoundError(JobQueueError, LookupError):
         self.job_id = job_id
         super().__init__(
             f"no job with id {job_id!r}; check the id (service.list() shows existing jobs)"
+        )
+
+
+class AmbiguousJobIdError(JobQueueError, LookupError):
+    """Part of an id (a prefix or a suffix) that several jobs' ids start or end with.
+
+    Attributes:
+        text: what was given.
+        candidates: the ids of the newest few of those jobs.
+    """
+
+    def __init__(self, text: str, candidates: list[str], *, more: bool = False) -> None:
+        self.text = text
+        self.candidates = list(candidates)
+        count = f"{len(candidates)}{' or more' if more else ''}"
+        super().__init__(
+            f"job id {text!r} is ambiguous: the ids of {count} jobs start or end with it "
+            f"({', '.join(candidates)}{', ...' if more else ''}); give more characters of "
+            "the id, or the whole id (`jobqueue list` shows them)"
         )
 
 

@@ -5,6 +5,12 @@ first 12 characters are the milliseconds since the epoch, so new rows land
 at the end of the primary-key B-tree (cheaper inserts, less WAL written); the
 other 20 are random (80 bits). Cheaper to make than ``uuid.uuid4().hex``.
 
+People see a job by its **short id** (:func:`short_id`): all ids made in the
+same minute or so share their first characters, the timestamp, so the short
+form is the random tail, the last 8 characters. The command line lengthens it
+where another job of the file shares it (``jobqueue.store.lookup.short_ids``)
+and finds a job by any unique prefix or suffix of its id.
+
 Event ids carry a real version-4 UUID (122 random bits from ``os.urandom``,
 as ``uuid.uuid4()``), made 256 at a time with a few C-level operations
 instead of one ``os.urandom`` call and one ``UUID`` object each: about a tenth
@@ -15,15 +21,37 @@ events per second.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Final
 
-__all__ = ["UUID4_MADE", "new_job_id", "uuid4_text"]
+__all__ = ["SHORT_ID_LEN", "UUID4_MADE", "has_random_tail", "new_job_id", "short_id", "uuid4_text"]
+
+#: Characters of a short id: 32 random bits, unique among tens of thousands of jobs.
+SHORT_ID_LEN: Final = 8
+#: Ids whose tail is random: these ids (32 hex digits) and UUID text.
+_RANDOM_TAIL: Final = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 
 
 def new_job_id() -> str:
     """A new job id such as ``'0193f0c2a1b4e9d1c0f7a3b25e6d4c81'``."""
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def has_random_tail(job_id: str) -> bool:
+    """True for a generated id (or a UUID's text): its last characters tell jobs apart."""
+    return _RANDOM_TAIL.fullmatch(job_id) is not None
+
+
+def short_id(job_id: str, length: int = SHORT_ID_LEN) -> str:
+    """What people see of an id: the random tail of a generated one, else the whole id.
+
+    ``'0193f0c2a1b4e9d1c0f7a3b25e6d4c81'`` is shown ``'5e6d4c81'``; an id chosen
+    by the submitter (``'report-2024-05'``) is shown as it is.
+    """
+    if has_random_tail(job_id) and length < len(job_id):
+        return job_id[-length:]
+    return job_id
 
 
 _BATCH: Final = 256

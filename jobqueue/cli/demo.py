@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from jobqueue.cli.render import Output, rich_console, rich_text, safe_text
 from jobqueue.context import JobContext
+from jobqueue.ids import short_id
 from jobqueue.service import JobQueueService
-from jobqueue.store import jobs
+from jobqueue.store import jobs, lookup
 
 __all__ = ["run_demo"]
 
@@ -155,7 +156,7 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
         followers = [asyncio.create_task(follow(job_id)) for job_id in labels]
         await asyncio.sleep(1.0)
         slow = next(job_id for job_id, label in labels.items() if label == "slow")
-        show.say(f"cancelling the slow job {slow[:8]}...")
+        show.say(f"cancelling the slow job {short_id(slow)}...")
         await svc.cancel(slow)
         await asyncio.gather(*followers)
         show.say(f"flaky job: {await svc.wait(retry.id)!r}")
@@ -166,12 +167,13 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
     conn = sqlite3.connect(db)
     try:
         rows = jobs.summaries(conn)
+        shown = lookup.short_ids(conn, [row.id for row in rows])  # the random tails
     finally:
         conn.close()
     none: Counter[str] = Counter()  # a --db file may hold jobs from before this demo
     table = [
         [
-            row.id[:8],
+            shown[row.id],
             str(row.handler),  # "None" for a bare coroutine job
             row.status,
             f"attempt={row.attempt}",

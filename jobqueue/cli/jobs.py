@@ -17,7 +17,7 @@ from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
 from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.status import TaskStatus
-from jobqueue.store import eventlog, jobs, recovery, steps
+from jobqueue.store import eventlog, jobs, lookup, recovery, steps
 from jobqueue.store.jobs import Job
 from jobqueue.store.readonly import ReadOnlyStore
 
@@ -27,6 +27,8 @@ __all__ = [
     "job_dict",
     "list_command",
     "not_found",
+    "report_failure",
+    "resolve_targets",
     "show_command",
 ]
 
@@ -48,7 +50,13 @@ _LIST_COLUMNS = ["ID", "HANDLER", "STATUS", "ATTEMPT", "PRIORITY", "CREATED", "D
 
 def not_found(exc: JobNotFoundError, db: str) -> str:
     """The command line's message for an unknown id: where to look instead."""
-    return f"no job with id {exc.job_id!r} in {db}; `jobqueue list --db {db}` lists the jobs"
+    text = exc.job_id
+    how = (
+        f"no job's id is, starts or ends with {text!r}"
+        if len(text) >= lookup.MIN_PART
+        else f"a part of an id needs at least {lookup.MIN_PART} characters"
+    )
+    return f"no job with id {text!r} in {db} ({how}); `jobqueue list --db {db}` lists the jobs"
 
 
 def job_dict(job: Job) -> dict[str, Any]:
@@ -109,9 +117,10 @@ def list_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
         out.note(f"no jobs{which} in {args.db}{new}")
         return 0
     now = time.time()
+    shown = store.read(lookup.short_ids, [job.id for job in found])
     rows = [
         [
-            job.id,
+            shown[job.id],
             job.handler or "(coroutine)",
             job.status.value,
             str(job.attempt),
@@ -184,13 +193,13 @@ def _step_table(job_id: str, steps: list[Any]) -> tuple[list[str], list[list[str
     return [k.upper() for k in keys], [[cell(s, k) for k in keys] for s in steps]
 
 
-def _record_fields(job: Job, now: float) -> list[tuple[str, str]]:
+def _record_fields(job: Job, now: float, shown: str) -> list[tuple[str, str]]:
     def when(ts: float | None) -> str:
         return "-" if ts is None else f"{fmt_time(ts)} ({fmt_age(ts, now)})"
 
     status = job.status.value + (f" (reason: {job.reason})" if job.reason else "")
     fields = [
-        ("id", job.id),
+        ("id", job.id if shown == job.id else f"{job.id} (short: {shown})"),
         ("handler", job.handler or "(a coroutine started with start_job)"),
         ("status", status),
         ("attempt", f"{job.attempt} (max_retries {job.max_retries})"),
@@ -230,7 +239,7 @@ def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
     """``show JOB``: the record, its workflow steps and its last persisted events."""
     if store.empty:
         raise JobNotFoundError(args.job)
-    job = store.read(jobs.fetch, args.job)
+    job = store.read(jobs.fetch, store.read(lookup.resolve_id, args.job))
     found = _steps(store, job.id)
     events = _last_events(store, job.id, args.events)
     if args.json:
@@ -240,7 +249,7 @@ def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
         out.json(data, indent=2)
         return 0
     now = time.time()
-    out.fields(_record_fields(job, now))
+    out.fields(_record_fields(job, now, store.read(lookup.short_ids, [job.id])[job.id]))
     out.line("")
     if found:
         columns, rows = _step_table(job.id, found)
@@ -259,49 +268,87 @@ def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
     return 0
 
 
-def _control_line(svc: JobQueueService, cmd: str, job: Job) -> str:
+def _control_line(svc: JobQueueService, cmd: str, job: Job, shown: str) -> str:
     """``"<id> <status>"``, plus what happens next when the request is not applied yet."""
-    line = f"{job.id} {job.status}"
+    line = f"{shown} {job.status}"
     if cmd == "resume" and job.status == "paused":
         return line + (
             " (resume requested: a worker with its handler claims it like a due pending job "
-            f"within its poll interval; `show {job.id}` tells when)"
+            f"within its poll interval; `show {shown}` tells when)"
         )
     owner = job.owner
     if job.status == "running" and owner is not None and owner != svc.owner:
         pid = owner.split(":", 1)[0]
         line += (
             f" ({cmd} requested: the worker running it, pid {pid}, applies it within its "
-            f"poll interval, then {_PENDING_NOTE[cmd]}; `show {job.id}` tells when)"
+            f"poll interval, then {_PENDING_NOTE[cmd]}; `show {shown}` tells when)"
         )
     return line
 
 
-async def control_command(svc: JobQueueService, args: argparse.Namespace, out: Output) -> int:
-    """``cancel|pause|resume|stop JOB...``: one ``<id> <status>`` line per job.
+#: What each id given to a control command names: the job's whole id, or why none.
+Targets = list[tuple[str, "str | JobQueueError"]]
 
-    Every job is tried; the exit code is 1 if any of them failed.
+
+def resolve_targets(store: ReadOnlyStore, given: Sequence[str]) -> Targets:
+    """Each id given (a whole id, or a unique prefix or suffix), looked up read-only.
+
+    Two parts that name the same job count once. A file with no schema has no jobs.
+
+    Raises:
+        StoreError: the file cannot be read (no point trying the other ids).
+    """
+    found: Targets = []
+    seen: set[str] = set()
+    for text in _unique(given):
+        try:
+            if store.empty:
+                raise JobNotFoundError(text)
+            job_id = store.read(lookup.resolve_id, text)
+        except StoreError:
+            raise
+        except JobQueueError as exc:
+            found.append((text, exc))
+            continue
+        if job_id not in seen:
+            seen.add(job_id)
+            found.append((text, job_id))
+    return found
+
+
+def report_failure(exc: JobQueueError, db: str, out: Output) -> None:
+    """One line on stderr for an id that could not be controlled."""
+    out.error(not_found(exc, db) if isinstance(exc, JobNotFoundError) else str(exc))
+
+
+async def control_command(
+    svc: JobQueueService,
+    args: argparse.Namespace,
+    out: Output,
+    targets: Targets,
+    shown: dict[str, str],
+) -> int:
+    """``cancel|pause|resume|stop JOB...``: one ``<short id> <status>`` line per job.
+
+    ``targets`` come from :func:`resolve_targets`; ``shown`` maps whole ids to
+    the short ids printed. Every job is tried; the exit code is 1 if any failed.
     """
     method = getattr(svc, args.cmd)  # stop needs the id: without one it closes the service
     failed = 0
-    for job_id in _unique(args.job):
+    for _, target in targets:
         try:
-            job: Job = await method(job_id)
+            if isinstance(target, JobQueueError):
+                raise target
+            job: Job = await method(target)
         except StoreError:
             raise  # the file itself is the problem: no point trying the other ids
-        except JobNotFoundError as exc:
-            if len(args.job) == 1:
-                raise
-            out.error(not_found(exc, args.db))
-            failed += 1
-            continue
         except JobQueueError as exc:
-            if len(args.job) == 1:
+            if len(targets) == 1:
                 raise
-            out.error(str(exc))
+            report_failure(exc, args.db, out)
             failed += 1
             continue
-        out.line(_control_line(svc, args.cmd, job))
+        out.line(_control_line(svc, args.cmd, job, shown.get(job.id, job.id)))
     return 1 if failed else 0
 
 

@@ -313,17 +313,27 @@ def _read_only(args: argparse.Namespace, out: Output) -> int:
 
 
 async def _control(args: argparse.Namespace, out: Output) -> int:
-    from jobqueue.cli.jobs import control_command
+    """Look every id up read-only, then change the jobs found through a service."""
+    from jobqueue.cli.jobs import control_command, report_failure, resolve_targets
     from jobqueue.service import JobQueueService
+    from jobqueue.store import lookup
     from jobqueue.store.readonly import ReadOnlyStore
 
     with ReadOnlyStore(
         args.db, command=args.cmd, busy_timeout=args.busy_timeout, allow_older=True
     ) as store:
-        if store.empty:  # no job to control: opening a service would write a schema
-            raise JobNotFoundError(args.job[0])
+        targets = resolve_targets(store, args.job)
+        found = [t for _, t in targets if isinstance(t, str)]
+        shown = store.read(lookup.short_ids, found) if found else {}
+    if not found:  # nothing to change: no service (it would write a schema into an empty file)
+        if len(targets) == 1 and isinstance(targets[0][1], JobQueueError):
+            raise targets[0][1]
+        for _, target in targets:
+            if isinstance(target, JobQueueError):
+                report_failure(target, args.db, out)
+        return EXIT_FAILED
     async with JobQueueService(args.db, busy_timeout=args.busy_timeout) as svc:
-        return await control_command(svc, args, out)
+        return await control_command(svc, args, out, targets, shown)
 
 
 def entrypoint() -> None:

@@ -405,13 +405,13 @@ def test_controls_reach_a_worker_process(tmp_path: Path, run: Run) -> None:
         assert stats["running"] == 3
         assert [(p["pid"], p["running"]) for p in stats["processes"]] == [(w.proc.pid, 3)]
         assert f"pid {w.proc.pid}" in cli("list")
-        assert cli("pause", a) == f"{a} paused\n"
+        assert cli("pause", a) == f"{a[-8:]} paused\n"  # the short id
         assert row(db, a)["owner"] is None  # a paused job holds no running task
         assert "resume requested: a worker with its handler claims it" in cli("resume", a)
         assert wait_status(db, a, "running")["owner"].startswith(f"{w.proc.pid}:")
-        assert cli("stop", b) == f"{b} stopped\n"
-        assert cli("cancel", c) == f"{c} cancelled\n"
-        assert cli("stop", a) == f"{a} stopped\n"
+        assert cli("stop", b) == f"{b[-8:]} stopped\n"
+        assert cli("cancel", c) == f"{c[-8:]} cancelled\n"
+        assert cli("stop", a) == f"{a[-8:]} stopped\n"
         w.send(signal.SIGTERM)
         assert w.wait(20) == 0, w.text()
 
@@ -432,7 +432,7 @@ def test_control_of_a_frozen_worker_says_what_happens_next(tmp_path: Path, run: 
         finally:
             w.send(signal.SIGCONT)
         assert code == 0
-        assert out.startswith(f"{job} running (cancel requested: the worker running it, pid ")
+        assert out.startswith(f"{job[-8:]} running (cancel requested: the worker running it, pid ")
         assert f"pid {w.proc.pid}," in out
         wait_status(db, job, "cancelled")
 

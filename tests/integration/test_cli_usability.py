@@ -277,3 +277,92 @@ def test_one_file_one_diagnosis_in_every_command(tmp_path: Path, kind: str) -> N
     (message,) = set(said.values())
     assert expected in message
     assert message.startswith(str(bad))
+
+
+# -- 1: short ids that tell jobs apart; any unique part of an id finds the job ---------------
+
+TWIN_A = "0" * 12 + "1" * 12 + "deadbeef"  # the same last 8 characters as TWIN_B
+TWIN_B = "0" * 12 + "2" * 12 + "deadbeef"
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A file with 6 generated ids (made in the same instant: same first characters)."""
+    path = tmp_path / "many.db"
+
+    async def fill() -> list[str]:
+        async with JobQueueService(path) as svc:
+            svc.declare("summarize")
+            made = await svc.submit_many("summarize", [{"i": i} for i in range(6)], delay=3600)
+            for job_id in (TWIN_A, TWIN_B, "report-2024-05"):
+                await svc.submit("summarize", {}, job_id=job_id, delay=3600)
+            return [j.id for j in made]
+
+    return path, asyncio.run(fill())
+
+
+def test_list_shows_ids_that_tell_jobs_apart(many: tuple[Path, list[str]]) -> None:
+    db, made = many
+    assert len({i[:8] for i in made}) == 1  # what the table showed before: all alike
+    out = cli("list", "--db", db).stdout
+    shown = [line.split()[0] for line in out.splitlines()[1:]]
+    assert shown[:3] == ["report-2024-05", "2222deadbeef", "1111deadbeef"]  # newest first
+    assert sorted(shown[3:]) == sorted(i[-8:] for i in made)  # the random tails
+    assert len(set(shown)) == len(shown)
+    for part in shown:  # what is shown can be typed back
+        proc = cli("show", part, "--json", "--db", db)
+        assert proc.returncode == 0, (part, proc.stderr)
+
+
+def test_a_unique_prefix_or_suffix_names_a_job(many: tuple[Path, list[str]]) -> None:
+    import json
+
+    db, made = many
+    job = made[2]
+    for part in (job[-8:], job[-5:], job[:20], job, TWIN_A[-14:], "report"):
+        proc = cli("show", part, "--json", "--db", db)
+        assert proc.returncode == 0, (part, proc.stderr)
+    assert json.loads(cli("show", job[-6:], "--json", "--db", db).stdout)["id"] == job
+    text = cli("show", job[-8:], "--db", db).stdout
+    assert f"{job} (short: {job[-8:]})" in text
+    proc = cli("cancel", job[-8:], made[3][:20], "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{job[-8:]} cancelled", f"{made[3][-8:]} cancelled"]
+    assert rows(db)[job] == ("cancelled", 0)
+
+
+def test_an_ambiguous_part_lists_candidates_and_changes_nothing(
+    many: tuple[Path, list[str]],
+) -> None:
+    db, made = many
+    for argv in (["show", "deadbeef"], ["cancel", "deadbeef"], ["stop", made[0][:4]]):
+        proc = cli(*argv, "--db", db)
+        assert proc.returncode == 1, (argv, proc.stderr)
+        assert proc.stdout == ""
+        err = proc.stderr
+        assert err.count("\n") == 1, err
+        assert f"job id {argv[1]!r} is ambiguous" in err
+        assert "give more characters of the id" in err
+    err = cli("cancel", "deadbeef", "--db", db).stderr
+    assert TWIN_A in err
+    assert TWIN_B in err
+    assert "ids of 2 jobs start or end with it" in err
+    err = cli("show", made[0][:4], "--db", db).stderr
+    assert "or more jobs" in err  # 9 jobs: the newest few are named
+    proc = cli("show", "abc", "--db", db)  # too short to be a part
+    assert proc.returncode == 1
+    assert "a part of an id needs at least 4 characters" in proc.stderr
+    assert {s for s, _ in rows(db).values()} == {"pending"}
+
+
+@pytest.mark.slow
+def test_the_demo_shows_ids_that_tell_jobs_apart(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    proc = cli("demo", "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    shown = [line.split()[0] for line in proc.stdout.splitlines()[2:]]
+    stored = list(rows(db))
+    assert len(shown) == len(set(shown)) == 5
+    assert all(len(s) == 8 and any(i.endswith(s) for i in stored) for s in shown)
+    slow = next(line for line in proc.stderr.splitlines() if "cancelling the slow job" in line)
+    assert any(i.endswith(slow.split()[-1].rstrip(".")) for i in stored)
