@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
-from jobqueue.cli.render import Output, rich_console, rich_text, safe_text
+from jobqueue.cli.render import Output, fmt_attempt, rich_console, rich_text, safe_text
 from jobqueue.context import JobContext
 from jobqueue.ids import short_id
 from jobqueue.service import JobQueueService
@@ -168,6 +168,7 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
     try:
         rows = jobs.summaries(conn)
         shown = lookup.short_ids(conn, [row.id for row in rows])  # the random tails
+        tries = lookup.attempts(conn, [row.id for row in rows])
     finally:
         conn.close()
     none: Counter[str] = Counter()  # a --db file may hold jobs from before this demo
@@ -176,7 +177,7 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
             shown[row.id],
             str(row.handler),  # "None" for a bare coroutine job
             row.status,
-            f"attempt={row.attempt}",
+            _attempt(row, tries.get(row.id)),
             "events=" + ",".join(f"{k}:{n}" for k, n in sorted(seen.get(row.id, none).items())),
             row.detail[:50],
         ]
@@ -184,6 +185,15 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
     ]
     out.table(["ID", "HANDLER", "STATUS", "ATTEMPT", "EVENTS", "RESULT"], table, title=FINAL_HEADER)
     return 0
+
+
+def _attempt(row: jobs.JobSummary, tries: lookup.Attempts | None) -> str:
+    """``2 of 3``, as people count attempts (``row.attempt`` alone if the row went away)."""
+    if tries is None:
+        return str(row.attempt + 1)
+    return fmt_attempt(
+        tries.attempt, tries.max_retries, ran=tries.ran, pending=row.status == "pending"
+    )
 
 
 def run_demo(db: str | None = None, out: Output | None = None) -> int:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time
+from jobqueue.cli.render import Output, fmt_age, fmt_attempt, fmt_duration, fmt_time
 from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.status import TaskStatus
@@ -72,6 +72,16 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _attempt(job: Job) -> str:
+    """``2 of 3`` (see :func:`~jobqueue.cli.render.fmt_attempt`)."""
+    return fmt_attempt(
+        job.attempt,
+        job.max_retries,
+        ran=job.started_at is not None,
+        pending=job.status is TaskStatus.PENDING,
+    )
+
+
 def _detail(job: Job, now: float, beats: Mapping[str, float] | None = None) -> str:
     """One phrase about where the job is: what it returned, why it failed, when it runs.
 
@@ -123,7 +133,7 @@ def list_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
             shown[job.id],
             job.handler or "(coroutine)",
             job.status.value,
-            str(job.attempt),
+            _attempt(job),
             str(job.priority),
             fmt_age(job.created_at, now),
             _detail(job, now, beats),
@@ -202,7 +212,10 @@ def _record_fields(job: Job, now: float, shown: str) -> list[tuple[str, str]]:
         ("id", job.id if shown == job.id else f"{job.id} (short: {shown})"),
         ("handler", job.handler or "(a coroutine started with start_job)"),
         ("status", status),
-        ("attempt", f"{job.attempt} (max_retries {job.max_retries})"),
+        (
+            "attempt",
+            f"{_attempt(job)} (stored: attempt {job.attempt}, max_retries {job.max_retries})",
+        ),
         ("priority", str(job.priority)),
         ("created", when(job.created_at)),
         ("started", when(job.started_at)),

@@ -34,6 +34,7 @@ __all__ = [
     "Output",
     "SafeFormatter",
     "fmt_age",
+    "fmt_attempt",
     "fmt_duration",
     "fmt_time",
     "is_terminal",
@@ -158,6 +159,22 @@ def fmt_age(ts: float | None, now: float | None = None) -> str:
         return "-"
     delta = (time.time() if now is None else now) - ts
     return f"{fmt_duration(delta)} ago" if delta >= 0 else f"in {fmt_duration(delta)}"
+
+
+def fmt_attempt(attempt: int, max_retries: int, *, ran: bool = True, pending: bool = False) -> str:
+    """Attempts as people count them: ``2 of 3``.
+
+    ``attempt`` is the stored field (earlier attempts that counted, from 0) and
+    ``max_retries`` the retries allowed, so a job has ``max_retries + 1``
+    attempts: this is attempt ``attempt + 1`` of them. For a ``pending`` job
+    it is the attempt it makes next; a job that never ran (``ran=False``) and
+    is not pending shows ``not run``. A job run more times than that (a bare
+    coroutine restarted under its id) shows its count alone.
+    """
+    if not ran and not pending and attempt == 0:
+        return f"not run (of {max_retries + 1})"
+    n, m = attempt + 1, max_retries + 1
+    return f"{n} of {m}" if n <= m else str(n)
 
 
 def _cell(value: str) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Final
+from typing import Final, NamedTuple
 
 from jobqueue.errors import AmbiguousJobIdError, JobNotFoundError
 from jobqueue.ids import SHORT_ID_LEN, has_random_tail
 from jobqueue.store.rows import by_name
 
-__all__ = ["MIN_PART", "resolve_id", "short_ids"]
+__all__ = ["MIN_PART", "Attempts", "attempts", "resolve_id", "short_ids"]
 
 #: The fewest characters matched as a prefix or suffix (shorter text must be a whole id).
 MIN_PART: Final = 4
@@ -55,6 +55,30 @@ def resolve_id(conn: sqlite3.Connection, text: str) -> str:
     if len(found) > 1:
         raise AmbiguousJobIdError(text, found[:_SHOWN], more=len(found) > _SHOWN)
     return str(found[0])
+
+
+class Attempts(NamedTuple):
+    """A job's stored attempt count, its retries allowed, and whether it ever started."""
+
+    attempt: int
+    max_retries: int
+    ran: bool
+
+
+def attempts(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, Attempts]:
+    """``{id: Attempts}`` for the jobs of ``ids`` that exist."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, Attempts] = {}
+    for start in range(0, len(wanted), 500):  # under SQLite's limit of bound parameters
+        chunk = wanted[start : start + 500]
+        rows = by_name(conn).execute(
+            "SELECT id, attempt, max_retries, started_at IS NOT NULL AS ran FROM jobs "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        for r in rows:
+            found[r["id"]] = Attempts(r["attempt"], r["max_retries"], bool(r["ran"]))
+    return found
 
 
 def short_ids(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, str]:

@@ -366,3 +366,34 @@ def test_the_demo_shows_ids_that_tell_jobs_apart(tmp_path: Path) -> None:
     assert all(len(s) == 8 and any(i.endswith(s) for i in stored) for s in shown)
     slow = next(line for line in proc.stderr.splitlines() if "cancelling the slow job" in line)
     assert any(i.endswith(slow.split()[-1].rstrip(".")) for i in stored)
+
+
+# -- 6: attempts as people count them ---------------------------------------------------------
+
+
+def test_attempts_are_counted_as_people_count(db: Path, tmp_path: Path) -> None:
+    import json
+
+    # failed-1 failed twice (max_retries=1): the stored attempt is 1, its last is "2 of 2"
+    assert rows(db)["failed-1"] == ("failed", 1)
+    listing = {line.split()[0]: line for line in cli("list", "--db", db).stdout.splitlines()}
+    assert listing["failed-1"].split()[3:6] == ["2", "of", "2"]
+    assert listing["done-1"].split()[3:6] == ["1", "of", "1"]
+    assert listing["later-1"].split()[3:6] == ["1", "of", "1"]  # the attempt it makes next
+    text = cli("show", "failed-1", "--db", db).stdout
+    assert "attempt:   2 of 2 (stored: attempt 1, max_retries 1)" in text
+    assert json.loads(cli("show", "failed-1", "--json", "--db", db).stdout)["attempt"] == 1
+    assert cli("cancel", "later-1", "--db", db).returncode == 0
+    text = cli("show", "later-1", "--db", db).stdout
+    assert "attempt:   not run (of 1)" in text  # cancelled before it ever ran
+
+
+@pytest.mark.slow
+def test_the_demo_counts_attempts_as_people_do(tmp_path: Path) -> None:
+    proc = cli("demo", "--db", tmp_path / "demo.db")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].split()[3] == "ATTEMPT"
+    flaky = next(line for line in lines if " flaky " in line)
+    assert flaky.split()[3:6] == ["2", "of", "3"]  # failed once, retried (max_retries=2)
+    assert "attempt=" not in proc.stdout
