@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobqueue.cli.render import Output, fmt_age, fmt_attempt, fmt_duration, fmt_time
+from jobqueue.cli.render import Column, Output, fmt_age, fmt_attempt, fmt_duration, fmt_time
 from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.status import TaskStatus
@@ -45,7 +45,17 @@ _PENDING_NOTE = {
     "pause": "it is paused",
     "stop": "it stops after its current step",
 }
-_LIST_COLUMNS = ["ID", "HANDLER", "STATUS", "ATTEMPT", "PRIORITY", "CREATED", "DETAIL"]
+#: ``list``'s columns; on a narrow terminal PRIORITY, then CREATED, are left out and a
+#: long handler name or detail is cut with an ellipsis (``show`` has them whole).
+_LIST_COLUMNS = [
+    Column("ID"),
+    Column("HANDLER", cut_to=20),
+    Column("STATUS"),
+    Column("ATTEMPT"),
+    Column("PRIORITY", drop=2),
+    Column("CREATED", drop=1),
+    Column("DETAIL", flex=True),
+]
 
 
 def not_found(exc: JobNotFoundError, db: str) -> str:
@@ -64,6 +74,10 @@ def job_dict(job: Job) -> dict[str, Any]:
     d = dataclasses.asdict(job)
     d["status"] = job.status.value
     return d
+
+
+#: The longest DETAIL of ``list`` (a terminal cuts it to its width; ``show`` has it all).
+_DETAIL = 100
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -102,11 +116,13 @@ def _detail(job: Job, now: float, beats: Mapping[str, float] | None = None) -> s
             return f"{since}, pid {pid} gone (recovered when a worker opens the file){request}"
         return f"{since}, pid {pid}{request}"
     if status is TaskStatus.COMPLETED:
-        return "result " + _short(job.result, 50)
+        return "result " + _short(job.result, _DETAIL)
     if status is TaskStatus.FAILED:
         what = job.error or job.error_type or ""
-        return _short(f"{job.reason}: {what}" if job.reason not in (None, "error") else what)
-    return _short(job.reason or "") + request
+        return _short(
+            f"{job.reason}: {what}" if job.reason not in (None, "error") else what, _DETAIL
+        )
+    return _short(job.reason or "", _DETAIL) + request
 
 
 def list_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) -> int:

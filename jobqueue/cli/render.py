@@ -23,6 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 __all__ = [
+    "Column",
     "Output",
     "SafeFormatter",
     "fmt_age",
@@ -172,7 +174,7 @@ def fmt_attempt(attempt: int, max_retries: int, *, ran: bool = True, pending: bo
     coroutine restarted under its id) shows its count alone.
     """
     if not ran and not pending and attempt == 0:
-        return f"not run (of {max_retries + 1})"
+        return "not run"
     n, m = attempt + 1, max_retries + 1
     return f"{n} of {m}" if n <= m else str(n)
 
@@ -180,6 +182,75 @@ def fmt_attempt(attempt: int, max_retries: int, *, ran: bool = True, pending: bo
 def _cell(value: str) -> str:
     """One table cell on one line: escaped first, so the split sees only tab and newline."""
     return " ".join(safe_text(value).split()) if value else "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """How a table column fits a terminal (plain text always shows every column whole).
+
+    Attributes:
+        name: the header.
+        cut_to: on a terminal too narrow for the table, cells longer than this
+            are cut with ``…`` (first of all; narrower still if nothing else helps).
+        drop: then columns are left out, highest ``drop`` first; ``0``: never.
+        flex: takes the width the other columns leave, its cells cut with
+            ``…``; at most one column.
+    """
+
+    name: str
+    cut_to: int | None = None
+    drop: int = 0
+    flex: bool = False
+
+
+#: The narrowest a flexible column is squeezed to before columns are left out.
+MIN_FLEX = 24
+#: The narrowest a column with ``cut_to`` is cut to when nothing else helps.
+MIN_CUT = 10
+#: Spaces between two columns of a table (rich and plain alike).
+_GAP = 2
+
+
+def fit_columns(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int
+) -> tuple[list[int], list[int]]:
+    """Which columns to show on a ``width``-wide terminal, and the width of each.
+
+    Returns the indexes kept and their widths. Every column is as wide as its
+    widest cell and the flexible one gets what is left. While that leaves
+    the flexible column under :data:`MIN_FLEX`: the columns with a ``cut_to``
+    are cut to it, then droppable columns are left out (highest ``drop``
+    first), then the cut columns are narrowed further, down to their header
+    (at least :data:`MIN_CUT` characters).
+    """
+    natural = [max([len(c.name), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    kept = list(range(len(columns)))
+    flex = next((i for i, c in enumerate(columns) if c.flex), None)
+    floor = 0 if flex is None else min(MIN_FLEX, natural[flex])
+
+    def short_of() -> int:
+        fixed = sum(natural[i] for i in kept if i != flex)
+        return floor - (width - fixed - _GAP * (len(kept) - 1))
+
+    cuttable = [i for i, c in enumerate(columns) if c.cut_to is not None and i != flex]
+    if short_of() > 0:
+        for i in cuttable:
+            natural[i] = min(natural[i], max(columns[i].cut_to or 0, MIN_CUT))
+    while short_of() > 0:
+        droppable = [i for i in kept if columns[i].drop > 0]
+        if not droppable:
+            break
+        kept.remove(max(droppable, key=lambda i: (columns[i].drop, i)))
+    for i in cuttable:
+        lack = short_of()
+        if lack <= 0:
+            break
+        natural[i] = max(len(columns[i].name), MIN_CUT, natural[i] - lack)
+    widths = [natural[i] for i in kept]
+    if flex is not None and flex in kept:
+        left = width - sum(w for i, w in zip(kept, widths, strict=True) if i != flex)
+        widths[kept.index(flex)] = max(1, min(natural[flex], left - _GAP * (len(kept) - 1)))
+    return kept, widths
 
 
 class Output:
@@ -217,32 +288,76 @@ class Output:
         print(text.replace("\x7f", "\\u007f"), file=self.stdout, flush=True)
 
     def table(
-        self, columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None
+        self,
+        columns: Sequence[str | Column],
+        rows: Sequence[Sequence[str]],
+        *,
+        title: str | None = None,
     ) -> None:
-        """A table: ``rich`` on a terminal, else a header line and aligned columns."""
-        if self.fancy(self.stdout):
-            from rich import box
-            from rich.table import Table
+        """A table: ``rich`` on a terminal, else a header line and aligned columns.
 
-            table = Table(
-                title=None if title is None else rich_text(title),
-                box=box.SIMPLE_HEAD,
-                title_justify="left",
-            )
-            for i, col in enumerate(columns):
-                table.add_column(rich_text(col), no_wrap=i == 0, overflow="fold")
-            for row in rows:
-                table.add_row(*(rich_text(_cell(c)) for c in row))
-            rich_console(self.stdout).print(table)
+        On a terminal the table fits its width (:func:`fit_columns`): columns
+        given as :class:`Column` are cut or left out as they say; a plain
+        string column never wraps inside a word, the last one folds. Plain
+        text shows every column whole, one row per line.
+        """
+        specs = [c if isinstance(c, Column) else Column(c) for c in columns]
+        names = [c.name for c in specs]
+        cells = [[_cell(c) for c in row] for row in rows]
+        if self.fancy(self.stdout):
+            self._rich_table(specs, cells, title)
             return
         if title:
             self.line(f"{title}:")
-        cells = [list(columns), *[[_cell(c) for c in row] for row in rows]]
+        cells = [names, *cells]
         widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
         indent = "  " if title else ""
         for r in cells:
             padded = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)]
             self.line(indent + "  ".join([*padded, r[-1]]).rstrip())
+
+    def _rich_table(
+        self, specs: Sequence[Column], cells: Sequence[Sequence[str]], title: str | None
+    ) -> None:
+        from rich import box
+        from rich.table import Table
+
+        console = rich_console(self.stdout)
+        fitted = any(c.flex or c.drop or c.cut_to for c in specs)
+        kept, widths = (
+            fit_columns(specs, cells, console.width)
+            if fitted
+            else (list(range(len(specs))), [None] * len(specs))
+        )
+        table = Table(
+            title=None if title is None else rich_text(title),
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+            padding=(0, 1),
+            collapse_padding=True,  # two spaces between columns, as in plain text
+            pad_edge=False,
+            show_edge=False,
+        )
+        for n, i in enumerate(kept):
+            if fitted:  # one line per row: cells cut with an ellipsis, never folded
+                w = widths[n]
+                table.add_column(
+                    rich_text(specs[i].name),
+                    no_wrap=True,
+                    overflow="ellipsis",
+                    min_width=w,
+                    max_width=w,
+                )
+            else:  # only the last column folds; the others keep their words whole
+                last = n == len(kept) - 1
+                table.add_column(
+                    rich_text(specs[i].name),
+                    no_wrap=not last,
+                    overflow="fold" if last else "ellipsis",
+                )
+        for row in cells:
+            table.add_row(*(rich_text(row[i]) for i in kept))
+        console.print(table)
 
     def fields(self, pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
         """``name: value`` lines (a two-column grid with ``rich``)."""

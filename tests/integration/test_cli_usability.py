@@ -385,7 +385,7 @@ def test_attempts_are_counted_as_people_count(db: Path, tmp_path: Path) -> None:
     assert json.loads(cli("show", "failed-1", "--json", "--db", db).stdout)["attempt"] == 1
     assert cli("cancel", "later-1", "--db", db).returncode == 0
     text = cli("show", "later-1", "--db", db).stdout
-    assert "attempt:   not run (of 1)" in text  # cancelled before it ever ran
+    assert "attempt:   not run (stored: attempt 0, max_retries 0)" in text  # never ran
 
 
 @pytest.mark.slow
@@ -397,3 +397,100 @@ def test_the_demo_counts_attempts_as_people_do(tmp_path: Path) -> None:
     flaky = next(line for line in lines if " flaky " in line)
     assert flaky.split()[3:6] == ["2", "of", "3"]  # failed once, retried (max_retries=2)
     assert "attempt=" not in proc.stdout
+
+
+# -- the rich list at 80 and 200 columns ---------------------------------------------------------
+
+
+def on_terminal(*argv: str | Path, columns: int, timeout: float = 60) -> str:
+    """Run the installed command line on a pseudo-terminal ``columns`` wide (no colour)."""
+    import select
+    import time
+    import tty
+
+    env = {**ENV, "COLUMNS": str(columns), "LINES": "60", "TERM": "dumb"}
+    for name in ("FORCE_COLOR", "NO_COLOR"):
+        env.pop(name, None)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        child = subprocess.Popen(
+            [*CLI, *map(str, argv)], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env
+        )
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if child.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    assert child.wait(timeout=10) == 0, b"".join(chunks)
+    return b"".join(chunks).decode()
+
+
+LONG_HANDLER = "resize_images_for_the_gallery"
+
+
+@pytest.fixture
+def wide(tmp_path: Path) -> Path:
+    """Jobs with long details and a long handler name, as a real application has."""
+    path = tmp_path / "wide.db"
+
+    async def fill() -> None:
+        async with JobQueueService(path, retry_backoff=0.01) as svc:
+
+            @svc.handler("summarize")
+            async def summarize(ctx: JobContext, payload: Any) -> Any:
+                if payload.get("fail"):
+                    raise ValueError("upstream returned 503 Service Unavailable while fetching")
+                return {"summary": "jobs survive crashes because every status change is saved"}
+
+            @svc.handler(LONG_HANDLER)
+            async def resize(ctx: JobContext, payload: Any) -> Any:
+                return "ok"
+
+            for _ in range(3):
+                await svc.wait((await svc.submit("summarize", {})).id)
+            await svc.submit("summarize", {"fail": True}, max_retries=2)
+            await svc.submit(LONG_HANDLER, {}, priority=5)
+            await svc.run_until_idle()
+            await svc.submit("summarize", {}, delay=3600)
+
+    asyncio.run(fill())
+    return path
+
+
+def test_the_rich_list_fits_the_terminal(wide: Path) -> None:
+    narrow = on_terminal("list", "--db", wide, columns=80)
+    lines = narrow.splitlines()
+    assert "─" in lines[1]  # drawn by rich
+    assert lines[0].split() == ["ID", "HANDLER", "STATUS", "ATTEMPT", "DETAIL"]
+    assert all(len(line) <= 80 for line in lines), narrow
+    body = lines[2:]
+    assert len(body) == 6  # one line per job: nothing folded onto a second line
+    assert sum("summarize" in line for line in body) == 5  # never cut inside
+    assert any("resize_images_for_t…" in line for line in body)  # cut, with an ellipsis
+    assert all(len(line.split()[0]) == 8 for line in body)  # the short ids
+    assert any("ValueError: upstream" in line for line in body)
+    full = on_terminal("list", "--db", wide, columns=200)
+    lines = full.splitlines()
+    assert lines[0].split() == [
+        "ID", "HANDLER", "STATUS", "ATTEMPT", "PRIORITY", "CREATED", "DETAIL"
+    ]  # fmt: skip
+    assert all(len(line) <= 200 for line in lines)
+    assert len(lines[2:]) == 6
+    assert any(LONG_HANDLER in line for line in lines)
+    assert any("while fetching" in line for line in lines)  # the whole detail
