@@ -109,7 +109,7 @@ class RichDisplay:
         self._progress.stop()
 
 
-async def _demo(db: Path, out: Output, show: Display) -> int:
+async def _demo(db: Path, out: Output, show: Display, *, temporary: bool = False) -> int:
     async with JobQueueService(db, concurrency=4, retry_backoff=0.2) as svc:
 
         @svc.handler("summarize")
@@ -127,7 +127,13 @@ async def _demo(db: Path, out: Output, show: Display) -> int:
                 raise ConnectionError("upstream hiccup (retried automatically)")
             return "ok on attempt " + str(ctx.attempt + 1)
 
-        show.say(f"database: {db}")
+        if temporary:
+            show.say(
+                f"database: {db} (a temporary file, deleted when the demo ends; "
+                "`jobqueue demo --db FILE` keeps it for list, show and stats)"
+            )
+        else:
+            show.say(f"database: {db} (kept: `jobqueue list --db {db}` shows its jobs)")
         specs = [("job1", 6, 0.05, 0), ("job2", 10, 0.05, 5), ("job3", 4, 0.05, 1)]
         specs.append(("slow", 11, 0.5, 0))
         labels: dict[str, str] = {}
@@ -209,6 +215,11 @@ def run_demo(db: str | None = None, out: Output | None = None) -> int:
         if db is not None:
             return asyncio.run(_demo(Path(db), out, show))
         with tempfile.TemporaryDirectory(prefix="jobqueue-demo-") as tmp:
-            return asyncio.run(_demo(Path(tmp) / "demo.db", out, show))
+            code = asyncio.run(_demo(Path(tmp) / "demo.db", out, show, temporary=True))
+        out.note(
+            f"{Path(tmp) / 'demo.db'} was a temporary file and is deleted now; "
+            "run `jobqueue demo --db demo.db` to keep the database"
+        )
+        return code
     finally:
         show.close()

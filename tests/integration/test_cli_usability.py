@@ -494,3 +494,26 @@ def test_the_rich_list_fits_the_terminal(wide: Path) -> None:
     assert len(lines[2:]) == 6
     assert any(LONG_HANDLER in line for line in lines)
     assert any("while fetching" in line for line in lines)  # the whole detail
+
+
+# -- 11: the demo says its database is temporary ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_demo_says_its_temporary_database_is_deleted(tmp_path: Path) -> None:
+    import re
+
+    proc = cli("demo")
+    assert proc.returncode == 0, proc.stderr
+    said = re.search(
+        r"database: (\S+) \(a temporary file, deleted when the demo ends; (.*)\)", proc.stderr
+    )
+    assert said is not None, proc.stderr
+    assert "`jobqueue demo --db FILE` keeps it" in said.group(2)
+    assert not Path(said.group(1)).exists()  # it was deleted, as said
+    assert f"{said.group(1)} was a temporary file and is deleted now" in proc.stderr
+    kept = tmp_path / "kept.db"
+    proc = cli("demo", "--db", kept)
+    assert f"database: {kept} (kept: `jobqueue list --db {kept}` shows its jobs)" in proc.stderr
+    assert "temporary" not in proc.stderr
+    assert kept.exists()
