@@ -243,3 +243,18 @@ async def test_status_report_and_snapshot_in_process(
     assert (data["done"], data["owner"]) == (1, svc.owner)
     report = next(r.message for r in caplog.records if r.message.startswith("status report"))
     assert json.loads(report.split(": ", 1)[1])["done"] == 1
+
+
+def test_cancel_now_logs_the_time_the_drain_actually_waited(db_path: Path, spawn: Any) -> None:
+    import re
+
+    w = spawn("--drain-timeout", "10")
+    submit(db_path, ("sleep", {"seconds": 60}), ("sleep", {"seconds": 60}))
+    w.send(signal.SIGTERM)
+    w.wait_log("draining")
+    time.sleep(0.5)
+    w.send(signal.SIGINT)  # the second Ctrl-C, half a second after the first
+    assert w.wait(20) == 0, w.text()
+    found = re.search(r"close: 2 job\(s\) still running after ([0-9.]+)s; cancelling", w.text())
+    assert found is not None, w.text()
+    assert 0.4 <= float(found.group(1)) < 3.0, found.group(0)  # not the 10.0s it was given
