@@ -122,9 +122,10 @@ class LangflowCompat:
 
         A running task of the job is cancelled at once; the new coroutine starts
         only after it has finished, so the two never write to the queue at the
-        same time. The run is recorded in the store (handler ``None``). If the
-        coroutine raises, ``on_error`` gets ``{"error": str(exc)}`` and the
-        stream ends before the task does (as Langflow's guarded task).
+        same time. Once the service is started, the run is recorded in the store
+        (handler ``None``); before that it runs as Langflow's does, opening
+        nothing. If the coroutine raises, ``on_error`` gets ``{"error": str(exc)}``
+        and the stream ends before the task does (as Langflow's guarded task).
 
         Raises:
             JobQueueNotFoundError: (a ``ValueError``) "No queue found for job_id

@@ -68,10 +68,11 @@ class LangflowQueues:
                 raise JobQueueNotFoundError(job_id, starting=True)
             if self.closed:
                 raise ServiceClosedError("Queue service is closed")
-            rt.start()
         except BaseException:
             task_coro.close()  # never awaited: close it so Python does not warn
             raise
+        # Recorded in the store once the service is started (start(), set_ready(),
+        # async with); before that it runs as Langflow's does, opening nothing.
         rt.bare.start(job_id, entry, task_coro)
 
     def get_queue_data(self, job_id: str) -> QueueData:
@@ -108,7 +109,6 @@ class LangflowQueues:
             entry.task, entry.settled, entry.finished = task, None, False
             rt = self._runtime
             if task is not None and not task.done() and rt.state not in ("closing", "closed"):
-                rt.start()
                 rt.bare.watch(job_id, entry, task)
         entry.cleanup_at = cleanup_time
 

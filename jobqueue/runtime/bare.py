@@ -1,5 +1,8 @@
 """Langflow's ``start_job``: run a bare coroutine for a job, recorded in the store.
 
+Recorded once the service is started; a service never started runs it as
+Langflow does, opening nothing (no store, no thread to close).
+
 A bare coroutine cannot be persisted, so after a crash such a job cannot be
 restarted; it is recorded all the same so that its fate is visible.
 
@@ -123,6 +126,8 @@ class BareRun:
         except JobQueueError as exc:  # the coroutine still runs; its record is best effort
             log.error("could not record job %r: %s", self.job_id, exc)
             return
+        if writer is None:  # the service was never started: nothing is recorded
+            return
         now = time.time()
         row = NewJob(
             self.job_id,
@@ -148,7 +153,8 @@ class BareRun:
         try:
             if self._recorded:
                 writer = await rt.live_writer()
-                await _write(writer, self.job_id, FINISH, self.job_id, out, time.time())
+                if writer is not None:
+                    await _write(writer, self.job_id, FINISH, self.job_id, out, time.time())
         except JobQueueError as exc:
             log.error("could not record the end of job %r: %s", self.job_id, exc)
         except asyncio.CancelledError:
@@ -178,7 +184,7 @@ class BareHost(Protocol):
     @property
     def owner(self) -> str: ...
 
-    async def live_writer(self) -> Writer: ...
+    async def live_writer(self) -> Writer | None: ...
 
     def bare_finished(self, job_id: str, out: Outcome, value: Any) -> None: ...
 

@@ -221,10 +221,16 @@ class Runtime:
         assert self.db is not None
         return await self.db.run(fn, *args)
 
-    async def live_writer(self) -> Writer:
-        """The writer, also while closing (bare runs store their ends before it closes)."""
+    async def live_writer(self) -> Writer | None:
+        """The writer, also while closing (bare runs store their ends before it closes).
+
+        ``None`` when the service was never started: a Langflow ``start_job`` run is
+        then not recorded, and opens nothing that would need closing (as Langflow's).
+        """
         if self.writer is not None and self.state in ("open", "closing"):
             return self.writer
+        if self.state == "new":
+            return None
         return await self.ready()
 
     def check_usable(self) -> None:

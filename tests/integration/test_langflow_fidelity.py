@@ -1,8 +1,9 @@
 """Langflow 1.13's JobQueueService members, each on an in-memory and a file-backed service.
 
 Every test gets ``JobQueueService()`` and ``JobQueueService("<tmp>/file.db")``
-as Langflow code makes them: not started (the Langflow calls start what they
-need), closed at teardown.
+as Langflow code makes them: not started (the Langflow calls work without
+``start()``; runs are recorded in the store once it is started), closed at
+teardown.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ async def test_queues_is_a_live_view(svc: JobQueueService) -> None:
 
 
 async def test_assigning_registers_an_external_queue_and_its_task(svc: JobQueueService) -> None:
+    svc.start()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     manager = svc._create_default_event_manager(queue)
     go = asyncio.Event()
@@ -161,6 +163,7 @@ async def test_assigning_registers_an_external_queue_and_its_task(svc: JobQueueS
 
 
 async def test_cleanup_cancels_an_external_task(svc: JobQueueService) -> None:
+    svc.start()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     task = asyncio.ensure_future(_forever())
     svc._queues["ext"] = (queue, EventManager(queue), task, None)
@@ -240,7 +243,7 @@ async def test_closed_after_stop_and_reopened_by_the_flag(svc: JobQueueService) 
     assert svc._closed is True
     with pytest.raises(RuntimeError, match="closed"):
         svc.create_queue("a")
-    svc._closed = False  # takes work again; start_job opens the store again
+    svc._closed = False  # the Langflow calls take work again
     queue, manager = svc.create_queue("a")
 
     async def one() -> None:
@@ -248,7 +251,29 @@ async def test_closed_after_stop_and_reopened_by_the_flag(svc: JobQueueService) 
 
     svc.start_job("a", one())
     assert (await _until_end(queue))[-1][0] is None
+    assert svc.state == "new"  # runs as Langflow's, not recorded, until start()
+    svc.start()
+    await svc.runtime.ready()
     assert svc.state == "open"
+
+
+async def test_start_job_before_start_opens_nothing(svc: JobQueueService) -> None:
+    queue, manager = svc.create_queue("a")
+
+    async def work() -> str:
+        manager.on_token(data={"chunk": "x"})
+        return "ok"
+
+    svc.start_job("a", work())
+    assert await svc.get_queue_data("a")[2] == "ok"  # type: ignore[misc]
+    assert _bodies(await _until_end(queue)) == [{"event": "token", "data": {"chunk": "x"}}]
+    assert svc.state == "new"  # no store opened, no thread: nothing to close
+    assert svc.runtime.db is None
+    svc.start()  # from now on runs are recorded
+    queue, manager = svc.create_queue("b")
+    svc.start_job("b", work())
+    await _until_end(queue)
+    assert (await svc.get("b")).status is TaskStatus.COMPLETED
 
 
 # -- the grace period and the reaper pass ----------------------------------------------------
@@ -356,6 +381,7 @@ async def test_start_job_unknown_id_message(svc: JobQueueService) -> None:
 async def test_stop_cancels_start_job_tasks_at_once(
     svc: JobQueueService, caplog: pytest.LogCaptureFixture
 ) -> None:
+    svc.start()
     _queue, manager = svc.create_queue("a")
     started = asyncio.Event()
 
@@ -429,6 +455,7 @@ async def test_stop_on_a_service_never_started_clears_queues(svc: JobQueueServic
 async def test_unhandled_exception_sends_error_and_end_before_the_task_ends(
     svc: JobQueueService,
 ) -> None:
+    svc.start()
     queue, manager = svc.create_queue("a")
     at_end: list[list[tuple[Any, ...]]] = []
 
@@ -475,6 +502,8 @@ async def _cancel_flow_build(service: JobQueueService, job_id: str) -> bool:
 async def test_cleanup_of_a_running_task_returns_and_cancel_reports_success(
     svc: JobQueueService,
 ) -> None:
+    svc.set_ready()  # as Langflow's service manager does at startup
+    await svc.runtime.ready()
     svc.create_queue("a")
     svc.start_job("a", _forever())
     task = svc.get_queue_data("a")[2]
