@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from jobqueue import __version__
 from jobqueue.cli.jobs import CONTROLS, not_found
 from jobqueue.cli.render import Output, log_to_stderr
-from jobqueue.cli.worker import add_worker_parser
+from jobqueue.cli.worker import add_worker_parser, port_number
 from jobqueue.errors import InvalidArgumentError, JobNotFoundError, JobQueueError, StoreError
 from jobqueue.status import TaskStatus
 
@@ -86,23 +86,13 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _busy_seconds(text: str) -> float:
+def _non_negative(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {value}")
     return value
 
 
@@ -174,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("job", metavar="JOB", nargs="+", help="job id(s)")
         c.add_argument(
             "--busy-timeout",
-            type=_busy_seconds,
+            type=_non_negative,
             default=5.0,
             metavar="S",
             help="seconds to wait while another process holds the write lock, then exit 2 "
@@ -208,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     met = cmd("metrics", "serve Prometheus metrics until SIGINT/SIGTERM")
     met.add_argument(
         "--port",
-        type=_port,
+        type=port_number,
         required=True,
         metavar="PORT",
         help="TCP port (0: a free one; the URL is printed on stdout)",
@@ -221,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=5.0,
         metavar="S",
-        help="seconds between reads of the counts from the file (default 5)",
+        help="seconds between reads of the file (default 5)",
+    )
+    met.add_argument(
+        "--history",
+        type=_non_negative,
+        default=900.0,
+        metavar="S",
+        help="at start, also count the jobs that finished in the last S seconds (default 900)",
     )
     return p
 

@@ -15,14 +15,26 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from jobqueue.cli.metrics import port_taken
 from jobqueue.cli.render import log_to_stderr, safe_text
-from jobqueue.errors import JobQueueError, StoreError, WorkerAppError
+from jobqueue.errors import JobQueueError, MetricsServerError, StoreError, WorkerAppError
 from jobqueue.worker.loader import load_service, prepare_service
 from jobqueue.worker.process import run_worker
 
-__all__ = ["add_worker_parser", "run_worker_command"]
+__all__ = ["add_worker_parser", "port_number", "run_worker_command"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0..65535 (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free one), got {value}")
+    return value
 
 
 def add_worker_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
@@ -58,6 +70,19 @@ def add_worker_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = 
     )
     w.add_argument("--snapshot-dir", help="where SIGUSR1 snapshots go (default <db>.snapshots)")
     w.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="PORT",
+        help="serve this worker's live Prometheus metrics at http://ADDR:PORT/metrics "
+        "(0: a free port, logged)",
+    )
+    w.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address of the metrics endpoint (default: 127.0.0.1)",
+    )
+    w.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -87,11 +112,17 @@ def run_worker_command(args: argparse.Namespace) -> int:
                 drain_timeout=args.drain_timeout,
                 report_interval=args.report_interval,
                 snapshot_dir=args.snapshot_dir,
+                metrics_port=args.metrics_port,
+                metrics_addr=args.metrics_addr,
             ),
             grace=service.cancel_grace,
         )
     except KeyboardInterrupt:  # SIGINT before the worker's own handlers were installed
         return 130
+    except MetricsServerError as exc:
+        taken = port_taken(exc, args.metrics_addr, args.metrics_port, "--metrics-port")
+        print(f"jobqueue: {safe_text(taken)}", file=sys.stderr)
+        return 1
     except StoreError as exc:
         print(f"jobqueue: {safe_text(exc)}", file=sys.stderr)
         return 2

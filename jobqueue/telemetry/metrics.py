@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -52,6 +53,9 @@ JOBQUEUE_METRICS = MetricRegistry([
                frozenset({"handler", "error_type"})),
     MetricSpec("jobqueue.event.queue_time", "Time events spent queued", "s", _M.HISTOGRAM,
                buckets=EVENT_BUCKETS),
+    MetricSpec("jobqueue.jobs", "Jobs in the database file", "{job}", _M.OBSERVABLE_GAUGE, _HS),
+    MetricSpec("jobqueue.queue.oldest_age", "Time the oldest due pending job has waited", "s",
+               _M.OBSERVABLE_GAUGE, _H),
     MetricSpec("process.cpu.time", "Process CPU time", "s", _M.OBSERVABLE_COUNTER,
                frozenset({"cpu.mode"})),
     MetricSpec("process.memory.usage", "Process resident memory", "By", _M.OBSERVABLE_GAUGE),
@@ -160,6 +164,9 @@ class JobMetrics:
         self._running: dict[str, _Handler] = {}  # jobs started here and not finished yet
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()  # the handler cap is used from two threads
+        #: The file's jobs by (handler, status) and oldest due run_at per handler, as
+        #: last given to record_stored(); None: this process reads no file counts.
+        self._stored: tuple[dict[tuple[str, str], int], dict[str, float | None]] | None = None
         self._closed = False
         self.instruments = reg.bind(
             meter_provider.get_meter("jobqueue", version),
@@ -168,6 +175,8 @@ class JobMetrics:
                 "jobqueue.jobs.active": self._observe_active,
                 "jobqueue.jobs.finished": self._observe_finished,
                 "jobqueue.job.errors": self._errors.observe,
+                "jobqueue.jobs": self._observe_stored,
+                "jobqueue.queue.oldest_age": self._observe_oldest,
                 "process.cpu.time": _cpu,
                 "process.memory.usage": _memory,
             },
@@ -382,7 +391,52 @@ class JobMetrics:
         n = h.pending + delta
         h.pending = n if n > 0 else 0
 
+    def record_stored(
+        self,
+        by_handler_status: Mapping[tuple[str, str], int],
+        oldest_due: Mapping[str, float | None],
+    ) -> None:
+        """What the database file holds, for ``jobqueue_jobs`` and the oldest-age gauge.
+
+        Args:
+            by_handler_status: jobs per ``(handler, status)`` (``""``: no handler).
+            oldest_due: per handler with pending jobs, ``run_at`` of its oldest
+                due one (``None``: none is due); the gauge reports how long ago that was.
+
+        Called by whoever reads the file (``jobqueue metrics``); a process that
+        only runs jobs does not, and exports neither metric. Thread-safe: the
+        snapshot is replaced whole.
+        """
+        self._stored = (dict(by_handler_status), dict(oldest_due))
+
     # --- observation (collecting thread) ---------------------------------------
+
+    def _label(self, handler: str) -> str:
+        with self._lock:  # the loop thread caps new handler names too
+            return self._handler_cap(handler or "unnamed")
+
+    def _observe_stored(self) -> _Observed:
+        stored = self._stored
+        if stored is None:
+            return []
+        counts: dict[tuple[str, str], int] = {}
+        for (handler, status), n in stored[0].items():
+            key = (self._label(handler), status)
+            counts[key] = counts.get(key, 0) + n
+        return [(n, {"handler": h, "status": s}) for (h, s), n in counts.items()]
+
+    def _observe_oldest(self) -> _Observed:
+        stored = self._stored
+        if stored is None:
+            return []
+        now = time.time()
+        ages: dict[str, float] = {}
+        for handler, run_at in stored[1].items():
+            label = self._label(handler)
+            age = 0.0 if run_at is None else max(0.0, now - run_at)
+            ages[label] = max(ages.get(label, 0.0), age)
+        return [(age, {"handler": h}) for h, age in ages.items()]
+
     # The loop thread may add entries meanwhile: read copies (atomic under the GIL).
 
     def _observe_queue(self) -> _Observed:

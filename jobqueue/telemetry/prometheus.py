@@ -37,7 +37,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
 from jobqueue.errors import InvalidArgumentError, MetricsServerError
 
-__all__ = ["MetricsServer", "PrometheusReader", "serve_metrics"]
+__all__ = ["MetricsServer", "PrometheusReader", "bind_message", "serve_metrics"]
 
 log = logging.getLogger("jobqueue.telemetry")
 
@@ -450,7 +450,7 @@ def serve_metrics(
         httpd = server_class((addr, port), max_threads=max_threads, timeout=float(timeout))
         httpd.set_app(_only_metrics(app))
     except OSError as exc:
-        raise MetricsServerError(exc.errno or 0, _bind_message(exc, addr, port)) from exc
+        raise MetricsServerError(exc.errno or 0, bind_message(exc, addr, port)) from exc
     thread = threading.Thread(
         target=httpd.serve_forever,
         kwargs={"poll_interval": _POLL_S},
@@ -463,12 +463,17 @@ def serve_metrics(
     return server
 
 
-def _bind_message(exc: OSError, addr: str, port: int) -> str:
+def bind_message(exc: OSError, addr: str, port: int, *, any_port: str = "port=0") -> str:
+    """Why ``addr:port`` could not be served, and what to do.
+
+    ``any_port`` is how the caller asks for a free port: ``port=0`` in Python,
+    ``--port 0`` on the command line.
+    """
     where = f"{addr}:{port}"
     if exc.errno == errno.EADDRINUSE:
         return (
             f"cannot serve metrics on {where}: port {port} is already in use; pick another "
-            "port, pass port=0 for a free one, or stop the process listening there"
+            f"port, pass {any_port} for a free one, or stop the process listening there"
         )
     if exc.errno == errno.EACCES:
         return (

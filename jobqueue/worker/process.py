@@ -20,6 +20,10 @@ runs it with :func:`run_worker` until it is told to stop:
 
 Every ``report_interval`` seconds the worker logs a status report (RagFlow's
 heartbeat report): the counts of :meth:`~jobqueue.JobQueueService.stats`.
+
+With ``metrics_port`` the worker serves its live Prometheus metrics (those of
+the jobs it runs: finished, errors, wait and run time histograms, running and
+pending counts) at ``http://metrics_addr:metrics_port/metrics`` while it runs.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ import time
 from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobqueue.errors import JobQueueError, ServiceClosedError
+from jobqueue.errors import JobQueueError, ServiceClosedError, WorkerAppError
 from jobqueue.service import JobQueueService
 from jobqueue.store.connection import MEMORY
 from jobqueue.worker.snapshot import MemoryTracer, write_json
+
+if TYPE_CHECKING:
+    from jobqueue.telemetry import MetricsServer
 
 __all__ = ["Worker", "run_worker"]
 
@@ -57,6 +64,9 @@ class Worker:
         report_interval: seconds between status reports in the log; 0 turns them off.
         snapshot_dir: where SIGUSR1 writes snapshots; ``None`` means
             ``<db>.snapshots/`` (only the log for an in-memory service).
+        metrics_port: serve the live Prometheus metrics on this port while
+            running (0: a free one, logged); ``None``: no endpoint.
+        metrics_addr: the address the endpoint binds (loopback by default).
     """
 
     def __init__(
@@ -66,8 +76,14 @@ class Worker:
         drain_timeout: float | None = None,
         report_interval: float = 60.0,
         snapshot_dir: str | os.PathLike[str] | None = None,
+        metrics_port: int | None = None,
+        metrics_addr: str = "127.0.0.1",
     ) -> None:
         self.service = service
+        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        #: The metrics endpoint while the worker runs (``metrics_port`` given).
+        self.metrics_server: MetricsServer | None = None
         self.drain_timeout = drain_timeout
         self.report_interval = report_interval
         if snapshot_dir is None and service.path != MEMORY:
@@ -121,10 +137,13 @@ class Worker:
             JobQueueError: the database could not be opened.
         """
         loop = asyncio.get_running_loop()
+        release = self._serve_metrics() if self.metrics_port is not None else None
         installed = self._install_signals(loop) if install_signals else []
         try:
             await self._serve()
         finally:
+            if release is not None:
+                release()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             for task in self._background:
@@ -159,6 +178,52 @@ class Worker:
                 if reporter is not None:
                     await asyncio.gather(reporter, return_exceptions=True)
         log.info("worker stopped; the database is closed")
+
+    def _serve_metrics(self) -> Callable[[], None]:
+        """Start the metrics endpoint; returns what stops it.
+
+        The service's own :class:`~jobqueue.telemetry.JobMetrics` is served when
+        it has one (``metrics=True``); otherwise one is attached to its hooks
+        now, before any job runs, and shut down with the endpoint.
+
+        Raises:
+            MetricsServerError: the port is taken (or not allowed).
+            WorkerAppError: the service's metrics go to a meter provider of its own.
+        """
+        from prometheus_client import CollectorRegistry
+
+        from jobqueue.telemetry import JobMetrics, serve_metrics
+
+        service, own = self.service, None
+        metrics = service.metrics
+        if metrics is None:
+            own = metrics = JobMetrics(prometheus_registry=CollectorRegistry())
+            metrics.attach(
+                service.hooks, queue_lengths=service.queue_lengths, active=service.active_counts
+            )
+        elif metrics.prometheus_registry is None:
+            raise WorkerAppError(
+                "the service",
+                "the service's metrics go to a meter provider of its own, not to Prometheus; "
+                "export them from there, or create the service with metrics=True",
+            )
+        try:
+            server = serve_metrics(
+                self.metrics_port or 0, self.metrics_addr, registry=metrics.prometheus_registry
+            )
+        except BaseException:
+            if own is not None:
+                own.shutdown()
+            raise
+        self.metrics_server = server
+        log.info("serving metrics at %s", server.url)
+
+        def release() -> None:
+            server.close()
+            if own is not None:
+                own.shutdown()
+
+        return release
 
     def _announce(self) -> None:
         s = self.service
@@ -306,6 +371,8 @@ async def run_worker(
     install_signals: bool = True,
     report_interval: float = 60.0,
     snapshot_dir: str | os.PathLike[str] | None = None,
+    metrics_port: int | None = None,
+    metrics_addr: str = "127.0.0.1",
 ) -> None:
     """Run ``service`` until SIGINT/SIGTERM (see the module docstring), then close it.
 
@@ -317,11 +384,15 @@ async def run_worker(
             Without them, use :class:`Worker` and call ``request_stop()`` yourself.
         report_interval: seconds between status reports in the log (0: off).
         snapshot_dir: where SIGUSR1 snapshots go (default ``<db>.snapshots/``).
+        metrics_port: serve the live Prometheus metrics on this port (0: a free one).
+        metrics_addr: the address of the metrics endpoint (default 127.0.0.1).
     """
     worker = Worker(
         service,
         drain_timeout=drain_timeout,
         report_interval=report_interval,
         snapshot_dir=snapshot_dir,
+        metrics_port=metrics_port,
+        metrics_addr=metrics_addr,
     )
     await worker.run(install_signals=install_signals)

@@ -517,3 +517,159 @@ def test_the_demo_says_its_temporary_database_is_deleted(tmp_path: Path) -> None
     assert f"database: {kept} (kept: `jobqueue list --db {kept}` shows its jobs)" in proc.stderr
     assert "temporary" not in proc.stderr
     assert kept.exists()
+
+
+# -- 2: metrics of the file, and a worker's live metrics ---------------------------------------
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``{(sample name, labels): value}`` of one Prometheus scrape."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def L(**labels: str) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def status_code(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def until(check: Any, timeout: float = 20.0) -> Any:
+    """Call ``check()`` until it returns something true; returns that."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, f"not true after {timeout}s"
+        time.sleep(0.05)
+    return got
+
+
+def test_metrics_exports_what_the_file_knows(db: Path) -> None:
+    import signal
+
+    before = _files(db)
+    proc = subprocess.Popen(
+        [*CLI, "metrics", "--db", str(db), "--port", "0", "--interval", "0.2"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[-1]
+        got = scrape(url)
+        echo = L(handler="echo")
+        for status, n in (("completed", 1), ("failed", 1), ("pending", 1)):
+            assert got[("jobqueue_jobs", L(handler="echo", status=status))] == n, status
+        assert got[("jobqueue_queue_length", echo)] == 1
+        assert got[("jobqueue_queue_oldest_age_seconds", echo)] == 0  # delayed: not due yet
+        done = L(handler="echo", status="completed")
+        assert got[("jobqueue_jobs_finished_total", done)] == 1
+        assert got[("jobqueue_jobs_finished_total", L(handler="echo", status="failed"))] == 1
+        assert got[("jobqueue_job_errors_total", L(handler="echo", error_type="ValueError"))] == 1
+        assert got[("jobqueue_job_duration_seconds_count", echo)] == 2  # both ran
+        assert status_code(url.replace("/metrics", "/nope")) == 404
+        assert _files(db) == before  # read-only: nothing written
+
+        async def more() -> None:  # jobs finish in another process while it serves
+            async with JobQueueService(db) as svc:
+
+                @svc.handler("echo")
+                async def echo(ctx: JobContext, payload: Any) -> Any:
+                    return payload
+
+                svc.declare("later")
+                for i in range(3):
+                    await svc.wait((await svc.submit("echo", {"i": i})).id)
+                await svc.submit("later", {})  # due now, and no process runs it
+
+        asyncio.run(more())
+
+        def updated() -> Any:
+            got = scrape(url)
+            ready = got.get(("jobqueue_jobs_finished_total", done)) == 4
+            return (
+                got
+                if ready and got.get(("jobqueue_queue_oldest_age_seconds", L(handler="later")))
+                else None
+            )
+
+        got = until(updated)
+        assert got[("jobqueue_jobs", done)] == 4
+        assert got[("jobqueue_job_duration_seconds_count", echo)] == 5
+        assert got[("jobqueue_queue_length", L(handler="later"))] == 1
+        assert got[("jobqueue_queue_oldest_age_seconds", L(handler="later"))] > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+
+
+def test_a_taken_port_names_the_flag(db: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = cli("metrics", "--db", db, "--port", port)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert f"port {port} is already in use" in proc.stderr
+        assert "pass --port 0 for a free one" in proc.stderr
+        assert "port=0" not in proc.stderr
+        proc = cli("worker", "tests.procs._worker_app:service", "--db", db, "--metrics-port", port)
+        assert proc.returncode == 1, proc.stderr
+        errors = [x for x in proc.stderr.splitlines() if x.startswith("jobqueue: ")]
+        assert len(errors) == 1, proc.stderr
+        assert "pass --metrics-port 0 for a free one" in errors[0]
+        assert "port=0" not in proc.stderr
+
+
+def test_a_worker_serves_its_live_metrics(tmp_path: Path) -> None:
+    import re
+    import signal
+
+    from _worker_procs import submit, wait_status, workers
+
+    db = tmp_path / "jobs.db"
+    with workers(db) as start:
+        w = start("--metrics-port", "0")
+        url = re.search(r"serving metrics at (\S+)", w.text()).group(1)  # type: ignore[union-attr]
+        ids = submit(db, *[("sleep", {"seconds": 0.05})] * 3, running=False)
+        for job in ids:
+            wait_status(db, job, "completed")
+        sleep = L(handler="sleep")
+
+        def recorded() -> Any:
+            got = scrape(url)
+            return got if got.get(("jobqueue_job_duration_seconds_count", sleep)) == 3 else None
+
+        got = until(recorded)
+        assert got[("jobqueue_jobs_finished_total", L(handler="sleep", status="completed"))] == 3
+        assert got[("jobqueue_job_wait_time_seconds_count", sleep)] == 3  # histograms too
+        assert got[("jobqueue_job_duration_seconds_bucket", L(handler="sleep", le="0.1"))] == 3
+        assert got[("jobqueue_jobs_active", sleep)] == 0
+        assert status_code(url.replace("/metrics", "/")) == 404
+        w.send(signal.SIGTERM)
+        assert w.wait(20) == 0, w.text()

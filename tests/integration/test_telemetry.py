@@ -615,6 +615,8 @@ def test_jobqueue_metric_names_follow_opentelemetry_conventions() -> None:
         "jobqueue.jobs.finished",
         "jobqueue.job.errors",
         "jobqueue.event.queue_time",
+        "jobqueue.jobs",  # read from the database file (jobqueue metrics)
+        "jobqueue.queue.oldest_age",
         "process.cpu.time",
         "process.memory.usage",
     }
