@@ -56,19 +56,19 @@ class Submitter:
         handler: str,
         payload: Any,
         *,
-        job_id: str | None,
-        priority: int,
-        timeout: float | None,
-        max_retries: int,
-        delay: float,
-        idempotency_key: str | None,
-        session_id: str | None,
-        description: str | None,
         now: float,
+        job_id: str | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        session_id: str | None = None,
+        description: str | None = None,
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
     ) -> NewJob:
-        """One checked row (raises the typed error of the first bad option)."""
+        """One checked row (raises the typed error of the first bad option); defaults as submit."""
         check_id(handler, "handler name")
         self._handlers.check_known(handler)
         _check_int(priority, "priority", None)

@@ -39,18 +39,7 @@ class Parts:
         self.submitter = Submitter(self.runtime, self.handlers)
 
     async def submit(self, handler: str, payload: Any = None, **opts: Any) -> Job:
-        options: dict[str, Any] = {
-            "job_id": None,
-            "priority": 0,
-            "timeout": None,
-            "max_retries": 0,
-            "delay": 0.0,
-            "idempotency_key": None,
-            "session_id": None,
-            "description": None,
-            **opts,
-        }
-        row = self.submitter.row(handler, payload, now=time.time(), **options)
+        row = self.submitter.row(handler, payload, now=time.time(), **opts)
         (job,) = await self.submitter.insert([row], [payload])
         return job
 
