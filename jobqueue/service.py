@@ -36,7 +36,7 @@ from jobqueue.runtime.engine import Runtime
 from jobqueue.settings import Settings
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs, steps
-from jobqueue.store.jobs import Job
+from jobqueue.store.jobs import Finished, Job
 from jobqueue.store.recovery import SweepResult
 from jobqueue.store.steps import Step
 from jobqueue.submission import Submitter
@@ -461,19 +461,9 @@ class JobQueueService(LangflowCompat):
             JobCancelledError: the job was cancelled or stopped.
             TimeoutError: ``timeout`` seconds passed first (the job keeps running).
         """
-        waiters = self.runtime.waiters
-        poll = max(self.settings.poll_interval, 0.05) * 4
-        async with asyncio.timeout(timeout):
-            while True:
-                fut = waiters.add(job_id)
-                try:
-                    job = await self.get(job_id)
-                    if job.done:
-                        return _result_of(job)
-                    # The store is polled too: another process may be running the job.
-                    await asyncio.wait([fut], timeout=poll)
-                finally:
-                    waiters.discard(job_id, fut)
+        # A job that finishes here is answered from its committed outcome; the others
+        # share one read with every other waiter (another process may be running them).
+        return _result_of(await self.runtime.outcome(job_id, timeout))
 
     def events(self, job_id: str, *, after: int | str | None = None) -> AsyncIterator[Event]:
         """Stream a job's events; ends after its ``end`` or ``error`` event.
@@ -601,9 +591,9 @@ class JobQueueService(LangflowCompat):
             )
 
 
-def _result_of(job: Job) -> Any:
+def _result_of(job: Finished) -> Any:
     if job.status is TaskStatus.COMPLETED:
-        return job.result
+        return job.value()
     if job.status is TaskStatus.FAILED:
         raise JobFailedError(job.id, job.error, job.reason)
     raise JobCancelledError(job.id, job.status.value)

@@ -32,8 +32,9 @@ from jobqueue.settings import Settings
 from jobqueue.status import TaskStatus
 from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import Database
+from jobqueue.store.eventlog import JobLog
 from jobqueue.store.initlock import init_lock
-from jobqueue.store.jobs import Claimed
+from jobqueue.store.jobs import Claimed, Finished
 from jobqueue.store.outcomes import Outcome
 from jobqueue.store.recovery import SweepResult
 from jobqueue.store.schema import apply_migrations
@@ -65,7 +66,7 @@ class Runtime:
         self.registry = registry
         self.hooks = hooks
         self.counts = JobCounts()
-        self.waiters = Waiters()
+        self.waiters = Waiters(self.read)
         #: Called with ``(job_id, kind)`` when another process asks for a control on a
         #: job running here; the controller sets it.
         self.apply_control: Callable[[str, str], None] = _no_control
@@ -83,6 +84,7 @@ class Runtime:
         self.checkpointer: Checkpointer | None = None
         self.supervisor: Supervisor | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()  # outcomes waiting for their event log
         #: What the crash sweep at the last start did.
         self.recovered = SweepResult()
         self.owner = ""
@@ -140,6 +142,7 @@ class Runtime:
                 await db.close()
                 raise
         self.db = db
+        self.waiters.poll = max(s.poll_interval, 0.05) * 4
         await self.counts.refresh(db)
         writer = self.writer = Writer(db)
         if s.persist_events:
@@ -166,6 +169,7 @@ class Runtime:
             finished=self._runner_finished,
             retried=self._retried,
             paused=self._paused,
+            changed=self.waiters.wake,  # its waiters read what the other process stored
             max_result_bytes=s.max_payload_bytes,
             backoff=s.retry_backoff,
             backoff_max=s.retry_backoff_max,
@@ -205,6 +209,8 @@ class Runtime:
             ServiceClosedError: the service is closing or closed.
             StoreError: opening the store failed (why, exactly).
         """
+        if self.state == "open" and self.writer is not None:
+            return self.writer  # the common case: no future to build and await
         if self.state == "new":
             self.start()
         opening = self._opening
@@ -214,6 +220,36 @@ class Runtime:
         if self.state in ("closing", "closed") or opening is None:
             raise ServiceClosedError()
         return await asyncio.shield(opening)
+
+    async def outcome(self, job_id: str, timeout: float | None = None) -> Finished:
+        """The job's terminal record, once it has one (what ``wait()`` returns or raises).
+
+        A job that finishes in this process resolves it from its committed
+        outcome, and one that finished here lately is answered from memory;
+        the others are read from the store, batched with every other waiter
+        (see :class:`~jobqueue.runtime.waiters.Waiters`).
+
+        Raises:
+            JobNotFoundError: no such job.
+            TimeoutError: ``timeout`` seconds passed first.
+            ServiceClosedError: the service closed meanwhile.
+        """
+        await self.ready()
+        fin = self.waiters.recent(job_id)
+        if fin is not None:
+            return fin
+        # A job running here ends here: its outcome, or a wake-up to read what else
+        # happened to it (paused, changed by another process), always arrives.
+        runner = self.runner
+        here = runner is not None and job_id in runner.active
+        fut = self.waiters.watch(job_id, read=not here)
+        try:
+            if timeout is None:
+                return await fut
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            self.waiters.unwatch(job_id, fut)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the store's thread (a read of committed state)."""
@@ -259,9 +295,9 @@ class Runtime:
         if entry is not None:
             entry.task, entry.finished = task, False
 
-    def _runner_finished(self, job_id: str, out: Outcome, value: Any) -> None:
+    def _runner_finished(self, job_id: str, out: Outcome, value: Any, handler: str) -> None:
         self.counts.removed(TaskStatus.RUNNING, None)
-        self.job_finished(job_id, out, value, None)
+        self.job_finished(job_id, out, value, handler, hook=False)  # the runner emits its own
 
     def _retried(self, run_at: float, handler: str) -> None:
         self.counts.moved(TaskStatus.RUNNING, TaskStatus.PENDING, handler)
@@ -281,16 +317,46 @@ class Runtime:
         self.counts.added(out.status)
         self.waiters.wake(job_id)
 
-    def job_finished(self, job_id: str, out: Outcome, value: Any, handler: str | None) -> None:
-        """A durable job reached a terminal status (already committed)."""
+    def job_finished(
+        self, job_id: str, out: Outcome, value: Any, handler: str | None, *, hook: bool = True
+    ) -> None:
+        """A durable job reached a terminal status (already committed, as ``out`` says).
+
+        Its waiters get the outcome itself: nobody reads the row back.
+        """
         self.counts.added(out.status)
         entry = self.registry.get(job_id)
-        if entry is not None and isinstance(entry.manager, EventManager) and not entry.ended:
-            end_stream_with(entry.manager, out.status, value, out.error, out.reason)
-            entry.finished = True
-        self.waiters.wake(job_id)
-        if handler is not None and self.hooks.wants(_FINISHED):  # runner jobs emit their own
+        sink = None
+        if entry is not None and isinstance(entry.manager, EventManager):
+            if not entry.ended:
+                end_stream_with(entry.manager, out.status, value, out.error, out.reason)
+                entry.finished = True
+            sink = entry.manager.log
+        fin = Finished(
+            job_id,
+            handler,
+            out.status,
+            out.result,
+            out.error,
+            out.error_type,
+            out.traceback,
+            out.reason,
+        )
+        if sink is not None and sink.inflight:
+            # Persisted events: wait() returns once the job's log holds its end event too.
+            task = asyncio.get_running_loop().create_task(self._finished_after(sink, fin))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+        else:
+            self.waiters.finished(fin)
+        if hook and handler is not None and self.hooks.wants(_FINISHED):
             self.hooks.emit(Lifecycle(_FINISHED, job_id, handler, out.status.value, out.reason))
+
+    async def _finished_after(self, sink: JobLog, fin: Finished) -> None:
+        try:
+            await sink.flush()
+        finally:
+            self.waiters.finished(fin)
 
     def _event_consumed(self, seconds: float) -> None:
         if self.hooks.wants(_EVENT_CONSUMED):

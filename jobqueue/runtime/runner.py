@@ -88,10 +88,11 @@ class Runner:
         hooks: Hooks,
         manager_for: Callable[[str], EventManager],
         release: Callable[[str], None],
-        finished: Callable[[str, Outcome, Any], None],
+        finished: Callable[[str, Outcome, Any, str], None],
         retried: Callable[[float, str], None],
         paused: Callable[[str, str], None],
         max_result_bytes: int,
+        changed: Callable[[str], None] = lambda job_id: None,
         backoff: float,
         backoff_max: float,
         cancel_grace: float,
@@ -104,6 +105,7 @@ class Runner:
         self._finished = finished
         self._retried = retried
         self._paused = paused
+        self._changed = changed
         self._max_result = max_result_bytes
         self._backoff = backoff
         self._backoff_max = backoff_max
@@ -269,6 +271,7 @@ class Runner:
                 c.id,
                 out.status,
             )
+            self._changed(c.id)
             return
         if isinstance(stored, Outcome):  # stored differently: its effect failed
             out, value = stored, None
@@ -284,7 +287,7 @@ class Runner:
                     )
                 )
             return
-        self._finished(c.id, out, value)
+        self._finished(c.id, out, value, c.handler)
         if self._hooks.wants(_FINISHED):
             self._hooks.emit(
                 Lifecycle(

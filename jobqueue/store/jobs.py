@@ -28,6 +28,7 @@ __all__ = [
     "IN_GROUP",
     "Claimed",
     "Counts",
+    "Finished",
     "Job",
     "JobSummary",
     "NewJob",
@@ -35,6 +36,7 @@ __all__ = [
     "counts",
     "example_with_status",
     "fetch",
+    "finished_or_status",
     "insert_jobs",
     "list_jobs",
     "pending_groups",
@@ -136,6 +138,43 @@ class Job:
             concurrency_limit=row["concurrency_limit"],
             control=row["control"],
         )
+
+
+@dataclass(slots=True)
+class Finished:
+    """A job's terminal record as ``wait()`` reports it (``result`` is its JSON text).
+
+    Built from the outcome a runner committed (no read), or read back by
+    :func:`finished_or_status`.
+    """
+
+    id: str
+    handler: str | None
+    status: TaskStatus
+    result: str | None
+    error: str | None
+    error_type: str | None
+    traceback: str | None
+    reason: str | None
+
+    def value(self) -> Any:
+        """The decoded result (``None`` when there is none).
+
+        Raises:
+            StoreCorruptedError: the stored result is not JSON (written by something else).
+        """
+        try:
+            return codec.decode(self.result)
+        except ValueError as exc:
+            raise StoreCorruptedError(
+                f"job {self.id!r}: its stored result is not valid JSON ({exc}); the row was "
+                "changed outside jobqueue. Cancel it or delete the row; other jobs are unaffected"
+            ) from None
+
+    @property
+    def size(self) -> int:
+        """Characters of text this record holds (what keeping it in memory costs)."""
+        return sum(len(t) for t in (self.result, self.error, self.traceback) if t)
 
 
 @dataclass(slots=True)  # not frozen: a frozen record costs several µs per job
@@ -374,6 +413,40 @@ def fetch(conn: sqlite3.Connection, job_id: str) -> Job:
     if row is None:
         raise JobNotFoundError(job_id)
     return Job.from_row(row)
+
+
+def finished_or_status(
+    conn: sqlite3.Connection, ids: Sequence[str]
+) -> dict[str, Finished | TaskStatus]:
+    """For each id found: its :class:`Finished` record if terminal, else its status.
+
+    One statement for all of them (the batched read of ``wait()``); a missing
+    id is absent from the result.
+    """
+    cur = by_name(conn).execute(
+        "SELECT id, handler, status, result, error_message, error_type, traceback, reason "
+        f"FROM jobs WHERE id IN ({', '.join('?' * len(ids))})",
+        tuple(ids),
+    )
+    out: dict[str, Finished | TaskStatus] = {}
+    for r in cur:
+        job_id = r["id"]
+        status = parse_status(r["status"], job_id)
+        out[job_id] = (
+            Finished(
+                job_id,
+                r["handler"],
+                status,
+                r["result"],
+                r["error_message"],
+                r["error_type"],
+                r["traceback"],
+                r["reason"],
+            )
+            if status in TERMINAL
+            else status
+        )
+    return out
 
 
 def list_jobs(

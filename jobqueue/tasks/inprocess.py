@@ -13,25 +13,23 @@ from typing import TYPE_CHECKING, Any
 
 from jobqueue.errors import (
     InvalidTransition,
-    JobCancelledError,
-    JobFailedError,
     JobNotFoundError,
     TaskNotFoundError,
 )
 from jobqueue.status import TaskStatus
+from jobqueue.store.jobs import Finished, Job
 from jobqueue.tasks.backend import TaskFailure, TaskInfo
 
 if TYPE_CHECKING:
     from jobqueue.service import JobQueueService
-    from jobqueue.store.jobs import Job
 
 __all__ = ["InProcessBackend", "info_from_job"]
 
 NAME = "inprocess"
 
 
-def info_from_job(job: Job) -> TaskInfo:
-    """Describe a stored job as a :class:`~jobqueue.tasks.TaskInfo`."""
+def info_from_job(job: Job | Finished) -> TaskInfo:
+    """Describe a stored job (or its terminal record) as a :class:`~jobqueue.tasks.TaskInfo`."""
     failure = None
     if job.error is not None or job.error_type is not None:
         etype = job.error_type or "Error"
@@ -44,7 +42,7 @@ def info_from_job(job: Job) -> TaskInfo:
         name=job.handler,
         status=job.status,
         backend=NAME,
-        result=job.result,
+        result=job.value() if isinstance(job, Finished) else job.result,
         failure=failure if job.status is TaskStatus.FAILED else None,
         reason=job.reason,
         state=job.status.value,
@@ -87,14 +85,15 @@ class InProcessBackend:
             raise TaskNotFoundError(task_id, NAME) from None
 
     async def wait_task(self, task_id: str, timeout: float | None = None) -> TaskInfo:
-        """Wait for the job through the service's own completion wake-ups."""
+        """Wait for the job's terminal record, as ``service.wait()`` does.
+
+        A job that finishes in this process is described from its committed
+        outcome (with its traceback), without reading it back.
+        """
         try:
-            await self.service.wait(task_id, timeout)
-        except (JobFailedError, JobCancelledError):
-            pass  # the outcome is read back below, with its traceback
+            return info_from_job(await self.service.runtime.outcome(task_id, timeout))
         except JobNotFoundError:
             raise TaskNotFoundError(task_id, NAME) from None
-        return await self.get_task(task_id)
 
     async def revoke_task(self, task_id: str) -> TaskInfo:
         """Cancel the job (``service.cancel``); a finished one is left as it is."""

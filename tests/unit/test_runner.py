@@ -46,7 +46,9 @@ class Harness:
             hooks=self.hooks,
             manager_for=lambda job_id: self.registry.ensure(job_id).manager,
             release=self.released.append,
-            finished=lambda job_id, out, value: self.finished.__setitem__(job_id, (out, value)),
+            finished=lambda job_id, out, value, handler: self.finished.__setitem__(
+                job_id, (out, value)
+            ),
             retried=lambda run_at, handler: self.retried.append((run_at, handler)),
             paused=lambda job_id, handler: self.paused.append((job_id, handler)),
             max_result_bytes=1024,
