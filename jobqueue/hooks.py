@@ -48,6 +48,13 @@ class Lifecycle:
     error_type: str | None = None
     wait_s: float | None = None
     run_s: float | None = None
+    #: For a run that ended (``FINISHED``, ``RETRYING`` from the runner): the stored
+    #: ``attempt`` of that run (earlier attempts that counted, from 0) and the
+    #: job's ``max_retries``: it was attempt ``attempt + 1`` of ``max_retries + 1``.
+    attempt: int | None = None
+    max_retries: int | None = None
+    #: The error message of a failed run (``FINISHED`` failed, ``RETRYING``).
+    error: str | None = None
 
 
 Subscriber = Callable[[Lifecycle], None]

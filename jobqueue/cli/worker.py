@@ -87,13 +87,21 @@ def add_worker_parser(sub: Any, parents: list[argparse.ArgumentParser] | None = 
         default="INFO",
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level of the messages on stderr (default INFO)",
+        help="log level of the messages on stderr (default INFO: one line per job that ends)",
+    )
+    w.add_argument(
+        "--log-sqlite",
+        action="store_true",
+        help="with --log-level DEBUG, also log aiosqlite's message for every SQLite call "
+        "(very verbose; left out otherwise)",
     )
 
 
 def run_worker_command(args: argparse.Namespace) -> int:
     """Run the ``worker`` subcommand; returns the exit code."""
     log_to_stderr(args.log_level, LOG_FORMAT)
+    if not args.log_sqlite:  # aiosqlite logs every call at DEBUG: only when asked for
+        logging.getLogger("aiosqlite").setLevel(logging.WARNING)
     if args.drain_timeout is not None and args.drain_timeout < 0:
         print("jobqueue: --drain-timeout must be >= 0", file=sys.stderr)
         return 2

@@ -283,7 +283,17 @@ class Runner:
             if out.reason != "sleeping" and self._hooks.wants(_RETRYING):
                 self._hooks.emit(
                     Lifecycle(
-                        _RETRYING, c.id, c.handler, None, out.reason, out.error_type, run.wait, ran
+                        _RETRYING,
+                        c.id,
+                        c.handler,
+                        None,
+                        out.reason,
+                        out.error_type,
+                        run.wait,
+                        ran,
+                        c.attempt,
+                        c.max_retries,
+                        out.error,
                     )
                 )
             return
@@ -299,6 +309,9 @@ class Runner:
                     out.error_type,
                     run.wait,
                     ran,
+                    c.attempt,
+                    c.max_retries,
+                    out.error,
                 )
             )
 

@@ -21,6 +21,11 @@ runs it with :func:`run_worker` until it is told to stop:
 Every ``report_interval`` seconds the worker logs a status report (RagFlow's
 heartbeat report): the counts of :meth:`~jobqueue.JobQueueService.stats`.
 
+At INFO the worker logs one line per run that ends, on the logger
+``jobqueue.worker.jobs``: the job's short id, its handler, how it ended, the
+attempt (``attempt 2 of 3``), how long it ran and, for a failure, the error
+(failures and retries at WARNING).
+
 With ``metrics_port`` the worker serves its live Prometheus metrics (those of
 the jobs it runs: finished, errors, wait and run time histograms, running and
 pending counts) at ``http://metrics_addr:metrics_port/metrics`` while it runs.
@@ -40,7 +45,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobqueue.cli.render import fmt_attempt, fmt_duration
 from jobqueue.errors import JobQueueError, ServiceClosedError, WorkerAppError
+from jobqueue.hooks import HookKind, Lifecycle
+from jobqueue.ids import short_id
 from jobqueue.service import JobQueueService
 from jobqueue.store.connection import MEMORY
 from jobqueue.worker.snapshot import MemoryTracer, write_json
@@ -48,9 +56,11 @@ from jobqueue.worker.snapshot import MemoryTracer, write_json
 if TYPE_CHECKING:
     from jobqueue.telemetry import MetricsServer
 
-__all__ = ["Worker", "run_worker"]
+__all__ = ["Worker", "job_line", "run_worker"]
 
 log = logging.getLogger("jobqueue.worker")
+#: One line per run that ends (see :func:`job_line`).
+job_log = logging.getLogger("jobqueue.worker.jobs")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -138,10 +148,12 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         release = self._serve_metrics() if self.metrics_port is not None else None
+        unsubscribe = self.service.hooks.subscribe(_log_job, (HookKind.FINISHED, HookKind.RETRYING))
         installed = self._install_signals(loop) if install_signals else []
         try:
             await self._serve()
         finally:
+            unsubscribe()
             if release is not None:
                 release()
             for sig in installed:
@@ -358,6 +370,57 @@ class Worker:
             for j in jobs
             if j.owner == self.service.owner
         ]
+
+
+def _took(seconds: float) -> str:
+    return f"{seconds:.3f}s" if seconds < 1 else fmt_duration(seconds)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def job_line(rec: Lifecycle) -> tuple[int, str]:
+    """The log level and line of a run that ended (a ``FINISHED`` or ``RETRYING`` record).
+
+    ``job 5e6d4c81 summarize completed (attempt 1 of 3) in 0.052s``; a failure
+    ends with its error, a retried run says so, a run cut short by a shutdown
+    says it goes back to pending.
+    """
+    job = short_id(rec.job_id) if rec.job_id else "?"
+    head = f"job {job} {rec.handler or '(coroutine)'}"
+    attempt = (
+        ""
+        if rec.attempt is None
+        else f" (attempt {fmt_attempt(rec.attempt, rec.max_retries or 0)})"
+    )
+    why = f"{rec.reason}: " if rec.reason not in (None, "error", "handler") else ""
+    error = _one_line(rec.error or rec.error_type or "") if (rec.error or rec.error_type) else ""
+    if rec.kind is HookKind.RETRYING:
+        took = "" if rec.run_s is None else f" after {_took(rec.run_s)}"
+        if rec.reason == "shutdown":
+            return logging.INFO, (
+                f"{head} interrupted by the shutdown{attempt}{took}; back to pending, it "
+                "runs again at the next start (this attempt is not counted)"
+            )
+        detail = f": {why}{error}" if error or why else ""
+        return logging.WARNING, f"{head} failed{attempt}{took}, will be retried{detail}"
+    status = rec.status or "finished"
+    took = "" if rec.run_s is None else f" in {_took(rec.run_s)}"
+    if status == "failed":
+        return logging.WARNING, f"{head} failed{attempt}{took}: {why}{error or 'no error message'}"
+    if status == "completed":
+        return logging.INFO, f"{head} completed{attempt}{took}"
+    reason = f" ({rec.reason})" if rec.reason not in (None, "handler", status) else ""
+    took = "" if rec.run_s is None else f" after {_took(rec.run_s)}"
+    return logging.INFO, f"{head} {status}{reason}{attempt}{took}"
+
+
+def _log_job(rec: Lifecycle) -> None:
+    level, line = job_line(rec)
+    if job_log.isEnabledFor(level):
+        job_log.log(level, "%s", line)
 
 
 def _mib(n: int | None) -> str:

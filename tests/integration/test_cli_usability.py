@@ -673,3 +673,74 @@ def test_a_worker_serves_its_live_metrics(tmp_path: Path) -> None:
         assert status_code(url.replace("/metrics", "/")) == 404
         w.send(signal.SIGTERM)
         assert w.wait(20) == 0, w.text()
+
+
+# -- 5: the worker logs each job that ends; aiosqlite's chatter only when asked for -------------
+
+
+def _put(db: Path, *jobs: tuple[str, dict[str, Any], int]) -> list[str]:
+    """Submit ``(handler, payload, max_retries)`` jobs for a worker; returns their ids."""
+
+    async def go() -> list[str]:
+        async with JobQueueService(db) as svc:
+            svc.declare(*{h for h, _, _ in jobs})  # declared, not registered: never run here
+            return [(await svc.submit(h, p, max_retries=m)).id for h, p, m in jobs]
+
+    return asyncio.run(go())
+
+
+def test_the_worker_logs_each_job_that_ends(tmp_path: Path) -> None:
+    import signal
+
+    from _worker_procs import wait_status, workers
+
+    db = tmp_path / "jobs.db"
+    with workers(db) as start:
+        w = start()
+        ok, flaky, slow = _put(
+            db,
+            ("sleep", {"seconds": 0.05}, 2),
+            ("fails_slowly", {"seconds": 0.05}, 1),
+            ("sleep", {"seconds": 60}, 0),
+        )
+        wait_status(db, flaky, "failed")
+        wait_status(db, slow, "running")
+        assert cli("cancel", slow, "--db", db).returncode == 0
+        w.send(signal.SIGTERM)
+        assert w.wait(20) == 0, w.text()
+    lines = [
+        x.split("jobqueue.worker.jobs", 1)[1] for x in w.text().splitlines() if "worker.jobs" in x
+    ]
+    assert len(lines) == 4, w.text()  # one per run that ended: ok, flaky twice, slow
+    text = "\n".join(lines)
+    assert f"job {ok[-8:]} sleep completed (attempt 1 of 3) in 0.0" in text
+    first = f"job {flaky[-8:]} fails_slowly failed (attempt 1 of 2) after 0.0"
+    assert first in text, text
+    assert "s, will be retried: RuntimeError: failed after a while" in text
+    assert f"job {flaky[-8:]} fails_slowly failed (attempt 2 of 2) in 0.0" in text
+    assert text.count("RuntimeError: failed after a while") == 2
+    assert f"job {slow[-8:]} sleep cancelled (attempt 1 of 1) after " in text
+    assert "aiosqlite" not in w.text()
+
+
+def test_aiosqlite_debug_lines_only_when_asked_for(tmp_path: Path) -> None:
+    import signal
+
+    from _worker_procs import wait_status, workers
+
+    db = tmp_path / "jobs.db"
+    with workers(db) as start:
+        quiet = start("--log-level", "DEBUG")
+        (job,) = _put(db, ("sleep", {"seconds": 0}, 0))
+        wait_status(db, job, "completed")
+        quiet.send(signal.SIGTERM)
+        assert quiet.wait(20) == 0, quiet.text()
+        assert " DEBUG " in quiet.text()  # jobqueue's own debug lines are there
+        assert " aiosqlite " not in quiet.text()
+        assert f"job {job[-8:]} sleep completed" in quiet.text()
+        chatty = start("--log-level", "DEBUG", "--log-sqlite")
+        (job,) = _put(db, ("sleep", {"seconds": 0}, 0))
+        wait_status(db, job, "completed")
+        chatty.send(signal.SIGTERM)
+        assert chatty.wait(20) == 0, chatty.text()
+        assert " aiosqlite " in chatty.text()
