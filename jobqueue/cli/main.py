@@ -7,7 +7,7 @@ notes, progress and logs to stderr.
 Exit codes:
 
 * ``0``: done (for ``check``: the file is healthy).
-* ``1``: the command could not do what was asked: an unknown job id, a change
+* ``1``: the command could not do what was asked: an unknown or ambiguous job id, a change
   the status table does not allow, ``check`` found problems, the metrics port
   is taken.
 * ``2``: bad usage (unknown option, missing ``--db``, bad ``MODULE:ATTR``) or a
