@@ -8,7 +8,13 @@ a service. The second half is its test suite, as you would write it in
 polling, no worker process: each test takes milliseconds.
 
 Run: python examples/testing_handlers.py   (needs pytest and pytest-asyncio,
-``pip install jobqueue[test]``), or ``pytest examples/testing_handlers.py``.
+``pip install 'jobqueue[test]'``), from any directory. To run it with plain
+``pytest``, give pytest-asyncio the two options a project sets in its
+``pyproject.toml`` (see docs/testing.md), or it warns that
+``asyncio_default_fixture_loop_scope`` is unset::
+
+    pytest -o asyncio_mode=auto -o asyncio_default_fixture_loop_scope=function \
+        examples/testing_handlers.py
 """
 
 from __future__ import annotations
@@ -160,5 +166,8 @@ async def test_the_same_handlers_on_a_file(tmp_path: Path, mailer: Mailer) -> No
 if __name__ == "__main__":  # pytest in a fresh interpreter, so it loads its plugins first
     import subprocess
 
-    pytest_args = ["-q", "-p", "no:cacheprovider", __file__]
+    # The options a project sets in its pyproject.toml: given here, the example runs the
+    # same (and without pytest-asyncio's warning) from any directory, in or out of a project.
+    options = ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"]
+    pytest_args = ["-q", "-p", "no:cacheprovider", *options, __file__]
     sys.exit(subprocess.call([sys.executable, "-m", "pytest", *pytest_args]))
