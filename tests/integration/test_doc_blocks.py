@@ -134,6 +134,8 @@ def _missing(need: str) -> str | None:
 def test_markers_are_known() -> None:
     """A misspelt marker would silently run (or skip) a block: only known ones are allowed."""
     for block in ALL:
+        # Only ```python blocks are run: another spelling of Python would escape the check.
+        assert block.lang not in {"py", "py3", "python3", "pycon"}, f"{block.id}: use ```python"
         if block.marker is None:
             continue
         assert block.lang == "python", f"{block.id}: a marker before a {block.lang!r} block"
