@@ -146,6 +146,10 @@ class HandlerTable:
             check_id(name, "handler name")
             self._declared.add(name)
 
+    def known(self, name: str) -> bool:
+        """``name`` is registered or declared (and so was checked as a name)."""
+        return name in self.functions or name in self._declared
+
     def check_known(self, name: str) -> None:
         """Raise :class:`UnknownHandlerError` unless ``name`` is registered or declared."""
         if name not in self.functions and name not in self._declared:

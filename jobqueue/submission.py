@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from jobqueue import codec
 from jobqueue.errors import InvalidArgumentError
@@ -20,6 +20,8 @@ from jobqueue.store.jobs import Job, NewJob
 from jobqueue.validation import check_id, check_number, check_text
 
 __all__ = ["MANY_DEFAULTS", "Submitter"]
+
+_NUMBERS: Final = (int, float)
 
 #: The options ``submit_many`` takes, with their defaults (the same for every job).
 MANY_DEFAULTS: dict[str, Any] = {
@@ -69,26 +71,42 @@ class Submitter:
         concurrency_limit: int | None = None,
     ) -> NewJob:
         """One checked row (raises the typed error of the first bad option); defaults as submit."""
-        check_id(handler, "handler name")
-        self._handlers.check_known(handler)
-        _check_int(priority, "priority", None)
-        _check_int(max_retries, "max_retries", 0)
-        check_number(timeout, "timeout", positive=True)
-        check_number(delay, "delay")
-        if idempotency_key is not None:
-            check_id(idempotency_key, "idempotency_key")
-        if session_id is not None:
-            check_id(session_id, "session_id")
-        if description is not None:
-            check_text(description, "description")
-        if concurrency_key is not None:
-            check_id(concurrency_key, "concurrency_key")
-            if concurrency_limit is None:
-                concurrency_limit = self._handlers.key_concurrency(handler)
-            else:
-                _check_int(concurrency_limit, "concurrency_limit", 1)
-        elif concurrency_limit is not None:
-            raise InvalidArgumentError("concurrency_limit needs a concurrency_key")
+        handlers = self._handlers
+        if type(handler) is not str or not handlers.known(handler):  # known names were checked
+            check_id(handler, "handler name")
+            handlers.check_known(handler)
+        if not (  # submit()'s defaults, the common case, need no further check
+            timeout is None
+            and idempotency_key is None
+            and session_id is None
+            and description is None
+            and concurrency_key is None
+            and concurrency_limit is None
+            and type(priority) is int
+            and priority == 0
+            and type(max_retries) is int
+            and max_retries == 0
+            and type(delay) in _NUMBERS
+            and delay == 0
+        ):
+            _check_int(priority, "priority", None)
+            _check_int(max_retries, "max_retries", 0)
+            check_number(timeout, "timeout", positive=True)
+            check_number(delay, "delay")
+            if idempotency_key is not None:
+                check_id(idempotency_key, "idempotency_key")
+            if session_id is not None:
+                check_id(session_id, "session_id")
+            if description is not None:
+                check_text(description, "description")
+            if concurrency_key is not None:
+                check_id(concurrency_key, "concurrency_key")
+                if concurrency_limit is None:
+                    concurrency_limit = handlers.key_concurrency(handler)
+                else:
+                    _check_int(concurrency_limit, "concurrency_limit", 1)
+            elif concurrency_limit is not None:
+                raise InvalidArgumentError("concurrency_limit needs a concurrency_key")
         text = codec.encode(payload, "payload", self._runtime.settings.max_payload_bytes)
         return NewJob(
             new_job_id() if job_id is None else check_id(job_id, "job_id"),
@@ -135,24 +153,57 @@ class Submitter:
         """Store ``rows``; returns the new jobs (or the first job of a repeated idempotency key)."""
         rt = self._runtime
         writer = await rt.ready()
-        # Ask for a claim before the insert is queued: both go into the same
-        # transaction, so a job submitted while a slot is free starts after one hop.
+        # Ask for a claim first: it runs in the insert's transaction, so a job submitted
+        # while a slot is free is claimed as it is stored.
         rt.want_claim()
-        stored = writer.enqueue(jobs.insert_jobs, rows)
-        # Counted when committed, even if our caller is cancelled meanwhile: once
-        # queued, the insert is not withdrawn (shield), so the counts stay exact.
-        stored.add_done_callback(partial(self._inserted, rows))
-        existing = await asyncio.shield(stored)
+        weight = len(rows)
+        done = writer.now(jobs.INSERT, (rows,), weight)  # a lone caller: committed at once
+        if done is not None:
+            ok, existing = done
+            self._inserted(rows, None, ok, existing)
+            if not ok:
+                raise existing
+        else:
+            # Group-committed with the other callers of this loop pass. Once queued the
+            # insert is not withdrawn, even if our caller is cancelled: it is stored and
+            # counted all the same.
+            stored: asyncio.Future[list[Job | None]] = asyncio.get_running_loop().create_future()
+            writer.then(
+                jobs.INSERT,
+                (rows,),
+                partial(self._inserted, rows, stored),
+                weight=weight,
+                closing_ok=False,
+            )
+            existing = await stored
         return [
             row.as_pending(payload) if old is None else old
             for row, payload, old in zip(rows, payloads, existing, strict=True)
         ]
 
-    def _inserted(self, rows: Sequence[NewJob], stored: asyncio.Future[Any]) -> None:
-        if stored.cancelled() or stored.exception() is not None:
+    def _inserted(
+        self,
+        rows: Sequence[NewJob],
+        stored: asyncio.Future[list[Job | None]] | None,
+        ok: bool,
+        value: Any,
+    ) -> None:
+        if stored is not None and not stored.done():
+            if ok:
+                stored.set_result(value)
+            else:
+                stored.set_exception(value)
+        if not ok:
             return
         rt = self._runtime
-        added = [row for row, old in zip(rows, stored.result(), strict=True) if old is None]
+        if len(rows) == 1:  # submit(): no Counter to build
+            if value[0] is None:
+                row = rows[0]
+                rt.counts.submitted(row.handler, 1)
+                if rt.hooks.wants(HookKind.SUBMITTED):
+                    rt.hooks.emit(Lifecycle(HookKind.SUBMITTED, row.id, row.handler))
+            return
+        added = [row for row, old in zip(rows, value, strict=True) if old is None]
         for handler, count in Counter(row.handler for row in added).items():
             rt.counts.submitted(handler, count)
         if added and rt.hooks.wants(HookKind.SUBMITTED):

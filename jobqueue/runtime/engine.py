@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from jobqueue.errors import JobQueueError, ServiceClosedError
+from jobqueue.errors import JobNotFoundError, JobQueueError, ServiceClosedError
 from jobqueue.events.manager import EventManager, end_stream_with
 from jobqueue.events.registry import QueueRegistry
 from jobqueue.handlers import HandlerTable
@@ -34,7 +34,7 @@ from jobqueue.store.checkpointer import Checkpointer
 from jobqueue.store.connection import Database
 from jobqueue.store.eventlog import JobLog
 from jobqueue.store.initlock import init_lock
-from jobqueue.store.jobs import Claimed, Finished
+from jobqueue.store.jobs import Claimed, Finished, finished_or_status
 from jobqueue.store.outcomes import Outcome
 from jobqueue.store.recovery import SweepResult
 from jobqueue.store.schema import apply_migrations
@@ -148,6 +148,7 @@ class Runtime:
         if s.persist_events:
             self.registry.attach_log(writer, db)
         if not memory:
+            db.companions.append(wal)  # no write on the loop's thread while it checkpoints
             self.checkpointer = Checkpointer(wal, lambda: writer.batches)
             self.checkpointer.start()
         scheduler = self.scheduler = Scheduler(
@@ -234,15 +235,27 @@ class Runtime:
             TimeoutError: ``timeout`` seconds passed first.
             ServiceClosedError: the service closed meanwhile.
         """
-        await self.ready()
+        writer = await self.ready()
         fin = self.waiters.recent(job_id)
         if fin is not None:
             return fin
         # A job running here ends here: its outcome, or a wake-up to read what else
         # happened to it (paused, changed by another process), always arrives.
         runner = self.runner
-        here = runner is not None and job_id in runner.active
-        fut = self.waiters.watch(job_id, read=not here)
+        read = runner is None or job_id not in runner.active
+        if read:  # a lone caller reads at once, on the loop; the others share a read
+            got = writer.read_now(finished_or_status, (job_id,))
+            if got is not None:
+                ok, found = got
+                if not ok:
+                    raise found
+                state = found.get(job_id)
+                if state is None:
+                    raise JobNotFoundError(job_id)
+                if isinstance(state, Finished):
+                    return state
+                read = False  # not finished: the poll and its outcome will tell
+        fut = self.waiters.watch(job_id, read=read)
         try:
             if timeout is None:
                 return await fut

@@ -226,6 +226,7 @@ class Runner:
                 FINISH,
                 (run.claimed.id, out, now),
                 partial(self._recorded, run, out, value, now, ran),
+                weight=0 if out.effects else 1,  # effects are the caller's code: thread
             )
         except JobQueueError as exc:  # closed under a job that ignored cancellation
             self._recorded(run, out, value, now, ran, False, exc)

@@ -88,6 +88,11 @@ class Scheduler:
 
     # -- ClaimPlanner ---------------------------------------------------------
 
+    @property
+    def reserved(self) -> int:
+        """Jobs the claim planned last may take (the writer runs a small one on the loop)."""
+        return self._reserved
+
     def plan_claim(self) -> Callable[[sqlite3.Connection], Any] | None:
         """Reserve the free slots and return the claim for this batch, if any."""
         free = self.capacity - self.running

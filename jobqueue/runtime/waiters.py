@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -66,9 +67,10 @@ class Waiters:
         self.poll = 2.0
         self._reader: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
-        # Insertion-ordered: the oldest first. Values: (finished at, record).
-        self._recent: dict[str, tuple[float, Finished]] = {}
+        # The oldest first. Values: (finished at, record).
+        self._recent: OrderedDict[str, tuple[float, Finished]] = OrderedDict()
         self._recent_bytes = 0
+        self._kept = 0
         #: Batched reads made (tests and benchmarks look).
         self.reads = 0
 
@@ -138,13 +140,19 @@ class Waiters:
             self._recent_bytes -= old[1].size
         recent[fin.id] = (now, fin)
         self._recent_bytes += fin.size
+        self._kept += 1
+        if (
+            len(recent) <= KEEP_COUNT
+            and self._recent_bytes <= KEEP_BYTES
+            and self._kept & 63  # the age bound is looked at every 64 outcomes
+        ):
+            return
         horizon = now - KEEP_SECONDS
         while recent:
-            first = next(iter(recent))
-            at, kept = recent[first]
+            at, kept = next(iter(recent.values()))
             if len(recent) <= KEEP_COUNT and self._recent_bytes <= KEEP_BYTES and at >= horizon:
                 break
-            del recent[first]
+            recent.popitem(last=False)  # O(1), where deleting a dict's first key is not
             self._recent_bytes -= kept.size
 
     def watch(self, job_id: str, *, read: bool = True) -> asyncio.Future[Finished]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobqueue.store.jobs import IN_GROUP, Claimed, pending_groups
-from jobqueue.store.rows import by_name, column, getter
+from jobqueue.store.rows import by_name, column, getter, getter_of
 
 __all__ = ["PENDING_ORDER", "ClaimRequest", "claim"]
 
@@ -106,7 +106,8 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
         f"AND {_KEY_ROOM}{key_clause} ORDER BY priority DESC, seq LIMIT ?",
         (*req.handlers, *key_params, spare),
     )
-    resumed = list(map(getter(resumed_cur, *_CANDIDATE), resumed_cur))
+    found = resumed_cur.fetchall()
+    resumed = list(map(getter(resumed_cur, *_CANDIDATE), found)) if found else []
     due_sql = (
         f"SELECT {_CANDIDATE_COLUMNS}, "
         "CASE WHEN concurrency_key IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs r "
@@ -123,7 +124,7 @@ def claim(conn: sqlite3.Connection, req: ClaimRequest) -> tuple[list[Claimed], f
             cur = conn.execute(
                 due_sql, (*group, req.now, *req.handlers, *key_params, want - len(out))
             )
-            out += map(getter(cur, *_CANDIDATE), cur)
+            out += map(getter_of(due_sql, cur, *_CANDIDATE), cur)
             if len(out) >= want:
                 break
         return out

@@ -150,6 +150,7 @@ class JobLog:
                 APPEND,
                 (self.job_id, seq, event_type, data, created_at),
                 partial(self._done, seq),
+                weight=1,
             )
         except JobQueueError as exc:  # the store is closed: the live copy still goes out
             self._done(seq, False, exc)

@@ -21,10 +21,12 @@ from jobqueue.errors import (
     StoreCorruptedError,
 )
 from jobqueue.status import SOURCES, TERMINAL, TaskStatus, parse_status, requestable
-from jobqueue.store.rows import by_name, getter
+from jobqueue.store.rows import by_name, getter_of
+from jobqueue.store.writer import Batchable
 
 __all__ = [
     "COLUMNS",
+    "INSERT",
     "IN_GROUP",
     "Claimed",
     "Counts",
@@ -174,7 +176,12 @@ class Finished:
     @property
     def size(self) -> int:
         """Characters of text this record holds (what keeping it in memory costs)."""
-        return sum(len(t) for t in (self.result, self.error, self.traceback) if t)
+        n = len(self.result) if self.result else 0
+        if self.error:
+            n += len(self.error)
+        if self.traceback:
+            n += len(self.traceback)
+        return n
 
 
 @dataclass(slots=True)  # not frozen: a frozen record costs several µs per job
@@ -304,6 +311,12 @@ def insert_jobs(conn: sqlite3.Connection, rows: Sequence[NewJob]) -> list[Job | 
     Raises:
         DuplicateJobError: a caller-given id is taken (nothing of this call is kept).
     """
+    if len(rows) == 1 and rows[0].idempotency_key is None:  # submit()
+        try:
+            conn.execute(_INSERT, rows[0].params())
+        except sqlite3.IntegrityError:
+            raise DuplicateJobError(rows[0].id) from None
+        return [None]
     if all(r.idempotency_key is None for r in rows):
         try:  # fast path: one executemany
             conn.executemany(_INSERT, [r.params() for r in rows])
@@ -319,6 +332,30 @@ def insert_jobs(conn: sqlite3.Connection, rows: Sequence[NewJob]) -> list[Job | 
         raise
     conn.execute("RELEASE insert_jobs")
     return out
+
+
+def _insert_groups(
+    conn: sqlite3.Connection, groups: Sequence[tuple[Sequence[NewJob]]]
+) -> list[list[Job | None]]:
+    """:func:`insert_jobs` for the rows of several callers: one ``executemany`` for all.
+
+    Raises on the first bad row (a duplicate id, a repeated idempotency key): the
+    writer then undoes it and inserts each caller's rows on their own.
+    """
+    if any(r.idempotency_key is not None for (rows,) in groups for r in rows):
+        raise _Separately
+    conn.executemany(_INSERT, [r.params() for (rows,) in groups for r in rows])
+    return [[None] * len(rows) for (rows,) in groups]
+
+
+class _Separately(Exception):
+    """Rows with idempotency keys are looked up one caller at a time."""
+
+
+#: :func:`insert_jobs` as the writer batches it: the submits of one batch share a statement.
+INSERT: Final[Batchable[[Sequence[NewJob]], list[Job | None]]] = Batchable(
+    insert_jobs, _insert_groups
+)
 
 
 def _insert_one(conn: sqlite3.Connection, row: NewJob) -> Job | None:
@@ -523,7 +560,7 @@ def _one_group(
     rows = cur.fetchall()  # all (at most one): no statement is left open between the steps
     if not rows:
         return None
-    priority, started = getter(cur, "priority", "started")(rows[0])
+    priority, started = getter_of(sql, cur, "priority", "started")(rows[0])
     return priority, started
 
 

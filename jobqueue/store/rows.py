@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["by_name", "column", "getter"]
+__all__ = ["by_name", "column", "getter", "getter_of"]
 
 
 def by_name(conn: sqlite3.Connection) -> sqlite3.Cursor:
@@ -47,4 +47,24 @@ def getter(cur: sqlite3.Cursor, *names: str) -> Callable[[Sequence[Any]], tuple[
         (i,) = idx
         return lambda row: (row[i],)
     get: Callable[[Sequence[Any]], tuple[Any, ...]] = itemgetter(*idx)
+    return get
+
+
+_GETTERS: dict[tuple[str, tuple[str, ...]], Callable[[Sequence[Any]], tuple[Any, ...]]] = {}
+
+
+def getter_of(
+    sql: str, cur: sqlite3.Cursor, *names: str
+) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """:func:`getter` for ``cur``, which ran ``sql``; found once per statement text.
+
+    A statement's columns are the same every time it runs, so the positions
+    found by name the first time are kept (a few hundred statements at most).
+    """
+    key = (sql, names)
+    get = _GETTERS.get(key)
+    if get is None:
+        if len(_GETTERS) >= 512:
+            _GETTERS.clear()
+        get = _GETTERS[key] = getter(cur, *names)
     return get
