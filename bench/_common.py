@@ -53,6 +53,7 @@ EVENT_VARIANTS: Final = (
     "raw_queue_burst",
     "eventmanager_burst",
     "service_events",
+    "langflow_burst",
 )
 #: The checkout the bench scripts live in (put on a child's ``PYTHONPATH``).
 REPO_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -28,9 +28,20 @@ hits them alike), all queues bounded at 10,000 items (the library default):
                         a time, then ``sleep(0)`` (no coalescing: the queue never fills).
 ``service_events``      end to end in the durable layer: a job's handler calls
                         ``await ctx.emit("token", data)`` N times while a consumer
-                        iterates ``service.events(job.id)`` (decoded ``Event``
-                        objects), in a ``JobQueueService`` on a file. Timed from
-                        submit until the consumer has the ``end`` event.
+                        iterates ``service.events(job.id)`` (``Event`` objects),
+                        in a ``JobQueueService`` on a file. Timed from submit
+                        until the consumer has the ``end`` event. Target: >= 0.8
+                        of ``eventmanager`` (the same events through the manager
+                        alone).
+``langflow_burst``      Langflow's own ``EventManager`` (lfx 1.13,
+                        ``create_default_event_manager`` over an ``asyncio.Queue``),
+                        the ``eventmanager_burst`` producer and consumer: Langflow
+                        has no awaitable send, and its ``on_token`` drops events on
+                        a full queue, so bursts of 100 with a ``sleep(0)`` between.
+                        Target: ``eventmanager_burst`` >= 4x it. Skipped, saying
+                        why, where lfx is not installed (``nox -s bench`` installs
+                        it, without its dependencies but those its events module
+                        imports).
 
 The ratio of a variant to ``raw_queue`` is taken within each round and the
 median over rounds reported (pairing cancels most of a shared machine's
@@ -131,6 +142,36 @@ async def raw_queue_burst(n: int) -> float:
     return await _race(n, produce, functools.partial(_consume_raw, q))
 
 
+def _lfx_missing() -> str | None:
+    """Why Langflow's EventManager cannot be measured here, or ``None``."""
+    try:
+        import lfx.events.event_manager  # noqa: F401
+    except Exception as exc:  # not installed, or one of its imports is missing
+        return (
+            f"lfx (Langflow's EventManager) cannot be imported here ({type(exc).__name__}: "
+            f"{exc}); nox -s bench installs it (lfx==1.13.0 --no-deps, plus what its events "
+            "module imports)"
+        )
+    return None
+
+
+async def langflow_burst(n: int) -> float:
+    from lfx.events.event_manager import create_default_event_manager
+
+    queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+    manager = create_default_event_manager(queue)
+
+    async def produce() -> None:
+        on_token = manager.on_token
+        for i in range(n):
+            on_token(data=DATA)
+            if i % BURST == BURST - 1:
+                await asyncio.sleep(0)
+        queue.put_nowait((None, None, time.time()))  # what Langflow's service puts
+
+    return await _race(n, produce, functools.partial(_consume_items, queue))
+
+
 def _manager() -> tuple[Any, Any]:
     from jobqueue.events import EventQueue, create_default_event_manager
 
@@ -210,6 +251,15 @@ async def rounds(n: int, k: int, variants: tuple[str, ...]) -> list[dict[str, An
         "eventmanager": eventmanager,
         "eventmanager_burst": eventmanager_burst,
     }
+    if "langflow_burst" in variants:
+        missing = _lfx_missing()
+        if missing is None:
+            fns["langflow_burst"] = langflow_burst
+        else:
+            log(f"events: langflow_burst skipped: {missing}")
+            out.append({"bench": BENCH, "system": "langflow_burst", "skipped": missing})
+            emit(out[-1])
+            variants = tuple(v for v in variants if v != "langflow_burst")
     with temp_db() as path:
         service = _Service(path) if "service_events" in variants else None
         if service is not None:
@@ -244,6 +294,8 @@ async def rounds(n: int, k: int, variants: tuple[str, ...]) -> list[dict[str, An
 
 def summarize(lines: list[dict[str, Any]], n: int, k: int) -> dict[str, Any]:
     by_round: dict[int, dict[str, float]] = {}
+    skipped = {ln["system"]: ln["skipped"] for ln in lines if "skipped" in ln}
+    lines = [ln for ln in lines if "skipped" not in ln]
     for line in lines:
         by_round.setdefault(line["repeat"], {})[line["system"]] = line["events_per_s"]
     systems = sorted({line["system"] for line in lines}, key=VARIANTS.index)
@@ -260,6 +312,8 @@ def summarize(lines: list[dict[str, Any]], n: int, k: int) -> dict[str, Any]:
         "eventmanager_vs_raw_queue_items": paired("eventmanager", "raw_queue_items"),
         "eventmanager_burst_vs_raw_queue_burst": paired("eventmanager_burst", "raw_queue_burst"),
         "service_events_vs_raw_queue": paired("service_events", "raw_queue"),
+        "service_events_vs_eventmanager": paired("service_events", "eventmanager"),
+        "eventmanager_burst_vs_langflow_burst": paired("eventmanager_burst", "langflow_burst"),
     }
     ratio = ratios["eventmanager_vs_raw_queue"]
     return {
@@ -269,6 +323,7 @@ def summarize(lines: list[dict[str, Any]], n: int, k: int) -> dict[str, Any]:
         "rounds": k,
         "median_events_per_s": med,
         "ratios": ratios,
+        "skipped": skipped,
         **figure(
             "eventmanager_vs_raw_queue",
             ratio,

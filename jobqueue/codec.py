@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from jobqueue.errors import PayloadError, PayloadTooLargeError
 
-__all__ = ["DEFAULT_MAX_BYTES", "decode", "encode", "storable"]
+__all__ = ["DEFAULT_MAX_BYTES", "decode", "encode", "encode_plain", "storable"]
 
 #: Default cap on an encoded payload or result (1 MiB).
 DEFAULT_MAX_BYTES: Final = 1 << 20
@@ -65,8 +65,65 @@ def encode(
         PayloadError: NaN/Infinity, a type JSON cannot hold, or nesting too deep.
         PayloadTooLargeError: the text is longer than ``limit`` bytes.
     """
-    try:
+    try:  # as _text(), inline: the hot path of every submit
         text = (_dumps_spaced if spaced else _dumps)(value)
+    except (ValueError, TypeError, RecursionError):
+        text = _text(value, what, spaced)  # raises the error, worded
+    if len(text) > limit:  # ensure_ascii: one char is one byte
+        raise PayloadTooLargeError(what, len(text), limit)
+    # json would turn non-str keys into text ({1: 'a'} -> {'1': 'a'}). A flat dict
+    # of str keys (most events and payloads) is cleared by two C-level scans.
+    if "{" in text and not (
+        type(value) is dict
+        and _STR.issuperset(map(type, value))
+        and _CONTAINERS.isdisjoint(map(type, value.values()))
+    ):
+        _check_keys(value, what)
+    return text
+
+
+#: Types whose values decoding their own JSON gives back, equal and of the same type.
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def encode_plain(
+    value: Any, what: str = "payload", limit: int = DEFAULT_MAX_BYTES, *, spaced: bool = False
+) -> tuple[str, bool]:
+    """:func:`encode`, and whether ``decode`` of the text gives back ``value`` exactly.
+
+    True for a plain value (str, int, float, bool, None, of exactly those
+    types) and for a dict of str keys to plain values (most events): a copy
+    of such a dict is what decoding would build, so a consumer in this
+    process can have the copy instead.
+
+    Raises:
+        PayloadError: as :func:`encode`.
+        PayloadTooLargeError: as :func:`encode`.
+    """
+    try:  # as _text(), inline: the hot path of every event
+        text = (_dumps_spaced if spaced else _dumps)(value)
+    except (ValueError, TypeError, RecursionError):
+        text = _text(value, what, spaced)  # raises the error, worded
+    if len(text) > limit:  # ensure_ascii: one char is one byte
+        raise PayloadTooLargeError(what, len(text), limit)
+    kind = type(value)
+    if kind in _PLAIN:
+        return text, True
+    # json would turn non-str keys into text ({1: 'a'} -> {'1': 'a'}). A flat dict
+    # of str keys (most events and payloads) is cleared by two C-level scans.
+    if kind is dict and _STR.issuperset(map(type, value)):
+        if _PLAIN.issuperset(map(type, value.values())):
+            return text, True
+        if _CONTAINERS.isdisjoint(map(type, value.values())):
+            return text, False
+    if "{" in text:
+        _check_keys(value, what)
+    return text, False
+
+
+def _text(value: Any, what: str, spaced: bool) -> str:
+    try:
+        return (_dumps_spaced if spaced else _dumps)(value)
     except ValueError as exc:  # NaN / Infinity, circular reference
         raise PayloadError(
             f"{what} is not valid JSON ({exc}); replace NaN/Infinity with null or a string"
@@ -80,17 +137,6 @@ def encode(
         raise PayloadError(
             f"{what} is nested too deeply (or refers to itself) to encode as JSON"
         ) from None
-    if len(text) > limit:  # ensure_ascii: one char is one byte
-        raise PayloadTooLargeError(what, len(text), limit)
-    # json would turn non-str keys into text ({1: 'a'} -> {'1': 'a'}). A flat dict
-    # of str keys (most events and payloads) is cleared by two C-level scans.
-    if "{" in text and not (
-        type(value) is dict
-        and _STR.issuperset(map(type, value))
-        and _CONTAINERS.isdisjoint(map(type, value.values()))
-    ):
-        _check_keys(value, what)
-    return text
 
 
 def _check_keys(value: Any, what: str) -> None:

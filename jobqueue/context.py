@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from jobqueue import codec
@@ -82,9 +82,15 @@ class JobContext:
             self._events = self._manager_factory(self.job_id)
         return self._events
 
-    async def emit(self, event_type: str, data: Any) -> None:
-        """Send an event, waiting for room if the consumer is slow (back-pressure)."""
-        await self.events.asend(event_type, data)
+    @property
+    def emit(self) -> Callable[[str, Any], Coroutine[Any, Any, None]]:
+        """``await ctx.emit(event_type, data)``: send an event, waiting for room if the
+        consumer is slow (back-pressure).
+
+        It is the manager's own ``asend``, with no coroutine around it: this is
+        the hot path of every streamed event.
+        """
+        return self.events.asend
 
     def progress(self, done: float, total: float | None = None, message: str = "") -> None:
         """Send a ``progress`` event (a newer one replaces an unread older one)."""

@@ -68,11 +68,13 @@ class Hooks:
     one set lookup.
     """
 
-    __slots__ = ("_subs", "_wanted")
+    __slots__ = ("_subs", "_wanted", "on_change")
 
     def __init__(self) -> None:
         self._subs: tuple[tuple[Subscriber, frozenset[HookKind]], ...] = ()
         self._wanted: frozenset[HookKind] = frozenset()
+        #: Called after the kinds wanted changed (a subscriber came or went).
+        self.on_change: Callable[[], None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self._subs)
@@ -102,6 +104,8 @@ class Hooks:
 
     def _rewant(self) -> None:
         self._wanted = frozenset().union(*(kinds for _, kinds in self._subs))
+        if self.on_change is not None:
+            self.on_change()
 
     def emit(self, record: Lifecycle) -> None:
         """Deliver ``record`` to every subscriber of its kind; their errors are logged."""

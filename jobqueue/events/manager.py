@@ -152,6 +152,47 @@ def decode_item(
     return Event(f"{event_type}-{seq}", event_type, body["data"], put_time, got, seq)
 
 
+class _NotKept:
+    """An item whose data is not kept beside it: decode the item's bytes instead."""
+
+
+NOT_KEPT: Final = _NotKept()
+
+
+class Empty:
+    """:meth:`EventQueue.take_event` found nothing queued."""
+
+
+EMPTY: Final = Empty()
+#: Characters after the event type in an item's id: ``"-"`` and a UUID.
+_ID_TAIL: Final = 37
+
+
+def _event(
+    event_id: str, event_type: str, data: Any, put_time: float, get_time: float, seq: int
+) -> Event:
+    """``Event(...)``, each slot set once without the frozen dataclass's ``__init__``.
+
+    That ``__init__`` goes through ``object.__setattr__`` for every field, which
+    is most of what building an event costs on the consumer's side.
+    """
+    event = _new(Event)
+    _set_id(event, event_id)
+    _set_type(event, event_type)
+    _set_data(event, data)
+    _set_put(event, put_time)
+    _set_get(event, get_time)
+    _set_seq(event, seq)
+    return event
+
+
+_new = object.__new__
+# The slots' own setters (``vars``: mypy sees the fields, not the slot descriptors).
+_set_id, _set_type, _set_data, _set_put, _set_get, _set_seq = (
+    vars(Event)[name].__set__ for name in ("id", "type", "data", "put_time", "get_time", "seq")
+)
+
+
 class EventQueue(asyncio.Queue[QueueItem]):
     """A bounded ``asyncio.Queue`` with the coalescing policy described above."""
 
@@ -160,7 +201,9 @@ class EventQueue(asyncio.Queue[QueueItem]):
         # Forced items (end, error, the sentinel) may take the queue past its bound: >=.
         self._limit = maxsize if maxsize > 0 else sys.maxsize
         self._force = 0
-        self._tail: tuple[str, Any] | None = None  # (event type, data) of the newest item
+        # Event type and data of the newest item, for coalescing (no type: none to merge).
+        self._tail_type: str | None = None
+        self._tail_data: Any = None
         self.ended = False  # the end sentinel was put
         self.sentinel_taken = False  # ... and a consumer took it
         self.on_consume: Callable[[float], None] | None = None
@@ -168,6 +211,9 @@ class EventQueue(asyncio.Queue[QueueItem]):
         #: The events are also in the persisted log: when full, drop instead of coalescing.
         self.backed = False
         self.dropped = 0
+        #: A durable stream (``service.events()``) reads this queue: from now on each
+        #: event's data is kept beside its item (a copy taken at send), not decoded again.
+        self.keep = False
 
     def _init(self, maxsize: int) -> None:
         self._queue: collections.deque[QueueItem] = collections.deque()
@@ -175,23 +221,115 @@ class EventQueue(asyncio.Queue[QueueItem]):
         # Langflow's are): time in queue must not jump with the wall clock.
         self._stamps: collections.deque[float] = collections.deque()
         self._taken_stamp = 0.0
-        # Each item's event seq beside it (0: put without one), so the item keeps
-        # Langflow's shape and the durable stream still knows its number.
+        # Each item's event seq (0: put without one) and its data (a copy taken when it
+        # was sent and checked, when decoding the item would give exactly that; NOT_KEPT:
+        # decode the item) beside it, so the item keeps Langflow's shape while the
+        # durable stream knows the event's number and does not decode what this process
+        # has just encoded. Deques of their own, not a tuple per item: nothing more for
+        # the GC to track.
         self._seqs: collections.deque[int] = collections.deque()
+        self._kept: collections.deque[Any] = collections.deque()
         self._seq_in = 0  # the seq of the item being put (set by the manager)
+        self._kept_in: Any = NOT_KEPT  # ... and its data, as a consumer may have it
         #: The seq of the item taken last (read it right after ``get``/``get_nowait``).
         self.taken_seq = 0
+        self._taken_data: Any = NOT_KEPT
 
     def _put(self, item: QueueItem) -> None:
         self._queue.append(item)
         self._stamps.append(time.monotonic())
         self._seqs.append(self._seq_in)
+        self._kept.append(self._kept_in)
         self._seq_in = 0
+        self._kept_in = NOT_KEPT
 
     def _get(self) -> QueueItem:
         self._taken_stamp = self._stamps.popleft()
         self.taken_seq = self._seqs.popleft()
+        self._taken_data = self._kept.popleft()
         return self._queue.popleft()
+
+    def take_event(self) -> Event | Empty | None:
+        """``get_nowait()`` and :meth:`event` in one step: the next event.
+
+        ``None`` for the end sentinel; :data:`EMPTY` when nothing is queued
+        (then ``await get()``). What the durable stream calls for each event it
+        yields, so the common case costs one call.
+        """
+        queue = self._queue
+        if not queue:
+            return EMPTY
+        item = queue.popleft()
+        stamp = self._stamps.popleft()
+        seq = self.taken_seq = self._seqs.popleft()
+        data = self._kept.popleft()
+        putters = self._putters
+        if putters:  # as get_nowait(): room for a producer waiting in put()
+            self._wakeup_next(putters)
+        if not queue:
+            self._tail_type = None
+        event_id = item[0]
+        if event_id is None:
+            self.sentinel_taken = True
+            return None
+        if self.on_consume is not None:
+            self.on_consume(time.monotonic() - stamp)
+        if data is NOT_KEPT or not seq:
+            return decode_item(item, None, seq or None)
+        event_type = event_id[:-_ID_TAIL]  # "<type>-<uuid4>"
+        event = _new(Event)  # Event(...) without the frozen dataclass's __init__ (see _event)
+        _set_id(event, f"{event_type}-{seq}")
+        _set_type(event, event_type)
+        _set_data(event, data)
+        _set_put(event, item[2])
+        _set_get(event, time.time())
+        _set_seq(event, seq)
+        return event
+
+    def event(self, item: QueueItem, get_time: float | None = None) -> Event | None:
+        """The :class:`Event` of the item just taken (``None`` for the end sentinel).
+
+        Call it right after ``get``/``get_nowait`` returned ``item``: its id is
+        ``"<type>-<seq>"``, and its data is what was kept beside it when it was
+        sent, else what the item's bytes decode to.
+        """
+        data = self._taken_data
+        seq = self.taken_seq
+        event_id = item[0]
+        if data is NOT_KEPT or not seq or event_id is None:
+            return decode_item(item, get_time, seq or None)
+        event_type = event_id[:-_ID_TAIL]  # "<type>-<uuid4>"
+        return _event(
+            f"{event_type}-{seq}", event_type, data, item[2], get_time or time.time(), seq
+        )
+
+    def _append(self, item: QueueItem, seq: int, kept: Any) -> None:
+        """``put_nowait(item)`` of a non-terminal event when there is room, in one call.
+
+        What asyncio's ``put_nowait`` and :meth:`_put` do, inline: this is the
+        hot path of every event.
+        """
+        if self._is_shutdown:  # Python 3.13: let asyncio raise QueueShutDown
+            super().put_nowait(item)
+        self._queue.append(item)
+        self._stamps.append(time.monotonic())
+        self._seqs.append(seq)
+        self._kept.append(kept)
+        if not self._unfinished_tasks:  # else it is cleared already (join() waits)
+            self._finished.clear()
+        self._unfinished_tasks += 1
+        getters = self._getters
+        if getters:
+            self._wakeup_next(getters)
+
+    #: Python 3.13's asyncio.Queue sets its own; before, a queue is never shut down.
+    _is_shutdown = False
+    # asyncio.Queue's own state, which the inline put and take use (set by its __init__).
+    _unfinished_tasks: int
+    _finished: asyncio.Event
+    _getters: collections.deque[asyncio.Future[None]]
+    _putters: collections.deque[asyncio.Future[None]]
+    _wakeup_next: Callable[[collections.deque[asyncio.Future[None]]], None]
 
     def full(self) -> bool:
         """Full, unless a terminal item is being forced in."""
@@ -208,13 +346,13 @@ class EventQueue(asyncio.Queue[QueueItem]):
             self._force_put(item)
             return
         super().put_nowait(item)
-        self._tail = None
+        self._tail_type = None
 
     def get_nowait(self) -> QueueItem:
         """Take an item and report its time in queue to ``on_consume``."""
         item = super().get_nowait()
         if not self._queue:
-            self._tail = None
+            self._tail_type = None
         if item[0] is None:
             self.sentinel_taken = True
         elif self.on_consume is not None:
@@ -227,23 +365,31 @@ class EventQueue(asyncio.Queue[QueueItem]):
             super().put_nowait(item)
         finally:
             self._force -= 1
-        self._tail = None
+        self._tail_type = None
 
-    def offer(self, event_type: str, data: Any, item: QueueItem, seq: int = 0) -> None:
-        """Put event number ``seq``'s item applying the full-queue policy."""
+    def offer(
+        self, event_type: str, data: Any, item: QueueItem, seq: int = 0, kept: Any = NOT_KEPT
+    ) -> None:
+        """Put event number ``seq``'s item applying the full-queue policy.
+
+        ``kept``: the event's data as decoding ``item`` would give it, or :data:`NOT_KEPT`.
+        """
         self._seq_in = seq
+        self._kept_in = kept
         if event_type in TERMINAL_EVENTS:
             self._force_put(item)
             return
         if len(self._queue) < self._limit:
-            super().put_nowait(item)
-            self._tail = (event_type, data)
+            self._append(item, seq, kept)
+            self._tail_type, self._tail_data = event_type, data
             return
         self._seq_in = 0
+        self._kept_in = NOT_KEPT
         if self.backed:  # the log holds it; a merge would give two events one id
             self.dropped += 1
             return
-        merged = _coalesce(self._tail, event_type, data)
+        tail = None if self._tail_type is None else (self._tail_type, self._tail_data)
+        merged = _coalesce(tail, event_type, data)
         if merged is None:
             raise EventQueueFull(
                 f"event queue is full ({self.maxsize} items) and a {event_type!r} event cannot "
@@ -251,8 +397,10 @@ class EventQueue(asyncio.Queue[QueueItem]):
                 "(or ctx.emit) to wait for room, or raise queue_size."
             )
         old_id, _, put_time = self._queue[-1]
-        self._queue[-1] = (old_id, _encode(event_type, merged)[1], put_time)
-        self._tail = (event_type, merged)
+        _, raw, plain = _encode(event_type, merged)
+        self._queue[-1] = (old_id, raw, put_time)
+        self._kept[-1] = _kept(self, merged, plain)
+        self._tail_type, self._tail_data = event_type, merged
         self.coalesced += 1
 
 
@@ -273,19 +421,31 @@ def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
     return None
 
 
-def _encode(event_type: str, data: Any) -> tuple[str, bytes]:
-    """``(data JSON, queue bytes)``; the bytes equal ``json.dumps({"event": .., "data": ..})``."""
+def _encode(event_type: str, data: Any) -> tuple[str, bytes, bool]:
+    """``(data JSON, queue bytes, plain)``, bytes as ``json.dumps({"event": .., "data": ..})``.
+
+    ``plain``: decoding the bytes would give ``data`` back exactly (a plain
+    value, or a flat dict of plain values), so a copy of it, taken now, can be
+    kept beside the item for a consumer in this process (see :func:`_kept`).
+    """
     try:
-        text = codec.encode(data, "event data", spaced=True)
+        text, plain = codec.encode_plain(data, "event data", spaced=True)
     except PayloadError:  # again, to name the event in the message (the rare path)
-        text = codec.encode(data, f"{event_type!r} event", spaced=True)
+        text, plain = codec.encode_plain(data, f"{event_type!r} event", spaced=True)
     # Built around the data text so the log stores it without a second encoding.
     if type(event_type) is not str:
         raise EventError(
             f"an event type must be a string such as 'token' or 'progress', got "
             f"{type(event_type).__name__} {event_type!r}"
         )
-    return text, f'{{"event": {_head(event_type)}, "data": {text}}}\n\n'.encode()
+    return text, f'{{"event": {_head(event_type)}, "data": {text}}}\n\n'.encode(), plain
+
+
+def _kept(queue: asyncio.Queue[Any] | None, data: Any, plain: bool) -> Any:
+    """The data to keep beside an item: only for a queue a durable stream reads."""
+    if plain and isinstance(queue, EventQueue) and queue.keep:
+        return data.copy() if type(data) is dict else data
+    return NOT_KEPT
 
 
 #: Longest event type accepted; types name kinds of events, not carry data.
@@ -437,12 +597,13 @@ class EventManager:
             EventQueueFull: the :class:`EventQueue` is full and the event cannot be coalesced.
         """
         # Validate in the caller's thread: errors surface there.
-        text, raw = _encode(event_type, data)
+        text, raw, plain = _encode(event_type, data)
+        kept = _kept(self.queue, data, plain)  # now, in the caller's thread
         loop = self._loop
         if loop is not None and threading.get_ident() != self._thread and not loop.is_closed():
-            loop.call_soon_threadsafe(self._put, event_type, data, text, raw)
+            loop.call_soon_threadsafe(self._put, event_type, data, text, raw, kept)
         else:
-            self._put(event_type, data, text, raw)
+            self._put(event_type, data, text, raw, kept)
 
     async def asend(self, event_type: str, data: Any) -> None:
         """Put one event, waiting for room when the queue is full (back-pressure).
@@ -450,17 +611,18 @@ class EventManager:
         With the persisted log the log is the buffer: this waits while too many
         of the job's events are not committed yet, never for a slow consumer.
         """
-        text, raw = _encode(event_type, data)
+        text, raw, plain = _encode(event_type, data)
         queue = self.queue
         sink = self._log
         if sink is not None and self._logging:
-            self._put(event_type, data, text, raw)
+            kept = _kept(queue, data, plain)
+            self._put(event_type, data, text, raw, kept)
             limit = queue.maxsize if queue is not None and queue.maxsize > 0 else DEFAULT_QUEUE_SIZE
             if sink.inflight >= limit:
                 await sink.flush()
             return
         if queue is None or event_type in TERMINAL_EVENTS:
-            self._put(event_type, data, text, raw)
+            self._put(event_type, data, text, raw, _kept(queue, data, plain))
             return
         self._seq += 1
         try:
@@ -470,16 +632,22 @@ class EventManager:
         item = (f"{event_type}-{uid}", raw, time.time())
         if not isinstance(queue, EventQueue):
             await queue.put(item)
-        elif queue.has_room():
-            queue._seq_in = self._seq
-            queue.put_nowait(item)  # no coroutine to build and run: the common case
+        elif queue.has_room():  # no coroutine to build and run: the common case
+            kept = NOT_KEPT
+            if plain and queue.keep:
+                kept = data.copy() if type(data) is dict else data
+            queue._append(item, self._seq, kept)
+            queue._tail_type = None
         else:
             # asyncio.Queue.put waits (without polling) until a get() makes room,
             # then puts with nothing run in between: the newest item is this one.
+            seq = self._seq
+            kept = _kept(queue, data, plain)
             await queue.put(item)
-            queue._seqs[-1] = self._seq
+            queue._seqs[-1] = seq
+            queue._kept[-1] = kept
 
-    def _put(self, event_type: str, data: Any, text: str, raw: bytes) -> None:
+    def _put(self, event_type: str, data: Any, text: str, raw: bytes, kept: Any = NOT_KEPT) -> None:
         queue = self.queue
         if queue is None:
             return
@@ -494,7 +662,7 @@ class EventManager:
         if self._logging and sink is not None:
             sink.append(self._seq, event_type, text, now)
         if isinstance(queue, EventQueue):
-            queue.offer(event_type, data, item, self._seq)
+            queue.offer(event_type, data, item, self._seq, kept)
             return
         try:
             queue.put_nowait(item)

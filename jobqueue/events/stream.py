@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Final
 from jobqueue import codec
 from jobqueue.errors import InvalidArgumentError, ServiceClosedError
 from jobqueue.events.manager import (
+    EMPTY,
     TERMINAL_EVENTS,
+    Empty,
     Event,
     EventQueue,
     QueueItem,
@@ -48,7 +50,7 @@ __all__ = ["stream"]
 PAGE: Final = 500
 
 
-async def stream(
+def stream(
     runtime: Runtime, job_id: str, *, after: int | str | None = None
 ) -> AsyncIterator[Event]:
     """Yield a job's events until its ``end`` or ``error`` event.
@@ -58,25 +60,25 @@ async def stream(
     greater than ``after`` (an event's ``seq``, or its id such as
     ``"token-42"``) is yielded once, in order, across runs and restarts.
 
-    Raises:
+    Raises (when iterated):
         JobNotFoundError: no such job.
         InvalidArgumentError: ``after`` is not a seq or an event id, or is
             given while ``persist_events`` is off.
     """
+    if not runtime.settings.persist_events:
+        return _memory(runtime, job_id, 0, after)  # one generator between queue and caller
+    return _persisted(runtime, job_id, after)
+
+
+async def _persisted(
+    runtime: Runtime, job_id: str, after: int | str | None
+) -> AsyncGenerator[Event, None]:
     await runtime.ready()
-    if not runtime.registry.persisting:
-        if after is not None:
-            raise InvalidArgumentError(
-                "events(after=...) needs the persisted event log: open the service "
-                "with persist_events=True"
-            )
-        source = _memory(runtime, job_id, 0)
-    else:
-        start = _parse_after(after)
-        job = await runtime.read(jobs.fetch, job_id)
-        # A Langflow start_job run has no handler to run again: its events are not logged.
-        logged = job.handler is not None
-        source = _logged(runtime, job_id, start) if logged else _memory(runtime, job_id, start)
+    start = _parse_after(after)
+    job = await runtime.read(jobs.fetch, job_id)
+    # A Langflow start_job run has no handler to run again: its events are not logged.
+    logged = job.handler is not None
+    source = _logged(runtime, job_id, start) if logged else _memory(runtime, job_id, start)
     async with contextlib.aclosing(source):  # a consumer that stops early closes it now
         async for event in source:
             yield event
@@ -97,11 +99,24 @@ def _parse_after(after: int | str | None) -> int:
     )
 
 
-async def _memory(runtime: Runtime, job_id: str, after: int) -> AsyncGenerator[Event, None]:
-    """The in-memory queue alone (no log, or a job whose events are not logged)."""
+async def _memory(
+    runtime: Runtime, job_id: str, after: int, given: int | str | None = None
+) -> AsyncGenerator[Event, None]:
+    """The in-memory queue alone (no log, or a job whose events are not logged).
+
+    ``given``: the ``after`` of a caller without the log, which cannot take one.
+    """
+    await runtime.ready()
+    if given is not None:
+        raise InvalidArgumentError(
+            "events(after=...) needs the persisted event log: open the service "
+            "with persist_events=True"
+        )
     registry = runtime.registry
     created = registry.get(job_id) is None
     entry = registry.ensure(job_id)
+    if isinstance(entry.queue, EventQueue):
+        entry.queue.keep = True  # its events' data is kept beside them from now on
     try:
         job = await runtime.read(jobs.fetch, job_id)
     except BaseException:
@@ -112,12 +127,17 @@ async def _memory(runtime: Runtime, job_id: str, after: int) -> AsyncGenerator[E
         end_stream_with(entry.manager, job.status, job.result, job.error, job.reason)
         entry.finished = True
     queue = entry.queue
+    ours = isinstance(queue, EventQueue)
     while True:
-        item = await queue.get()
-        # Read at once: get() returns right after taking the item, nothing runs between.
-        # (A foreign queue registered through _queues has no seqs: its ids are kept.)
-        seq = queue.taken_seq if isinstance(queue, EventQueue) else None
-        event = decode_item(item, seq=seq)
+        # What get() does when an item is there, in one call and with no coroutine.
+        taken = queue.take_event() if ours else EMPTY  # type: ignore[attr-defined]
+        if isinstance(taken, Empty):
+            item = await queue.get()
+            # Read at once: get() returns right after taking the item, nothing runs
+            # between. (A foreign queue registered through _queues has no seqs.)
+            event = queue.event(item) if ours else decode_item(item)  # type: ignore[attr-defined]
+        else:
+            event = taken
         if event is None:
             return
         if after and event.seq <= after:
@@ -156,6 +176,7 @@ async def _logged(runtime: Runtime, job_id: str, last: int) -> AsyncGenerator[Ev
             await _idle(runtime, job_id, poll)
             continue
         manager = entry.manager
+        queue.keep = True  # its events' data is kept beside them from now on
         while True:
             if queue.empty() and last < manager.last_seq != behind:
                 # Live copies were dropped (full queue) or taken by another consumer.
@@ -165,28 +186,28 @@ async def _logged(runtime: Runtime, job_id: str, last: int) -> AsyncGenerator[Ev
             taken = await _next(queue, poll)
             if taken is None:
                 break  # quiet: look at the log (the job may have moved on elsewhere)
-            item, seq = taken
+            item, seq, live = taken
             if item[0] is None:  # the run's stream ended (or the entry was reaped)
                 if runtime.state in ("closing", "closed"):
                     return
                 break
             if seq <= last:
                 continue  # already delivered from the log
-            live = decode_item(item, seq=seq)
             if live is None or seq != last + 1 or live.type in TERMINAL_EVENTS:
                 break  # a gap, or the end: take it from the log, once committed
             last = seq
             yield live
 
 
-async def _next(queue: EventQueue, timeout: float) -> tuple[QueueItem, int] | None:
-    """The next live item and its seq, or ``None`` after ``timeout`` seconds without one."""
+async def _next(queue: EventQueue, timeout: float) -> tuple[QueueItem, int, Event | None] | None:
+    """The next live item, its seq and its event, or ``None`` after ``timeout`` seconds."""
     if not queue.empty():
-        return queue.get_nowait(), queue.taken_seq
+        item = queue.get_nowait()
+        return item, queue.taken_seq, queue.event(item)
     try:
         async with asyncio.timeout(timeout):
             item = await queue.get()
-            return item, queue.taken_seq  # get() returns right after taking it
+            return item, queue.taken_seq, queue.event(item)  # get() returns right after
     except TimeoutError:
         return None
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from jobqueue.errors import JobNotFoundError, JobQueueError, ServiceClosedError
-from jobqueue.events.manager import EventManager, end_stream_with
+from jobqueue.events.manager import EventManager, EventQueue, end_stream_with
 from jobqueue.events.registry import QueueRegistry
 from jobqueue.handlers import HandlerTable
 from jobqueue.hooks import HookKind, Hooks, Lifecycle
@@ -91,7 +91,8 @@ class Runtime:
         self.boot_at: float | None = None
         #: Langflow ``start_job`` coroutines (and tasks registered through ``_queues``).
         self.bare = BareRuns(self)
-        registry.on_consume = self._event_consumed
+        hooks.on_change = self._hooks_changed
+        self._hooks_changed()
         handlers.on_change = self.want_claim  # a handler registered later claims at once
 
     # -- opening -----------------------------------------------------------------------
@@ -370,6 +371,14 @@ class Runtime:
             await sink.flush()
         finally:
             self.waiters.finished(fin)
+
+    def _hooks_changed(self) -> None:
+        """Time in queue is measured for each event taken only while someone wants it."""
+        report = self._event_consumed if self.hooks.wants(_EVENT_CONSUMED) else None
+        self.registry.on_consume = report
+        for entry in self.registry.entries.values():
+            if isinstance(entry.queue, EventQueue):
+                entry.queue.on_consume = report
 
     def _event_consumed(self, seconds: float) -> None:
         if self.hooks.wants(_EVENT_CONSUMED):
