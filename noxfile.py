@@ -92,7 +92,7 @@ def compat(session: nox.Session) -> None:
     session.run("pytest", "-q", "-ra", "tests/compat", *session.posargs)
 
 
-BENCH_SCRIPTS = ("throughput", "recovery", "events_stream", "metrics_overhead", "run")
+BENCH_SCRIPTS = ("throughput", "paths", "recovery", "events_stream", "metrics_overhead", "run")
 
 
 @nox.session
@@ -103,7 +103,9 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- --quick`` is a smoke run (its output goes to a temp dir);
     ``nox -s bench -- recovery --repeat 3`` runs one script with its own options.
     """
-    session.install("-e", ".[bench]")
+    # Langflow's EventManager for the events step's langflow_burst column, as compat does.
+    session.install("-e", ".[bench]", *LFX_IMPORT_DEPS)
+    session.install("--no-deps", LFX)
     args = list(session.posargs)
     if args and args[0] in BENCH_SCRIPTS:
         session.run("python", f"bench/{args[0]}.py", *args[1:])

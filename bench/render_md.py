@@ -34,6 +34,12 @@ T_P99_MS: Final = 2.0
 T_RSS_100K_MIB: Final = 30.0
 T_EVENTS: Final = 0.40
 T_METRICS: Final = 0.05
+#: The paths users take (bench/paths.py, events_stream.py): each over its limit.
+T_SEQ: Final = 0.8
+T_WAIT: Final = 0.9
+T_STREAM: Final = 0.8
+T_LANGFLOW: Final = 4.0
+T_CLAIM_MS: Final = 1.0
 
 #: Rows of the main table: (label, throughput source, latency source, rss source).
 #: A source is (bench, system, workload-or-None); None: not measured for that system.
@@ -156,6 +162,35 @@ LIMITS: Final[dict[str, str]] = {
         "lazily, at `get`, would not help: the data must be checked and copied when it is "
         "sent (a producer may reuse or change its dict afterwards, and a bad payload must "
         "fail in the producer), which costs about what encoding costs."
+    ),
+    "seq_submit_vs_sqlite3": (
+        "What a submit does besides the stdlib loop's insert: its options checked, a `NewJob` "
+        "and the `Job` it returns built, the claim asked for, the turn and `data_version` "
+        "checks that keep the loop free under contention, and an `await`. The commit itself "
+        "runs on the loop's thread as the stdlib loop's does."
+    ),
+    "submit_wait_vs_submit_many": (
+        "Python work on the loop's thread per job, which the two threads' GIL hand-offs make "
+        "the wall time: a gathered `submit()` + `wait()` is a task, two coroutines and two "
+        "futures per job (about 40 µs of loop CPU a job against 19 µs for `submit_many`, "
+        "measured with `time.thread_time()`), where `submit_many` builds its rows in one "
+        "call and nobody waits per job. The store work is the same: one group commit per "
+        "batch, outcomes handed to the waiters from memory (no read back), one `SELECT` for "
+        "the waiters of jobs not running here."
+    ),
+    "service_events_vs_eventmanager": (
+        "An `Event` per item (id text, get time) and an async generator between the queue and "
+        "the caller, beside the manager's own put and get."
+    ),
+    "eventmanager_vs_langflow": (
+        "Langflow's own item format sets the floor: its items built by hand with `json.dumps` "
+        "and put on a raw `asyncio.Queue` (`raw_queue_items`) reach about 3× Langflow's "
+        "EventManager, so 4× would be faster than building the items at all. jobqueue's "
+        "manager adds the checks Langflow lacks (JSON only, bounded queue, event numbers "
+        "beside the items) and stays near `raw_queue_items`."
+    ),
+    "claim_50k_delayed_ms": (
+        "The claim reads each (priority, started) range up to its first job not yet due."
     ),
     "metrics_cost": (
         "A fixed cost per job: one lifecycle record built and delivered (the `hooks` "
@@ -314,6 +349,46 @@ class Report:
         mo = self.summary("metrics_overhead")
         mo_val = _num(mo.get("cost_metrics_cpu")) if mo else None
         add("metrics_cost", {} if mo_val is None else {0: mo_val}, "ratio", T_METRICS, False)
+        add(
+            "seq_submit_vs_sqlite3",
+            self.paired(("paths", "seq_jobqueue", None), ("paths", "seq_sqlite3", None), f),
+            "ratio",
+            T_SEQ,
+            True,
+            vs_minimal_table=_med(
+                self.paired(("paths", "seq_jobqueue", None), ("paths", "seq_sqlite3_min", None), f)
+            ),
+        )
+        add(
+            "submit_wait_vs_submit_many",
+            self.paired(("paths", "wait_jobqueue", None), ("paths", "wait_limit", None), f),
+            "ratio",
+            T_WAIT,
+            True,
+            submits_then_waits=_med(
+                self.paired(
+                    ("paths", "wait_jobqueue_later", None), ("paths", "wait_limit", None), f
+                )
+            ),
+            tasks=_med(
+                self.paired(("paths", "wait_tasks", None), ("paths", "wait_limit", None), f)
+            ),
+        )
+        ratios = (ev or {}).get("ratios") or {}
+        for name, key, target in (
+            ("service_events_vs_eventmanager", "service_events_vs_eventmanager", T_STREAM),
+            ("eventmanager_vs_langflow", "eventmanager_burst_vs_langflow_burst", T_LANGFLOW),
+        ):
+            value = _num(ratios.get(key))
+            add(name, {} if value is None else {0: value}, "ratio", target, True)
+        add(
+            "claim_50k_delayed_ms",
+            self.by_repeat(("paths", "claim_delayed", None), "ms_per_claim"),
+            "ms",
+            T_CLAIM_MS,
+            False,
+            backlog_ms=_med(self.by_repeat(("paths", "claim_backlog", None), "ms_per_claim")),
+        )
         return out
 
 
@@ -431,8 +506,108 @@ def render_events(rep: Report) -> list[str]:
         f"`eventmanager` ÷ `raw_queue`: **{summary.get('value')}** (target >= {T_EVENTS}); "
         f"÷ `raw_queue_items` (the same Langflow items built by hand): "
         f"{ratios.get('eventmanager_vs_raw_queue_items')}; durable layer end to end "
-        f"(`service.events`) ÷ `raw_queue`: {ratios.get('service_events_vs_raw_queue')}.",
+        f"(`service.events`) ÷ `raw_queue`: {ratios.get('service_events_vs_raw_queue')}; "
+        f"`service_events` ÷ `eventmanager`: **{ratios.get('service_events_vs_eventmanager')}** "
+        f"(target >= {T_STREAM}); `eventmanager_burst` ÷ `langflow_burst` (Langflow 1.13's own "
+        f"EventManager, the same producer and consumer): "
+        f"**{ratios.get('eventmanager_burst_vs_langflow_burst')}** (target >= {T_LANGFLOW}).",
     ]
+    skipped = summary.get("skipped") or {}
+    if "langflow_burst" in skipped:
+        out.append(f"`langflow_burst` skipped: {skipped['langflow_burst']}.")
+    return out
+
+
+#: bench/paths.py's systems: (system, label); the first of each group is the limit.
+PATH_ROWS: Final[dict[str, list[tuple[str, str]]]] = {
+    "seq": [
+        ("seq_sqlite3", "stdlib `sqlite3`: one INSERT + COMMIT, jobqueue's table (the limit)"),
+        ("seq_sqlite3_min", "stdlib `sqlite3`: the same, a one-index table"),
+        ("seq_jobqueue", "**jobqueue** `await submit()`, handler run elsewhere"),
+        ("seq_jobqueue_local", "**jobqueue** `await submit()`, handler run here (concurrency 8)"),
+        ("seq_huey", "huey `SqliteHuey`: `task(payload)`"),
+        ("seq_litequeue", "litequeue: `put(text)`"),
+        ("seq_persistqueue", "persist-queue `SQLiteAckQueue`: `put(payload)`"),
+    ],
+    "wait": [
+        ("wait_limit", "**jobqueue** `submit_many` (1,000 a call) + `run_until_idle` (the limit)"),
+        ("wait_jobqueue", "**jobqueue** gathered: each `await submit()` then `await wait()`"),
+        ("wait_jobqueue_later", "**jobqueue** all `submit()` gathered, then each `wait()`"),
+        ("wait_tasks", "**jobqueue** `TaskService.launch_and_await_task`, gathered"),
+        ("wait_huey", "huey: 32 threads, `task()` then `result.get(blocking=True)`"),
+        ("wait_litequeue", "litequeue: 32 threads, `put()` then poll `get(id)` every 1 ms"),
+        ("wait_persistqueue", "persist-queue"),
+    ],
+}
+CLAIM_ROWS: Final = [
+    ("claim_delayed", "50,000 delayed jobs, 3 due"),
+    ("claim_backlog", "50,000 due jobs (backlog)"),
+    ("claim_delayed_ahead", "50,000 delayed at priority 5, 50,000 due at 0"),
+]
+
+
+def render_paths(rep: Report) -> list[str]:
+    if not any(ln.get("bench") == "paths" for ln in rep.lines):
+        return []
+    n = next(
+        (ln.get("jobs") for ln in rep.lines if ln.get("bench") == "paths" and ln.get("jobs")), 0
+    )
+    out = [
+        "",
+        "## The paths users take, each beside its limit (`bench/paths.py`)",
+        "",
+        f"**One at a time**: {n:,} jobs, each submitted and committed before the next, by one "
+        "producer, nothing consuming them (WAL, `synchronous=NORMAL` everywhere).",
+        "",
+        "| system | jobs/s | p50 µs | p99 µs | ÷ limit (paired) |",
+        "|---|---|---|---|---|",
+    ]
+    for group, header in (("seq", None), ("wait", "wait")):
+        rows = PATH_ROWS[group]
+        limit = ("paths", rows[0][0], None)
+        if header is not None:
+            out += [
+                "",
+                f"**Submit, then wait**: {n:,} no-op jobs, each submitted and then its outcome "
+                "awaited by its own submitter (jobqueue: concurrency 512).",
+                "",
+                "| system | jobs/s | ÷ limit (paired) |",
+                "|---|---|---|",
+            ]
+        for system, label in rows:
+            src = ("paths", system, None)
+            note = _short(rep.status(src))
+            if not rep.rows(*src) and note is None:
+                continue
+            if note == "skipped":
+                why = (rep.status(src) or "").removeprefix("skipped: ")
+                note = f"skipped: {why}"
+            rate = _cell(rep.stat(src, "jobs_per_s"), 0, note)
+            ratio = (
+                "1" if system == rows[0][0] else _ratio_cell(rep.paired(src, limit, "jobs_per_s"))
+            )
+            if group == "seq":
+                p50 = _cell(rep.stat(src, "p50_us"), 1)
+                p99 = _cell(rep.stat(src, "p99_us"), 1)
+                out.append(f"| {label} | {rate} | {p50} | {p99} | {ratio} |")
+            else:
+                out.append(f"| {label} | {rate} | {ratio} |")
+    claims = [(sys_, label) for sys_, label in CLAIM_ROWS if rep.rows("paths", sys_, None)]
+    if claims:
+        out += [
+            "",
+            "**Claim** (8 free slots, the claim statement alone, median of 50 in a rolled-back "
+            "transaction):",
+            "",
+            "| file | ms per claim | p99 ms |",
+            "|---|---|---|",
+        ]
+        for system, label in claims:
+            src = ("paths", system, None)
+            out.append(
+                f"| {label} | {_cell(rep.stat(src, 'ms_per_claim'), 3)} | "
+                f"{_cell(rep.stat(src, 'p99_ms'), 3)} |"
+            )
     return out
 
 
@@ -518,6 +693,11 @@ def render_targets(rep: Report) -> list[str]:
         "rss_100k_pending_mib": "RSS growth, 100,000 pending jobs (MiB)",
         "events_vs_raw_queue": "event streaming ÷ raw asyncio.Queue put/get",
         "metrics_cost": "metrics on: CPU cost per job",
+        "seq_submit_vs_sqlite3": "one-at-a-time `submit` ÷ stdlib one-row insert+commit",
+        "submit_wait_vs_submit_many": "gathered `submit`+`wait` ÷ `submit_many`+`run_until_idle`",
+        "service_events_vs_eventmanager": "`service.events()` ÷ the EventManager alone",
+        "eventmanager_vs_langflow": "EventManager ÷ Langflow 1.13's EventManager",
+        "claim_50k_delayed_ms": "claim with 50,000 delayed jobs and 3 due (ms)",
     }
     out = [
         "",
@@ -613,8 +793,10 @@ def _context(rep: Report, target: str) -> str:
 EARLIER_NOTES = """
 ## Design choices behind the figures
 
-- A submit queues its insert together with a claim, so both run in one transaction:
-  a job submitted while a slot is free starts after a single thread hop.
+- A submit's insert and the scheduler's claim run in one transaction: a job submitted
+  while a slot is free is claimed as it is stored. A lone submit commits on the loop's
+  thread (no hop) while no other process writes the file; submits that come together
+  share one transaction on the database thread.
 - Terminal outcomes of all jobs finishing in a batch are written by one prepared
   `executemany`; when another process changed one of those jobs first, an
   `UPDATE ... FROM (VALUES ...) RETURNING id` under a savepoint sorts them out.
@@ -705,6 +887,7 @@ def render_report(rep: Report) -> str:
     ]
     out += render_settings(rep)
     out += render_targets(rep)
+    out += render_paths(rep)
     out += render_events(rep)
     out += render_pending(rep)
     out += render_rss_detail(rep)

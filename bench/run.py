@@ -17,8 +17,13 @@ Steps (each script runs its systems in fresh child processes):
                 ``*_defaults`` variants (the peer's own durability settings)
                 run the throughput workload only, with fewer jobs (not in
                 ``--quick``).
+``paths``       ``bench/paths.py``: the paths users take, each beside its limit
+                and the peers (one-at-a-time submit, submit then wait, the
+                claim with many delayed jobs). Run once per repeat.
 ``events``      ``bench/events_stream.py``: EventManager vs raw asyncio.Queue,
-                interleaved rounds in one process.
+                ``service.events()`` and Langflow's own EventManager,
+                interleaved rounds in one process (``--events-python``: an
+                interpreter with lfx installed, when this one lacks it).
 ``recovery``    ``bench/recovery.py --only rss``: RSS growth for 100,000 pending jobs.
 ``metrics``     ``bench/metrics_overhead.py``: the cost of metrics on.
 
@@ -52,7 +57,7 @@ if BENCH_DIR not in sys.path:
 
 from _common import emit, log  # noqa: E402
 
-STEPS: Final = ("throughput", "peers", "events", "recovery", "metrics")
+STEPS: Final = ("throughput", "peers", "paths", "events", "recovery", "metrics")
 #: Peer adapters (bench/peers/<name>.py) and the workloads each runs.
 PEERS: Final[dict[str, tuple[str, ...]]] = {
     "huey_sqlite": ("throughput", "latency", "rss"),
@@ -85,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-defaults", action="store_true", help="skip the *_defaults variants")
     parser.add_argument("--out", default=None, help="directory for the .md and .jsonl")
+    parser.add_argument(
+        "--events-python",
+        default=os.environ.get("JOBQUEUE_BENCH_EVENTS_PYTHON", sys.executable),
+        help="interpreter for the events step (one with lfx, for Langflow's column)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per child script (900; quick 120)"
     )
@@ -123,13 +133,15 @@ class Recorder:
         self.lines.append(line)
 
 
-def _script_lines(cmd: list[str], timeout: float) -> Iterator[dict[str, Any]]:
+def _script_lines(
+    cmd: list[str], timeout: float, python: str = sys.executable
+) -> Iterator[dict[str, Any]]:
     """Run one script; yield its JSON stdout lines (stderr passes through)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.run(
-            [sys.executable, *cmd],
+            [python, *cmd],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -156,9 +168,16 @@ def _script_lines(cmd: list[str], timeout: float) -> Iterator[dict[str, Any]]:
         yield {"error": f"{' '.join(cmd)} printed no JSON line"}
 
 
-def _run(rec: Recorder, step: str, cmd: list[str], args: argparse.Namespace, **tag: Any) -> None:
+def _run(
+    rec: Recorder,
+    step: str,
+    cmd: list[str],
+    args: argparse.Namespace,
+    python: str = sys.executable,
+    **tag: Any,
+) -> None:
     t0 = time.perf_counter()
-    for line in _script_lines(cmd, args.timeout):
+    for line in _script_lines(cmd, args.timeout, python):
         line.setdefault("bench", step)
         rec.add({**line, **tag, "step": step})
     log(f"{step} {' '.join(cmd[1:])}: {time.perf_counter() - t0:.1f} s")
@@ -190,8 +209,16 @@ def run_peers(rec: Recorder, args: argparse.Namespace, rep: int) -> None:
             _run(rec, "peers", [*cmd, "--jobs", str(jobs)], args)
 
 
+def run_paths(rec: Recorder, args: argparse.Namespace, rep: int) -> None:
+    cmd = ["bench/paths.py", "--repeat", "1"]
+    if args.quick:
+        cmd += ["--quick", "--jobs", str(args.jobs)]
+    _run(rec, "paths", cmd, args, repeat=rep)
+
+
 def run_events(rec: Recorder, args: argparse.Namespace) -> None:
-    _run(rec, "events", ["bench/events_stream.py", *(["--quick"] if args.quick else [])], args)
+    cmd = ["bench/events_stream.py", *(["--quick"] if args.quick else [])]
+    _run(rec, "events", cmd, args, args.events_python)
 
 
 def run_recovery(rec: Recorder, args: argparse.Namespace) -> None:
@@ -233,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         for rep in range(args.repeat):
-            for step, fn in (("throughput", run_throughput), ("peers", run_peers)):
+            for step, fn in (
+                ("throughput", run_throughput),
+                ("peers", run_peers),
+                ("paths", run_paths),
+            ):
                 if step in args.steps:
                     t0 = time.perf_counter()
                     log(f"repeat {rep + 1}/{args.repeat}: {step}")

@@ -43,7 +43,7 @@ def test_bench_run_quick(tmp_path: Path) -> None:
     assert not errors, errors
 
     steps = {ln.get("step") for ln in lines}
-    assert {"throughput", "peers", "events", "recovery", "metrics"} <= steps
+    assert {"throughput", "peers", "paths", "events", "recovery", "metrics"} <= steps
 
     for peer in PEERS:
         mine = [ln for ln in lines if ln.get("bench") == "peers" and ln.get("system") == peer]
@@ -59,6 +59,23 @@ def test_bench_run_quick(tmp_path: Path) -> None:
     assert jq
     assert jq[0]["statuses"] == {"completed": 120}
 
+    paths = {ln["system"]: ln for ln in lines if ln.get("bench") == "paths"}
+    assert paths["seq_jobqueue"]["statuses"] == {"pending": 220}  # 100 warm-up + 120
+    assert paths["seq_jobqueue"]["jobs_per_s"] > 0
+    assert paths["seq_sqlite3"]["statuses"] == {"pending": 120}
+    for system in ("wait_limit", "wait_jobqueue", "wait_jobqueue_later", "wait_tasks"):
+        assert paths[system]["statuses"] == {"completed": 320}, paths[system]  # 200 warm-up
+    assert "skipped" in paths["wait_persistqueue"]  # no call tells one item's outcome
+    for system in ("seq_huey", "seq_litequeue", "seq_persistqueue", "wait_huey", "wait_litequeue"):
+        assert "jobs_per_s" in paths[system] or "not installed" in paths[system]["skipped"]
+    assert paths["claim_delayed"]["claimed"] == 3
+    assert paths["claim_backlog"]["claimed"] == 8
+    events = next(ln for ln in lines if ln.get("bench") == "events" and ln["system"] == "summary")
+    assert events["ratios"]["service_events_vs_eventmanager"] is not None
+    langflow = [ln for ln in lines if ln.get("system") == "langflow_burst"]
+    assert langflow
+    assert "events_per_s" in langflow[0] or "lfx" in langflow[0]["skipped"]
+
     targets = {ln["system"]: ln for ln in lines if ln.get("bench") == "targets"}
     assert set(targets) == {
         "jobqueue_vs_sqlite3_ceiling",
@@ -67,13 +84,21 @@ def test_bench_run_quick(tmp_path: Path) -> None:
         "rss_100k_pending_mib",
         "events_vs_raw_queue",
         "metrics_cost",
+        "seq_submit_vs_sqlite3",
+        "submit_wait_vs_submit_many",
+        "service_events_vs_eventmanager",
+        "eventmanager_vs_langflow",
+        "claim_50k_delayed_ms",
     }
+    assert targets["seq_submit_vs_sqlite3"]["value"] is not None
+    assert targets["claim_50k_delayed_ms"]["value"] is not None
     assert targets["jobqueue_vs_sqlite3_ceiling"]["value"] is not None
 
     md = (tmp_path / "benchmarks.md").read_text()
     assert md.startswith("# Benchmarks")
     assert "## Targets" in md
     assert "| **jobqueue** (`submit_many`" in md
+    assert "## The paths users take" in md
     assert took < 80, f"the smoke run took {took:.0f} s"
 
 
