@@ -323,7 +323,7 @@ def summarize(lines: list[dict[str, Any]], n: int, k: int) -> dict[str, Any]:
         "rounds": k,
         "median_events_per_s": med,
         "ratios": ratios,
-        "skipped": skipped,
+        "skipped_variants": skipped,
         **figure(
             "eventmanager_vs_raw_queue",
             ratio,

@@ -632,7 +632,9 @@ def summarize(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
             else claims["claim_delayed"] <= TARGET_CLAIM_MS,
         },
         "errors": error_list(results),
-        "skipped": sorted({f"{r['system']}: {r['skipped']}" for r in results if "skipped" in r}),
+        "skipped_systems": sorted(
+            {f"{r['system']}: {r['skipped']}" for r in results if "skipped" in r}
+        ),
     }
 
 

@@ -512,7 +512,7 @@ def render_events(rep: Report) -> list[str]:
         f"EventManager, the same producer and consumer): "
         f"**{ratios.get('eventmanager_burst_vs_langflow_burst')}** (target >= {T_LANGFLOW}).",
     ]
-    skipped = summary.get("skipped") or {}
+    skipped = summary.get("skipped_variants") or {}
     if "langflow_burst" in skipped:
         out.append(f"`langflow_burst` skipped: {skipped['langflow_burst']}.")
     return out

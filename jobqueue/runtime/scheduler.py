@@ -93,9 +93,11 @@ class Scheduler:
         """Jobs the claim planned last may take (the writer runs a small one on the loop)."""
         return self._reserved
 
-    def plan_claim(self) -> Callable[[sqlite3.Connection], Any] | None:
-        """Reserve the free slots and return the claim for this batch, if any."""
+    def plan_claim(self, most: int | None = None) -> Callable[[sqlite3.Connection], Any] | None:
+        """Reserve the free slots (``most`` at most) and return the claim for this batch."""
         free = self.capacity - self.running
+        if most is not None and free > most:
+            free = most  # a claim that fills all of them asks for the next one
         names = self._handlers()
         if self.closing or not self._want or free <= 0 or not names:
             return None

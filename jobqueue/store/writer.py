@@ -76,8 +76,8 @@ class Batchable(Generic[P, T]):
 class ClaimPlanner(Protocol):
     """The scheduler side of the writer: it may add a claim to each batch."""
 
-    def plan_claim(self) -> Callable[[sqlite3.Connection], Any] | None:
-        """Return a claim to run at the end of the next batch, or None."""
+    def plan_claim(self, most: int | None = None) -> Callable[[sqlite3.Connection], Any] | None:
+        """A claim (of ``most`` jobs at most) to run at the end of the next batch, or None."""
 
     def claimed(self, result: Any) -> None:
         """Receive the claim's result after its batch committed."""
@@ -309,11 +309,11 @@ class Writer:
             return None
         claim, self._carry = self._carry, None
         planner = self.planner
-        if claim is None and planner is not None:
-            claim = planner.plan_claim()
-            if claim is not None and getattr(planner, "reserved", INLINE_CLAIM + 1) > INLINE_CLAIM:
-                self._carry, claim = claim, None  # a big claim: the thread's batch runs it
-                self._wake.set()
+        if claim is not None and _big(planner):
+            self._carry, claim = claim, None  # a big claim: the thread's batch runs it
+            self._wake.set()
+        elif claim is None and planner is not None:
+            claim = planner.plan_claim(INLINE_CLAIM)  # more, if due, in the next batch
         try:
             outcomes, claimed = db.run_now(_run_batch, [(fn, args)], claim, True)
         except WouldBlock:
@@ -387,16 +387,14 @@ class Writer:
             self.planner.claimed(claimed)
 
     def _inline(self, ops: Sequence[_Op]) -> bool:
-        """Whether this batch may run on the loop's thread."""
+        """Whether this batch's ops may run on the loop's thread (its claim: at most
+        :data:`INLINE_CLAIM` jobs)."""
         weight = 0
         for op in ops:
             if op.weight <= 0:
                 return False
             weight += op.weight
         if weight > INLINE_WEIGHT:
-            return False
-        planner = self.planner
-        if planner is not None and getattr(planner, "reserved", INLINE_CLAIM + 1) > INLINE_CLAIM:
             return False
         return self._db.quiet
 
@@ -435,15 +433,18 @@ class Writer:
             if self._closing and claim is not None and planner is not None:
                 planner.claim_failed(ServiceClosedError("the store writer stopped"))
                 claim = None
+            inline = self._inline(ops)
             if claim is None and planner is not None and not self._closing:
-                claim = planner.plan_claim()
+                claim = planner.plan_claim(INLINE_CLAIM if inline else None)
+            elif claim is not None and _big(planner):
+                inline = False  # a claim planned for the thread
             if not ops and claim is None:
                 if self._closing:
                     return
                 continue
             self._wake.set()  # look again after this batch: more may have queued
             pairs = [(op.fn, op.args) for op in ops]
-            if self._inline(ops):
+            if inline:
                 try:
                     outcomes, claimed = self._db.run_now(_run_batch, pairs, claim, True)
                 except WouldBlock:  # another process has the lock: the thread waits, not the loop
@@ -504,6 +505,11 @@ class Writer:
         for op, (ok, value) in zip(ops, outcomes, strict=True):
             _resolve(op, ok, value)
         self._claimed(claim, claimed)
+
+
+def _big(planner: ClaimPlanner | None) -> bool:
+    """The claim the planner holds slots for is too big for the loop's thread."""
+    return getattr(planner, "reserved", INLINE_CLAIM + 1) > INLINE_CLAIM
 
 
 def _resolve(op: _Op, ok: bool, value: Any) -> None:

@@ -182,7 +182,7 @@ class _OneClaim:
         self.result: Any = None
         self.failed: BaseException | None = None
 
-    def plan_claim(self) -> Callable[[sqlite3.Connection], Any] | None:
+    def plan_claim(self, most: int | None = None) -> Callable[[sqlite3.Connection], Any] | None:
         if not self.wanted:
             return None
         self.wanted = False

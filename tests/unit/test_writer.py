@@ -163,7 +163,7 @@ class _CountingPlanner:
         self.results: list[int] = []
         self.failures: list[BaseException] = []
 
-    def plan_claim(self) -> Any:
+    def plan_claim(self, most: int | None = None) -> Any:
         if not self.want:
             return None
         self.want = False
