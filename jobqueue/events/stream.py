@@ -22,7 +22,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from jobqueue import codec
 from jobqueue.errors import InvalidArgumentError, ServiceClosedError
@@ -127,26 +127,30 @@ async def _memory(
         end_stream_with(entry.manager, job.status, job.result, job.error, job.reason)
         entry.finished = True
     queue = entry.queue
-    ours = isinstance(queue, EventQueue)
+    # What get() does when an item is there, in one call and with no coroutine.
+    take = queue.take_event if isinstance(queue, EventQueue) else _nothing
+    terminal = TERMINAL_EVENTS
     while True:
-        # What get() does when an item is there, in one call and with no coroutine.
-        taken = queue.take_event() if ours else EMPTY  # type: ignore[attr-defined]
-        if isinstance(taken, Empty):
+        event: Any = take()  # the hot path: an Event, None (the end) or EMPTY
+        if event is EMPTY:
             item = await queue.get()
             # Read at once: get() returns right after taking the item, nothing runs
             # between. (A foreign queue registered through _queues has no seqs.)
-            event = queue.event(item) if ours else decode_item(item)  # type: ignore[attr-defined]
-        else:
-            event = taken
+            event = queue.event(item) if take is not _nothing else decode_item(item)  # type: ignore[attr-defined]
         if event is None:
             return
         if after and event.seq <= after:
             continue
         yield event
-        if event.type in TERMINAL_EVENTS:
+        if event.type in terminal:
             if isinstance(queue, EventQueue) and queue.ended and queue.qsize() == 1:
                 queue.get_nowait()  # the sentinel: lets the reaper free the entry now
             return
+
+
+def _nothing() -> Empty:
+    """``take_event`` of a queue that is not jobqueue's: always ``await get()``."""
+    return EMPTY
 
 
 async def _logged(runtime: Runtime, job_id: str, last: int) -> AsyncGenerator[Event, None]:
