@@ -782,6 +782,14 @@ def _context(rep: Report, target: str) -> str:
                 f"{late:.2f} ms late (p99) for its deadlines."
             )
         return text.strip()
+    if target == "eventmanager_vs_langflow":
+        m = (rep.summary("events") or {}).get("median_events_per_s") or {}
+        items, langflow = m.get("raw_queue_items"), m.get("langflow_burst")
+        if items and langflow:
+            return (
+                f"Langflow's EventManager ran {langflow:,.0f} events/s, its items built by hand "
+                f"{items:,.0f} ({items / langflow:.2f}×)."
+            )
     if target == "events_vs_raw_queue":
         s = rep.summary("events") or {}
         items = (s.get("ratios") or {}).get("eventmanager_vs_raw_queue_items")
