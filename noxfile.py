@@ -22,7 +22,7 @@ QUICK = ("-m", "not slow")
 
 
 def _install_for_tests(session: nox.Session) -> None:
-    session.install("-e", ".[test,cli,docs,celery]")  # docs: test_docs.py builds the site
+    session.install("-e", ".[test,cli,docs,celery,redis,web]")  # docs: test_docs.py builds the site
 
 
 @nox.session(python=PYTHONS)
@@ -51,7 +51,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the library."""
-    session.install("-e", ".[cli,celery]", "mypy>=1.10")  # rich's, redis's and kombu's types
+    session.install("-e", ".[cli,celery,redis,web]", "mypy>=1.10")  # rich's, redis's and kombu's types
     session.run("mypy", "--strict", "jobqueue")
 
 
