@@ -15,7 +15,9 @@ from __future__ import annotations
 __all__ = [
     "AmbiguousJobIdError",
     "BackendUnavailableError",
+    "BusUnavailableError",
     "Cancel",
+    "CancelNotConfirmedError",
     "DuplicateJobError",
     "DuplicateStepError",
     "EventCallbackError",
@@ -35,6 +37,7 @@ __all__ = [
     "LockTimeout",
     "MetricLabelError",
     "MetricsServerError",
+    "NotRetryableError",
     "PayloadError",
     "PayloadTooLargeError",
     "QueueExistsError",
@@ -203,6 +206,34 @@ def _instead(current: str, allowed: list[str]) -> str:
     words = [_PAST.get(a, a) for a in allowed]
     said = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
     return f"a {current} job can be {said} instead ({', '.join(allowed)})"
+
+
+class NotRetryableError(InvalidTransition):
+    """``retry()`` of a job that is not failed, cancelled or stopped; nothing was changed.
+
+    A pending, running or paused job has not ended yet, and a completed job is
+    not run again (submit a new one). ``current`` says which it is.
+    """
+
+    def __init__(self, job_id: str, current: str, allowed: list[str]) -> None:
+        self.job_id = job_id
+        self.current = current
+        self.target = "pending"
+        self.allowed = list(allowed)
+        JobQueueError.__init__(
+            self,
+            f"job {job_id!r} is {current}: only a failed, cancelled or stopped job can be "
+            f"retried; {_RETRY_INSTEAD.get(current, 'submit a new job to run it again')}; "
+            "nothing was changed",
+        )
+
+
+_RETRY_INSTEAD = {
+    "pending": "it is waiting to run already: wait for it to finish, or cancel it first, "
+    "then retry it",
+    "running": "wait for it to finish or cancel it first, then retry it",
+    "paused": "resume it to run it again, or cancel it first, then retry it",
+}
 
 
 class InvalidStatusError(JobQueueError, ValueError):
@@ -388,6 +419,50 @@ class BackendUnavailableError(JobQueueError, ConnectionError):
             f"the {backend} backend cannot reach {url} ({type(cause).__name__}: {cause}); "
             "start the broker (Redis: `redis-server --daemonize yes` or "
             "`docker run -p 6379:6379 redis`) or fix the URL"
+        )
+
+
+# --- the Redis event bus (jobqueue.redis) ---------------------------------------
+
+
+class BusUnavailableError(BackendUnavailableError):
+    """The Redis event bus cannot be reached: nothing was read or written.
+
+    A reader raises it after Redis failed for its whole ``outage_s`` budget,
+    instead of ending the stream as if the job had finished. ``url`` is the
+    bus's address with any password left out.
+    """
+
+    def __init__(self, url: str, cause: BaseException, *, waited: float | None = None) -> None:
+        self.backend = "redis bus"
+        self.url = url
+        self.waited = waited
+        during = f" for {waited:.1f} s" if waited is not None else ""
+        ConnectionError.__init__(
+            self,
+            f"the Redis event bus at {url} did not answer{during} "
+            f"({type(cause).__name__}: {cause}); the job's stream is not over: start Redis "
+            "(`redis-server --daemonize yes`) or fix the URL (the host, port and db given to "
+            "RedisJobQueueService, or url=), then read again from the last event you saw",
+        )
+
+
+class CancelNotConfirmedError(JobQueueError, TimeoutError):
+    """A cancel was sent, but no end of the job's stream arrived in time.
+
+    The cancel marker stays in Redis for ``cancel_marker_ttl`` seconds, so a
+    worker that starts the job later still cancels it.
+    """
+
+    def __init__(self, job_id: str, timeout: float, receivers: int) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.receivers = receivers
+        super().__init__(
+            f"job {job_id!r}: no worker confirmed the cancel within {timeout:g} s "
+            f"({receivers} worker(s) got the signal); the job may not have started yet, "
+            "or its worker is busy: call wait_end(job_id) to wait longer, or check that a "
+            "worker with cancel_channel_enabled=True runs it"
         )
 
 
