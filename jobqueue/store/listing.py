@@ -1,0 +1,214 @@
+"""The dashboard's reads: a keyset page of jobs, and the overview's aggregates.
+
+A page is newest first and continues from an opaque cursor (the last row's
+``seq``, or its id when filtering by an id prefix), never an ``OFFSET``: each
+page costs the same at any depth and any table size. The indexes of
+migration 007 make every filter a range read in ``seq`` order: one status,
+or one handler and status; several statuses (or a handler alone) are read
+one status at a time and merged. The overview reads at most
+:data:`RECENT_ROWS` of the newest jobs for its throughput and latency charts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from jobqueue.status import TaskStatus
+from jobqueue.store import eventlog, jobs, steps
+from jobqueue.store.rows import by_name
+from jobqueue.store.tallies import tallies
+
+__all__ = [
+    "RECENT_ROWS",
+    "ROW_COLUMNS",
+    "Filters",
+    "Overview",
+    "Page",
+    "detail",
+    "overview",
+    "page",
+]
+
+#: What a list row shows (never the payload or result: they can be large).
+ROW_COLUMNS: Final = (
+    "seq, id, handler, status, session_id, description, priority, attempt, max_retries, "
+    "reason, substr(error_message, 1, 200) AS error, created_at, started_at, completed_at, "
+    "control"
+)
+#: Newest jobs the overview's throughput and latency charts are computed from.
+RECENT_ROWS: Final = 5_000
+_STATUSES: Final = tuple(s.value for s in TaskStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What the job list is narrowed to (``None``/empty: no filter)."""
+
+    statuses: tuple[str, ...] = ()
+    handler: str | None = None
+    session_id: str | None = None
+    id_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of rows (dicts of :data:`ROW_COLUMNS`) and the cursor of the next, if any."""
+
+    rows: list[dict[str, Any]]
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Counts and recent activity, as the overview shows them.
+
+    Attributes:
+        by_status: jobs per status.
+        by_handler: per handler (``""``: bare coroutine jobs), jobs per status.
+        oldest_due: ``run_at`` of the oldest due pending job, or ``None``.
+        finished: ``(completed_at, seconds from created to completed)`` of the
+            newest finished jobs among the last :data:`RECENT_ROWS` jobs.
+    """
+
+    by_status: dict[str, int]
+    by_handler: dict[str, dict[str, int]]
+    oldest_due: float | None
+    finished: list[tuple[float, float]] = field(default_factory=list)
+
+
+def page(conn: sqlite3.Connection, filters: Filters, cursor: str | None, limit: int) -> Page:
+    """Up to ``limit`` jobs after ``cursor`` (``None``: the newest), newest first.
+
+    Raises:
+        ValueError: ``cursor`` is not one this function returned.
+    """
+    if filters.id_prefix:
+        return _by_id(conn, filters, cursor, limit)
+    before = int(cursor) if cursor else None  # ValueError on a bad cursor
+    if filters.session_id is not None:
+        rows = _select(conn, "session_id = ?", [filters.session_id], filters, before, limit)
+    elif filters.handler is not None:
+        rows = _merged(conn, "handler = ? AND status = ?", filters, before, limit)
+    elif filters.statuses:
+        rows = _merged(conn, "status = ?", filters, before, limit)
+    else:
+        rows = _select(conn, "1", [], filters, before, limit)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1]["seq"]) if more else None)
+
+
+def _select(
+    conn: sqlite3.Connection,
+    where: str,
+    params: list[Any],
+    filters: Filters,
+    before: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """One range read in ``seq`` order, the other filters applied to its rows."""
+    clauses, args = [where], list(params)
+    if before is not None:
+        clauses.append("seq < ?")
+        args.append(before)
+    _residual(filters, clauses, args, skip="session" if "session_id" in where else "")
+    sql = f"SELECT {ROW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+    return [dict(r) for r in by_name(conn).execute(sql, (*args, limit + 1))]
+
+
+def _merged(
+    conn: sqlite3.Connection, where: str, filters: Filters, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """One read per status (each a range of an index in ``seq`` order), merged."""
+    statuses = filters.statuses or _STATUSES
+    runs: list[list[dict[str, Any]]] = []
+    for status in statuses:
+        params: list[Any] = [filters.handler, status] if filters.handler is not None else [status]
+        clauses, args = [where], params
+        if before is not None:
+            clauses.append("seq < ?")
+            args.append(before)
+        sql = (
+            f"SELECT {ROW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} "
+            "ORDER BY seq DESC LIMIT ?"
+        )
+        runs.append([dict(r) for r in by_name(conn).execute(sql, (*args, limit + 1))])
+    merged = heapq.merge(*runs, key=lambda r: r["seq"], reverse=True)
+    return [r for _, r in zip(range(limit + 1), merged, strict=False)]
+
+
+def _by_id(conn: sqlite3.Connection, filters: Filters, cursor: str | None, limit: int) -> Page:
+    """Jobs whose id starts with the prefix, by id descending (time order for made ids)."""
+    prefix = filters.id_prefix or ""
+    clauses = ["id >= ?", "id < ?"]
+    args: list[Any] = [prefix, prefix + "\U0010ffff"]
+    if cursor is not None:
+        clauses.append("id < ?")
+        args.append(cursor)
+    _residual(filters, clauses, args, skip="")
+    sql = f"SELECT {ROW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
+    rows = [dict(r) for r in by_name(conn).execute(sql, (*args, limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1]["id"] if more else None)
+
+
+def _residual(filters: Filters, clauses: list[str], args: list[Any], *, skip: str) -> None:
+    """The filters the chosen index does not apply, as conditions on its rows."""
+    if filters.statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(filters.statuses))})")
+        args.extend(filters.statuses)
+    if filters.handler is not None:
+        clauses.append("handler = ?")
+        args.append(filters.handler)
+    if filters.session_id is not None and skip != "session":
+        clauses.append("session_id = ?")
+        args.append(filters.session_id)
+
+
+def overview(conn: sqlite3.Connection, now: float) -> Overview:
+    """Counts by status and handler, the oldest due pending job, and recent finishes."""
+    snap = tallies(conn, now)
+    by_status: dict[str, int] = {}
+    by_handler: dict[str, dict[str, int]] = {}
+    for (handler, status), n in snap.by_handler_status.items():
+        by_status[status] = by_status.get(status, 0) + n
+        by_handler.setdefault(handler, {})[status] = n
+    due = [t for t in snap.oldest_due.values() if t is not None]
+    finished = _recent(
+        by_name(conn).execute(
+            "SELECT created_at, completed_at FROM "
+            "(SELECT created_at, completed_at FROM jobs ORDER BY seq DESC LIMIT ?) "
+            "WHERE completed_at IS NOT NULL",
+            (RECENT_ROWS,),
+        )
+    )
+    return Overview(by_status, by_handler, min(due) if due else None, finished)
+
+
+def _recent(rows: Iterable[Sequence[Any]]) -> list[tuple[float, float]]:
+    return sorted((r[1], max(r[1] - r[0], 0.0)) for r in rows)
+
+
+def detail(conn: sqlite3.Connection, job_id: str) -> tuple[jobs.Job, list[steps.Step], int]:
+    """The job, its workflow steps and its newest logged event's seq, in one snapshot.
+
+    Raises:
+        JobNotFoundError: no such job.
+    """
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        return (
+            jobs.fetch(conn, job_id),
+            steps.list_steps(conn, job_id),
+            eventlog.max_seq(conn, job_id),
+        )
+    finally:
+        if own:
+            conn.execute("COMMIT")
