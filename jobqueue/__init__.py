@@ -28,6 +28,7 @@ from jobqueue.events.manager import (
 from jobqueue.service import JobQueueService
 from jobqueue.status import ACTIVE, TERMINAL, TaskStatus
 from jobqueue.store.jobs import Job
+from jobqueue.store.retry import RetryRecord
 from jobqueue.store.steps import Step
 from jobqueue.tasks import TaskService
 from jobqueue.version import __version__
@@ -50,6 +51,7 @@ __all__ = [
     "JobQueueNotFoundError",
     "JobQueueService",
     "Retry",
+    "RetryRecord",
     "Step",
     "StepError",
     "StepResultError",

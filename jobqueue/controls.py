@@ -1,10 +1,13 @@
-"""Lifecycle controls: ``cancel``, ``stop``, ``pause``, ``resume`` — here or in another process.
+"""Lifecycle controls: ``cancel``, ``stop``, ``pause``, ``resume``, ``retry`` — here or elsewhere.
 
 A job running in this process is acted on directly. A job running in
 another process gets a request written into its row (``control``); the
 owner's supervisor applies it within one ``poll_interval``, and the call
 here waits for the result. A job that is not running changes in one
 guarded ``UPDATE``, so a concurrent claim cannot slip in between.
+
+``retry`` puts a failed, cancelled or stopped job back to pending under its
+id; the bulk forms select and change their jobs in one transaction.
 """
 
 from __future__ import annotations
@@ -12,17 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection, Sequence
 from functools import partial
 
-from jobqueue.errors import JobQueueError
+from jobqueue.errors import InvalidArgumentError, JobQueueError
 from jobqueue.events.registry import QueueRegistry
+from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.runtime.engine import Runtime
 from jobqueue.runtime.supervisor import recover
 from jobqueue.status import TaskStatus, check_transition
-from jobqueue.store import jobs
+from jobqueue.store import jobs, lookup
+from jobqueue.store import retry as retries
 from jobqueue.store.controls import barrier, keep_paused, request_control, resume_paused
 from jobqueue.store.jobs import Job
 from jobqueue.store.outcomes import Outcome
+from jobqueue.validation import parse_status_arg
 
 __all__ = ["Controller"]
 
@@ -69,7 +76,78 @@ class Controller:
             check_transition(job_id, job.status, S.RUNNING)
         return job
 
+    async def retry(self, job_id: str) -> Job:
+        """Run a failed, cancelled or stopped job again under its id (see the service)."""
+        rt = self._runtime
+        writer = await rt.ready()
+        found = await rt.read(lookup.resolve_id, job_id)
+        changed, job = await writer.write(retries.retry_job, found, time.time())
+        await self._requeued([changed])
+        return job  # as the retry stored it: a claim may have started it since
+
+    async def retry_where(
+        self,
+        status: TaskStatus | str | Collection[TaskStatus | str] | None,
+        handler: str | None,
+        session_id: str | None,
+    ) -> list[str]:
+        """Retry every matching job; the ids retried, oldest first."""
+        wanted = _statuses("retry_where", status, retries.RETRYABLE, handler, session_id)
+        writer = await self._runtime.ready()
+        found = await writer.write(retries.retry_matching, wanted, handler, session_id, time.time())
+        await self._requeued(found)
+        return [job.id for job in found]
+
+    async def cancel_where(
+        self,
+        status: TaskStatus | str | Collection[TaskStatus | str] | None,
+        handler: str | None,
+        session_id: str | None,
+    ) -> list[str]:
+        """Cancel every matching job that has not ended; the ids cancelled, oldest first."""
+        wanted = _statuses("cancel_where", status, retries.CANCELLABLE, handler, session_id)
+        rt = self._runtime
+        writer = await rt.ready()
+        now = time.time()
+        found, waiting = await writer.write(
+            retries.cancel_matching, wanted, handler, session_id, now
+        )
+        done = [job for job in found if job.id in waiting]
+        running = [job for job in found if job.status is S.RUNNING]
+        for job in done:
+            rt.counts.removed(job.status, job.handler)
+            rt.job_finished(job.id, Outcome(S.CANCELLED, reason="cancelled"), None, job.handler)
+        # Running jobs are cancelled where they run, a few at a time (each may wait for
+        # its owner); one that ended meanwhile is left as it ended.
+        gate = asyncio.Semaphore(16)
+
+        async def cancel(job_id: str) -> Job | None:
+            async with gate:
+                try:
+                    return await self._control(job_id, "cancel")
+                except JobQueueError:
+                    return None
+
+        ended = await asyncio.gather(*(cancel(job.id) for job in running))
+        hit = {job.id for job in ended if job is not None and job.status is S.CANCELLED}
+        return [job.id for job in found if job.id in waiting or job.id in hit]
+
     # -- implementation --------------------------------------------------------------
+
+    async def _requeued(self, found: Sequence[retries.Changed]) -> None:
+        """Jobs a retry made pending: counts, stale outcomes and event queues, the claim."""
+        rt = self._runtime
+        hooks = rt.hooks
+        for job in found:
+            rt.counts.moved(job.status, S.PENDING, job.handler)
+            rt.waiters.forget(job.id)  # a wait() from now on is for the new run
+            entry = rt.registry.get(job.id)
+            if entry is not None and not entry.langflow and (entry.ended or entry.finished):
+                await rt.registry.cleanup(job.id)  # the new run gets a new event queue
+            if hooks.wants(HookKind.SUBMITTED):
+                hooks.emit(Lifecycle(HookKind.SUBMITTED, job.id, job.handler, "pending", "retried"))
+        if found:
+            rt.want_claim()
 
     async def _control(self, job_id: str, kind: str) -> Job:
         rt = self._runtime
@@ -169,3 +247,35 @@ class Controller:
             await self._local(job_id, kind)
         except JobQueueError as exc:
             log.warning("could not apply %s to job %r: %s", kind, job_id, exc)
+
+
+def _statuses(
+    call: str,
+    status: TaskStatus | str | Collection[TaskStatus | str] | None,
+    allowed: Sequence[TaskStatus],
+    handler: str | None,
+    session_id: str | None,
+) -> list[TaskStatus]:
+    """The statuses a bulk call acts on: those given (each one of ``allowed``), else all."""
+    if status is None and handler is None and session_id is None:
+        raise InvalidArgumentError(
+            f"{call}() needs at least one of status=, handler= or session_id= "
+            "(it would act on every job of the file otherwise)"
+        )
+    if status is None:
+        return list(allowed)
+    given = [status] if isinstance(status, str) else list(status)
+    wanted: list[TaskStatus] = []
+    for s in given:
+        parsed = parse_status_arg(s)
+        if parsed not in allowed:
+            names = ", ".join(a.value for a in allowed)
+            raise InvalidArgumentError(
+                f"{call}(status={s!r}): it acts on jobs that are {names}; pass those statuses "
+                "(or none: all of them)"
+            )
+        if parsed not in wanted:
+            wanted.append(parsed)
+    if not wanted:
+        raise InvalidArgumentError(f"{call}(status=...): an empty collection matches no job")
+    return wanted

@@ -36,8 +36,10 @@ from jobqueue.runtime.engine import Runtime
 from jobqueue.settings import Settings
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs, steps
+from jobqueue.store import retry as retries
 from jobqueue.store.jobs import Finished, Job
 from jobqueue.store.recovery import SweepResult
+from jobqueue.store.retry import RetryRecord
 from jobqueue.store.steps import Step
 from jobqueue.submission import Submitter
 from jobqueue.validation import parse_status_arg
@@ -579,6 +581,70 @@ class JobQueueService(LangflowCompat):
             InvalidTransition: the job already finished.
         """
         return await self._controller.resume(job_id)
+
+    async def retry(self, job_id: str) -> Job:
+        """Run a failed, cancelled or stopped job again, as a new attempt under its id.
+
+        The job goes back to ``pending``, due now, and returns as stored. It
+        keeps its history: ``attempt`` counts on (a job that ran once runs
+        attempt 2), the ended run is recorded (:meth:`get_retries`), its
+        error stays on the record until the new run ends, steps completed by
+        a workflow are not run again, and persisted events continue their
+        seqs. A job whose retries were used up gets one more run
+        (``max_retries`` grows to it); one with retries left keeps them.
+        ``job_id`` may be a unique prefix or suffix of the id, as the command
+        line takes.
+
+        Raises:
+            JobNotFoundError: unknown id (``AmbiguousJobIdError``: a part of several).
+            NotRetryableError: the job is pending, running, paused or completed.
+        """
+        return await self._controller.retry(job_id)
+
+    async def retry_where(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        handler: str | None = None,
+        session_id: str | None = None,
+    ) -> builtins.list[str]:
+        """:meth:`retry` every job that matches, in one transaction; the ids retried.
+
+        ``status`` is ``failed``, ``cancelled`` or ``stopped``, or several of
+        them (default: all three). At least one filter is required.
+
+        Raises:
+            InvalidArgumentError: no filter, or a status that cannot be retried.
+        """
+        return await self._controller.retry_where(status, handler, session_id)
+
+    async def cancel_where(
+        self,
+        *,
+        status: TaskStatus | str | Sequence[TaskStatus | str] | None = None,
+        handler: str | None = None,
+        session_id: str | None = None,
+    ) -> builtins.list[str]:
+        """:meth:`cancel` every job that matches and has not ended; the ids cancelled.
+
+        ``status`` is ``pending``, ``running`` or ``paused``, or several of
+        them (default: all three). Pending and paused jobs are cancelled in
+        one transaction; running ones where they run, as :meth:`cancel` does
+        (one that finishes first is left as it ended, and not listed). At
+        least one filter is required.
+
+        Raises:
+            InvalidArgumentError: no filter, or a status that cannot be cancelled.
+        """
+        return await self._controller.cancel_where(status, handler, session_id)
+
+    async def get_retries(self, job_id: str) -> builtins.list[RetryRecord]:
+        """How each run that :meth:`retry` followed had ended, oldest first.
+
+        Raises:
+            JobNotFoundError: unknown id.
+        """
+        return await self.runtime.read(retries.list_retries, job_id)
 
     def __del__(self) -> None:
         runtime = getattr(self, "runtime", None)

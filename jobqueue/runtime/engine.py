@@ -302,6 +302,10 @@ class Runtime:
     def _start_claimed(self, claimed: Claimed) -> None:
         assert self.runner is not None
         self.counts.claimed(claimed.handler)
+        self.waiters.forget(claimed.id)  # retried (maybe elsewhere): a new outcome comes
+        old = self.registry.get(claimed.id)
+        if old is not None and old.ended and not old.langflow:  # a run before a retry
+            del self.registry.entries[claimed.id]
         if self.settings.persist_events:
             self.registry.begin_run(claimed.id, claimed.event_seq)
         entry = self.registry.get(claimed.id)

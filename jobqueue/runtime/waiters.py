@@ -14,8 +14,8 @@ Two kinds of waiting:
 
 Recently finished outcomes of this process are kept a while (bounded in
 count, bytes and age), so a ``wait()`` that starts after its job ended here
-needs no read either. A terminal status is final, so a kept outcome never
-goes stale.
+needs no read either. A terminal status changes only by ``retry()``: a retry
+made here, and the claim of a job here, forget the job's kept outcome.
 """
 
 from __future__ import annotations
@@ -154,6 +154,12 @@ class Waiters:
                 break
             recent.popitem(last=False)  # O(1), where deleting a dict's first key is not
             self._recent_bytes -= kept.size
+
+    def forget(self, job_id: str) -> None:
+        """The job runs again (a retry): its kept outcome is not its last one any more."""
+        kept = self._recent.pop(job_id, None)
+        if kept is not None:
+            self._recent_bytes -= kept[1].size
 
     def watch(self, job_id: str, *, read: bool = True) -> asyncio.Future[Finished]:
         """A future resolved with the job's terminal record (or failed: not found, closed).
