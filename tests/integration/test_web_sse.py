@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -20,6 +20,13 @@ import uvicorn
 from jobqueue import JobQueueService
 from jobqueue.web import create_app
 from tests.conftest import MakeService
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Return once ``check()`` holds (looked at every 10 ms); TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 (a condition on another task's state)
+            await asyncio.sleep(0.01)
 
 
 class Served:
@@ -33,9 +40,7 @@ class Served:
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
 
     async def started(self) -> None:
-        async with asyncio.timeout(10):
-            while not self.server.started:
-                await asyncio.sleep(0.01)
+        await until(lambda: self.server.started)
 
     async def stop(self) -> None:
         await self.app.state.dashboard.hub.close()  # open streams end, then the server stops
@@ -143,11 +148,8 @@ async def test_viewers_share_one_reader_and_far_behind_ones_catch_up(
     hub = app.state.dashboard.hub
     async with httpx.AsyncClient(timeout=10) as c:
         viewers = [asyncio.create_task(read_events(c, url, {})) for _ in range(3)]
-        async with asyncio.timeout(10):
-            while job.id not in hub.feeds or hub.feeds[job.id].viewers < 3:
-                await asyncio.sleep(0.01)
-            while hub.feeds[job.id].last < 21:
-                await asyncio.sleep(0.01)
+        await until(lambda: job.id in hub.feeds and hub.feeds[job.id].viewers == 3)
+        await until(lambda: hub.feeds[job.id].last >= 21)
         assert len(hub.feeds) == 1
         late = asyncio.create_task(read_events(c, url, {"last-event-id": "5"}))
         await asyncio.sleep(0.1)
@@ -170,21 +172,21 @@ async def test_quiet_streams_send_heartbeats_and_end_when_the_app_closes(
     app = create_app(service, authorize=lambda r: "full", heartbeat=0.05)
     served = await serve(app)
     seen: list[dict[str, str]] = []
-    async with httpx.AsyncClient(timeout=10) as c:
-        async with c.stream("GET", f"{served.url}/api/jobs/{job.id}/events") as r:
+    async with (
+        httpx.AsyncClient(timeout=10) as c,
+        c.stream("GET", f"{served.url}/api/jobs/{job.id}/events") as r,
+    ):
 
-            async def read() -> None:
-                async for m in messages(r):
-                    seen.append(m)
+        async def read() -> None:
+            async for m in messages(r):
+                seen.append(m)
 
-            reading = asyncio.create_task(read())
-            async with asyncio.timeout(5):
-                while sum(1 for m in seen if m.get("comment") == "ping") < 3:
-                    await asyncio.sleep(0.01)
-            assert [json.loads(m["data"])["seq"] for m in seen if "id" in m] == [1, 2]
-            async with asyncio.timeout(5):
-                await served.stop()  # returns only once the open stream has ended
-                await reading
+        reading = asyncio.create_task(read())
+        await until(lambda: sum(1 for m in seen if m.get("comment") == "ping") >= 3)
+        assert [json.loads(m["data"])["seq"] for m in seen if "id" in m] == [1, 2]
+        async with asyncio.timeout(5):
+            await served.stop()  # returns only once the open stream has ended
+            await reading
     release.set()
 
 
