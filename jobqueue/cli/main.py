@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from jobqueue import __version__
 from jobqueue.cli.jobs import CONTROLS, not_found
 from jobqueue.cli.render import Output, log_to_stderr
+from jobqueue.cli.web import add_web_parser
 from jobqueue.cli.worker import add_worker_parser, port_number
 from jobqueue.errors import InvalidArgumentError, JobNotFoundError, JobQueueError, StoreError
 from jobqueue.status import TaskStatus
@@ -42,7 +43,7 @@ EXIT_INTERRUPTED = 130
 
 #: Environment variable giving ``--db`` for the commands that inspect or control a file.
 DB_ENV = "JOBQUEUE_DB"
-_NEEDS_DB = ("list", "show", *CONTROLS, "stats", "check", "metrics")
+_NEEDS_DB = ("list", "show", *CONTROLS, "stats", "check", "metrics", "web")
 
 
 def _statuses(text: str) -> list[str]:
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="at start, also count the jobs that finished in the last S seconds (default 900)",
     )
+    add_web_parser(sub, parents=[common])
     return p
 
 
@@ -290,6 +292,10 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         from jobqueue.cli.metrics import metrics_command
 
         return asyncio.run(metrics_command(args, out))
+    if args.cmd == "web":
+        from jobqueue.cli.web import web_command
+
+        return web_command(args, out)
     if args.cmd in CONTROLS:
         return asyncio.run(_control(args, out))
     return _read_only(args, out)
