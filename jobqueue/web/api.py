@@ -42,6 +42,8 @@ ACTIONS: Final = ("cancel", "pause", "resume", "stop", "retry")
 BULK_ACTIONS: Final = ("cancel", "retry")
 #: Characters of a payload, result or traceback shown (the rest is cut, and said so).
 SHOWN: Final = 20_000
+#: Seconds the overview's counts are kept (a scan of an index of every job).
+OVERVIEW_TTL: Final = 2.0
 #: Rows per page of the job list, by default and at most.
 PAGE_ROWS: Final = 50
 MAX_PAGE_ROWS: Final = 500
@@ -86,7 +88,7 @@ class Api:
         await self._opened()
         now = time.time()
         cached = self._overview
-        if cached is None or now - cached[0] > 1.0:  # one scan a second for every viewer
+        if cached is None or now - cached[0] > OVERVIEW_TTL:  # one scan for every viewer
             found = await self.reader.read(listing.overview, now)
             body = {
                 "now": now,

@@ -130,10 +130,10 @@ class Hub:
                     if last == before:
                         return  # the log ended first (the service closed)
                     continue
-                for seq, data, end in kept:
-                    last = seq
-                    yield data
-                    if end:
+                if kept:  # one write for all that came since the last one
+                    last, ended = kept[-1][0], kept[-1][2]
+                    yield b"".join(data for _, data, _ in kept)
+                    if ended:
                         yield b"event: done\ndata: {}\n\n"
                         return
                 if feed.ended:
