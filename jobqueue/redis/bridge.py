@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobqueue.events.manager import EventQueue, QueueItem
-from jobqueue.redis.keys import SENTINEL, Keys
+from jobqueue.redis.keys import SENTINEL, Keys, raise_if_cancelling
 
 __all__ = ["Bridge", "BusStats"]
 
@@ -177,10 +177,12 @@ class Bridge:
                     pipe.expire(keys.runner, self._ttl)
             try:
                 results = await pipe.execute(raise_on_error=False)
+                raise_if_cancelling()
                 self._check(results, entries)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 self._stats.bridge_errors += 1
                 self._stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
@@ -190,6 +192,7 @@ class Bridge:
                     exc,
                     delay,
                 )
+                raise_if_cancelling()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MOST)
                 continue

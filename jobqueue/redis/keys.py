@@ -14,6 +14,7 @@ entry is refused by Redis instead of stored twice.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlparse, urlunparse
@@ -32,6 +33,7 @@ __all__ = [
     "Keys",
     "entry_seq",
     "is_connection_error",
+    "raise_if_cancelling",
     "redact_url",
 ]
 
@@ -118,3 +120,14 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(
         exc, ConnectionError | TimeoutError | OSError | RedisConnectionError | RedisTimeoutError
     )
+
+
+def raise_if_cancelling() -> None:
+    """Raise ``CancelledError`` if this task was asked to stop.
+
+    redis-py can turn a cancel that lands inside a command into a connection
+    error; a loop that retries on errors must not swallow the cancel with it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -18,7 +18,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from jobqueue.redis.keys import CANCEL_CHANNEL_PREFIX, LEASE_PREFIX, Keys
+from jobqueue.redis.keys import CANCEL_CHANNEL_PREFIX, LEASE_PREFIX, Keys, raise_if_cancelling
 
 if TYPE_CHECKING:
     from jobqueue.redis.service import RedisJobQueueService
@@ -48,9 +48,11 @@ async def heartbeat(svc: RedisJobQueueService) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            raise_if_cancelling()
             svc._bump_cancel_stat("lease_errors")
             log.debug("lease renewal failed: %s", exc)
             wait = min(every, 0.1)
+        raise_if_cancelling()
         await asyncio.sleep(wait)
 
 
@@ -78,6 +80,7 @@ async def cancel_dispatcher(svc: RedisJobQueueService) -> None:
             while True:
                 # A timeout, not listen(): an idle link must not trip the socket timeout.
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                raise_if_cancelling()
                 if message is None or message.get("type") != "pmessage":
                     continue
                 channel = message.get("channel")
@@ -90,11 +93,13 @@ async def cancel_dispatcher(svc: RedisJobQueueService) -> None:
                 await asyncio.wait_for(pubsub.aclose(), 1.0)
             raise
         except Exception as exc:
+            raise_if_cancelling()
             svc._dispatcher_ready.clear()
             svc._bump_cancel_stat("dispatcher_reconnects")
             log.warning("cancel dispatcher lost its link (%s); again in %.1f s", exc, backoff)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pubsub.aclose(), 1.0)
+        raise_if_cancelling()
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, svc._DISPATCHER_RECONNECT_MAX_BACKOFF_S)
 
@@ -104,6 +109,7 @@ async def polling_watchdog(svc: RedisJobQueueService) -> None:
     interval = max(svc._polling_watchdog_interval_s, 0.05)
     threshold = svc._polling_stale_threshold_s
     while True:
+        raise_if_cancelling()
         await asyncio.sleep(interval)
         client = svc._client
         if svc._closed or client is None:

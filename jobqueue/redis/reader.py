@@ -27,7 +27,14 @@ from typing import Any, Final
 
 from jobqueue.errors import BusUnavailableError
 from jobqueue.redis.bridge import BusStats
-from jobqueue.redis.keys import LEASE_PREFIX, SENTINEL, Keys, entry_seq, is_connection_error
+from jobqueue.redis.keys import (
+    LEASE_PREFIX,
+    SENTINEL,
+    Keys,
+    entry_seq,
+    is_connection_error,
+    raise_if_cancelling,
+)
 
 __all__ = ["DECLARE_LOST", "BusEvent", "StreamReader"]
 
@@ -159,12 +166,14 @@ class StreamReader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 if not is_connection_error(exc):
                     raise
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since >= self._outage_s:
                     raise BusUnavailableError(self._url, exc, waited=now - failing_since) from exc
+                raise_if_cancelling()
                 await asyncio.sleep(min(0.25, self._outage_s / 10))
                 continue
             failing_since = None
@@ -176,6 +185,7 @@ class StreamReader:
         reply = await self._client.xread(
             {stream: self.cursor}, count=self.COUNT, block=self._block_ms
         )
+        raise_if_cancelling()
         self.first_read_done = True
         if reply:
             self._seen = True

@@ -152,19 +152,19 @@ class RedisJobQueueService(CancelsAndOwners):
 
     def _make_client(self) -> Any:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
 
-        timeout = self._socket_timeout
+        # Two quick retries (a pooled link that broke), not redis-py's default seconds
+        # of backoff: the bus's own loops wait and try again, and count the failures.
+        opts: dict[str, Any] = {
+            "socket_timeout": self._socket_timeout,
+            "socket_connect_timeout": min(5.0, self._socket_timeout),
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        }
         if self._redis_url:
-            return Redis.from_url(
-                self._redis_url, socket_timeout=timeout, socket_connect_timeout=5.0
-            )
-        return Redis(
-            host=self._redis_host,
-            port=self._redis_port,
-            db=self._redis_db,
-            socket_timeout=timeout,
-            socket_connect_timeout=5.0,
-        )
+            return Redis.from_url(self._redis_url, **opts)
+        return Redis(host=self._redis_host, port=self._redis_port, db=self._redis_db, **opts)
 
     async def is_connected(
         self, *, attempts: int | None = None, backoff_s: float | None = None
