@@ -182,8 +182,10 @@ async def test_cross_worker_get_queue_data_reads_the_stream(
     await client.xadd(f"langflow:queue:{job}", SENTINEL_FIELDS)
     queue, manager, task, cleanup_time = service.get_queue_data(job)
     assert isinstance(queue, RedisQueueWrapper)
-    assert isinstance(manager, EventManager) and manager.queue is None
-    assert task is None and cleanup_time is None
+    assert isinstance(manager, EventManager)
+    assert manager.queue is None
+    assert task is None
+    assert cleanup_time is None
     assert [i[1] for i in await drain(queue)] == [b"bytes", None]
 
 
@@ -219,7 +221,8 @@ async def test_cleanup_stops_the_cached_wrapper(service: RedisJobQueueService) -
     assert job in service._consumer_wrappers
     await service.cleanup_job(job)
     assert job not in service._consumer_wrappers
-    assert isinstance(queue, RedisQueueWrapper) and queue.fill_done()
+    assert isinstance(queue, RedisQueueWrapper)
+    assert queue.fill_done()
 
 
 async def test_a_closed_service_refuses_get_queue_data(service: RedisJobQueueService) -> None:
