@@ -2,10 +2,12 @@
 
 A page is newest first and continues from an opaque cursor (the last row's
 ``seq``, or its id when filtering by an id prefix), never an ``OFFSET``: each
-page costs the same at any depth and any table size. The indexes of
-migration 007 make every filter a range read in ``seq`` order: one status,
-or one handler and status; several statuses (or a handler alone) are read
-one status at a time and merged. The overview reads at most
+page costs the same at any depth and any table size. Migration 007's
+``jobs_list`` makes each (handler, status) pair a range read in ``seq`` order:
+a filter on statuses or a handler reads one range per pair (the handlers
+found by a skip-scan of the index) and merges them. Pending jobs are not in
+that index (a submit writes no entry there): they are read newest first from
+the table, where they are mostly the newest rows. The overview reads at most
 :data:`RECENT_ROWS` of the newest jobs for its throughput and latency charts.
 """
 
@@ -41,6 +43,10 @@ ROW_COLUMNS: Final = (
 #: Newest jobs the overview's throughput and latency charts are computed from.
 RECENT_ROWS: Final = 5_000
 _STATUSES: Final = tuple(s.value for s in TaskStatus)
+#: The expressions ``jobs_list`` indexes, and its condition (migration 007 says why).
+_HANDLER: Final = "ifnull(handler, '')"
+_STATUS: Final = "(status || '')"
+_LISTED: Final = "status <> 'pending'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +96,8 @@ def page(conn: sqlite3.Connection, filters: Filters, cursor: str | None, limit: 
     before = int(cursor) if cursor else None  # ValueError on a bad cursor
     if filters.session_id is not None:
         rows = _select(conn, "session_id = ?", [filters.session_id], filters, before, limit)
-    elif filters.handler is not None:
-        rows = _merged(conn, "handler = ? AND status = ?", filters, before, limit)
-    elif filters.statuses:
-        rows = _merged(conn, "status = ?", filters, before, limit)
+    elif filters.handler is not None or filters.statuses:
+        rows = _merged(conn, filters, before, limit)
     else:
         rows = _select(conn, "1", [], filters, before, limit)
     more = len(rows) > limit
@@ -109,7 +113,7 @@ def _select(
     before: int | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """One range read in ``seq`` order, the other filters applied to its rows."""
+    """One read in ``seq`` order, the other filters applied to its rows."""
     clauses, args = [where], list(params)
     if before is not None:
         clauses.append("seq < ?")
@@ -120,24 +124,44 @@ def _select(
 
 
 def _merged(
-    conn: sqlite3.Connection, where: str, filters: Filters, before: int | None, limit: int
+    conn: sqlite3.Connection, filters: Filters, before: int | None, limit: int
 ) -> list[dict[str, Any]]:
-    """One read per status (each a range of an index in ``seq`` order), merged."""
+    """One range of ``jobs_list`` per (handler, status), and the pending jobs; merged."""
     statuses = filters.statuses or _STATUSES
+    handlers = [filters.handler] if filters.handler is not None else _handlers(conn)
     runs: list[list[dict[str, Any]]] = []
     for status in statuses:
-        params: list[Any] = [filters.handler, status] if filters.handler is not None else [status]
-        clauses, args = [where], params
-        if before is not None:
-            clauses.append("seq < ?")
-            args.append(before)
-        sql = (
-            f"SELECT {ROW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} "
-            "ORDER BY seq DESC LIMIT ?"
-        )
-        runs.append([dict(r) for r in by_name(conn).execute(sql, (*args, limit + 1))])
+        if status == "pending":  # not in jobs_list: newest first from the table
+            only = Filters(("pending",), filters.handler)
+            runs.append(_select(conn, "status = 'pending'", [], only, before, limit))
+            continue
+        for handler in handlers:
+            clauses = [f"{_HANDLER} = ?", f"{_STATUS} = ?", _LISTED]
+            args: list[Any] = [handler, status]
+            if before is not None:
+                clauses.append("seq < ?")
+                args.append(before)
+            sql = (
+                f"SELECT {ROW_COLUMNS} FROM jobs WHERE {' AND '.join(clauses)} "
+                "ORDER BY seq DESC LIMIT ?"
+            )
+            runs.append([dict(r) for r in by_name(conn).execute(sql, (*args, limit + 1))])
     merged = heapq.merge(*runs, key=lambda r: r["seq"], reverse=True)
     return [r for _, r in zip(range(limit + 1), merged, strict=False)]
+
+
+def _handlers(conn: sqlite3.Connection) -> list[str]:
+    """The handler names in ``jobs_list`` (``""``: coroutine jobs), one index seek each."""
+    found: list[str] = []
+    sql = f"SELECT min({_HANDLER}) AS h FROM jobs WHERE {_HANDLER} > ? AND {_LISTED}"
+    first = conn.execute(
+        f"SELECT min({_HANDLER}) AS h FROM jobs WHERE {_HANDLER} >= '' AND {_LISTED}"
+    ).fetchone()[0]
+    name: str | None = first
+    while name is not None:
+        found.append(name)
+        name = conn.execute(sql, (name,)).fetchone()[0]
+    return found
 
 
 def _by_id(conn: sqlite3.Connection, filters: Filters, cursor: str | None, limit: int) -> Page:
@@ -184,14 +208,22 @@ def overview(conn: sqlite3.Connection, now: float) -> Overview:
         by_status: dict[str, int] = {}
         by_handler: dict[str, dict[str, int]] = {}
         for r in cur.execute(
-            "SELECT handler, status, count(*) AS n FROM jobs GROUP BY handler, status"
+            f"SELECT {_HANDLER} AS handler, {_STATUS} AS status, count(*) AS n FROM jobs "
+            f"WHERE {_LISTED} GROUP BY 1, 2"
         ):
             by_status[r["status"]] = by_status.get(r["status"], 0) + r["n"]
-            by_handler.setdefault(r["handler"] or "", {})[r["status"]] = r["n"]
-        (oldest,) = cur.execute(
-            "SELECT min(run_at) AS oldest FROM jobs WHERE status = 'pending' AND run_at <= ?",
+            by_handler.setdefault(r["handler"], {})[r["status"]] = r["n"]
+        oldest = None
+        for r in cur.execute(  # the pending jobs: a range of the claim's jobs_pending
+            "SELECT coalesce(handler, '') AS handler, count(*) AS n, "
+            "min(CASE WHEN run_at <= ? THEN run_at END) AS oldest "
+            "FROM jobs WHERE status = 'pending' GROUP BY 1",
             (now,),
-        ).fetchone()
+        ):
+            by_status["pending"] = by_status.get("pending", 0) + r["n"]
+            by_handler.setdefault(r["handler"], {})["pending"] = r["n"]
+            if r["oldest"] is not None and (oldest is None or r["oldest"] < oldest):
+                oldest = r["oldest"]
         finished = _recent(
             cur.execute(
                 "SELECT created_at, completed_at FROM "
