@@ -6,8 +6,8 @@ page costs the same at any depth and any table size. Migration 007's
 ``jobs_list`` makes each (handler, status) pair a range read in ``seq`` order:
 a filter on statuses or a handler reads one range per pair (the handlers
 found by a skip-scan of the index) and merges them. Pending jobs are not in
-that index (a submit writes no entry there): they are read newest first from
-the table, where they are mostly the newest rows. The overview reads at most
+that index (a submit writes no entry there): they are read from the newest
+rows of the table, where they mostly are, then from the claim's index. The overview reads at most
 :data:`RECENT_ROWS` of the newest jobs for its throughput and latency charts.
 """
 
@@ -26,6 +26,7 @@ from jobqueue.store.rows import by_name
 __all__ = [
     "RECENT_ROWS",
     "ROW_COLUMNS",
+    "WINDOW",
     "Filters",
     "Overview",
     "Page",
@@ -40,6 +41,8 @@ ROW_COLUMNS: Final = (
     "reason, substr(error_message, 1, 200) AS error, created_at, started_at, completed_at, "
     "control"
 )
+#: Newest rows a page of pending jobs reads from the table before the claim's index.
+WINDOW: Final = 50_000
 #: Newest jobs the overview's throughput and latency charts are computed from.
 RECENT_ROWS: Final = 5_000
 _STATUSES: Final = tuple(s.value for s in TaskStatus)
@@ -131,9 +134,8 @@ def _merged(
     handlers = [filters.handler] if filters.handler is not None else _handlers(conn)
     runs: list[list[dict[str, Any]]] = []
     for status in statuses:
-        if status == "pending":  # not in jobs_list: newest first from the table
-            only = Filters(("pending",), filters.handler)
-            runs.append(_select(conn, "status = 'pending'", [], only, before, limit))
+        if status == "pending":  # not in jobs_list
+            runs.append(_pending(conn, filters.handler, before, limit))
             continue
         for handler in handlers:
             clauses = [f"{_HANDLER} = ?", f"{_STATUS} = ?", _LISTED]
@@ -148,6 +150,38 @@ def _merged(
             runs.append([dict(r) for r in by_name(conn).execute(sql, (*args, limit + 1))])
     merged = heapq.merge(*runs, key=lambda r: r["seq"], reverse=True)
     return [r for _, r in zip(range(limit + 1), merged, strict=False)]
+
+
+def _pending(
+    conn: sqlite3.Connection, handler: str | None, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Pending jobs newest first: the newest :data:`WINDOW` rows, then ``jobs_pending``.
+
+    Pending jobs are mostly the newest rows, found in the first read (a range
+    of the table). Older ones (delayed far ahead, under a long history) come
+    from the claim's index, sorted: the cost grows with the pending jobs, not
+    with the table.
+    """
+    top = before if before is not None else conn.execute("SELECT max(seq) FROM jobs").fetchone()[0]
+    if top is None:
+        return []
+    if before is None:
+        top += 1
+    only = Filters(("pending",), handler)
+    floor = max(top - WINDOW, 0)
+    rows = _select(conn, "status = 'pending' AND seq >= ?", [floor], only, top, limit)
+    if len(rows) > limit or floor == 0:
+        return rows
+    clauses, args = ["status = 'pending'", "seq < ?"], [floor]
+    if handler is not None:
+        clauses.append("handler = ?")
+        args.append(handler)
+    sql = (
+        f"SELECT {ROW_COLUMNS} FROM jobs INDEXED BY jobs_pending WHERE {' AND '.join(clauses)} "
+        "ORDER BY seq DESC LIMIT ?"
+    )
+    older = by_name(conn).execute(sql, (*args, limit + 1 - len(rows)))
+    return rows + [dict(r) for r in older]
 
 
 def _handlers(conn: sqlite3.Connection) -> list[str]:

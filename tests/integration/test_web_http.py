@@ -351,3 +351,34 @@ async def test_a_path_opens_its_own_service(tmp_path: Any) -> None:
     finally:
         await app.state.dashboard.aclose()
     assert app.state.dashboard.service.state == "closed"
+
+
+async def test_old_pending_jobs_past_the_window_are_listed(
+    make_service: MakeService, app_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobqueue.store import listing
+
+    monkeypatch.setattr(listing, "WINDOW", 4)  # pending rows beyond it come from jobs_pending
+    service = await make_service()
+    service.declare("email", "resize")
+    made = [
+        (await service.submit("email" if i % 2 else "resize", {"i": i}, delay=3600)).id
+        for i in range(12)
+    ]
+    for job_id in made[4:]:
+        await service.cancel(job_id)  # the newest rows are not pending: the old ones are
+    app = app_of(service, authorize=lambda request: "full")
+    async with client(app) as c:
+        for query, keep in (
+            ("status=pending", lambda i: i < 4),
+            ("handler=email", lambda i: i % 2 == 1),
+            ("handler=resize&status=pending", lambda i: i < 4 and i % 2 == 0),
+        ):
+            rows, cursor = [], ""
+            while True:
+                page = (await c.get(f"/api/jobs?limit=3&{query}&cursor={cursor}")).json()
+                rows += page["rows"]
+                if page["next"] is None:
+                    break
+                cursor = page["next"]
+            assert [r["id"] for r in rows] == [made[i] for i in range(11, -1, -1) if keep(i)], query
