@@ -33,6 +33,12 @@
     if (s < 7200) return (s / 60).toFixed(1) + " min";
     return (s / 3600).toFixed(1) + " h";
   }
+  // Attempts as people count them ("2 of 3"): the stored attempt counts earlier ones, from 0.
+  function attempts(j) {
+    if (!j.started_at && j.status !== "pending" && j.attempt === 0) return "not run";
+    const n = j.attempt + 1, m = j.max_retries + 1;
+    return n > m ? String(n) : n + " of " + m;
+  }
   function shortId(id) { return /^[0-9a-f]{32}$/.test(id) ? id.slice(-8) : id; }
 
   async function api(path, options) {
@@ -120,7 +126,11 @@
     svg.appendChild(svgEl("line", { class: "axis", x1: 0, y1: 70, x2: 300, y2: 70 }));
     const points = [];
     values.forEach((v, i) => { if (v !== null) points.push((i * w + w / 2).toFixed(1) + "," + (70 - (v / max) * 60).toFixed(1)); });
-    if (points.length) svg.appendChild(svgEl("polyline", { class: "line", points: points.join(" ") }));
+    if (points.length > 1) svg.appendChild(svgEl("polyline", { class: "line", points: points.join(" ") }));
+    for (const p of points) {
+      const [x, y] = p.split(",");
+      svg.appendChild(svgEl("circle", { class: "dot", cx: x, cy: y, r: 2.5 }));
+    }
     const label = svgEl("text", { x: 2, y: 78 });
     label.textContent = present.length ? "max " + seconds(max) : "no finished jobs";
     svg.appendChild(label);
@@ -154,7 +164,7 @@
       const st = el("td");
       st.appendChild(el("span", { class: "status s-" + r.status }, r.status + (r.control ? " (" + r.control + "…)" : "")));
       tr.appendChild(st);
-      tr.appendChild(el("td", {}, r.attempt + "/" + (r.max_retries + 1)));
+      tr.appendChild(el("td", {}, attempts(r)));
       tr.appendChild(el("td", {}, r.session_id || ""));
       tr.appendChild(el("td", { title: when(r.created_at) }, seconds(now - r.created_at) + " ago"));
       const ran = r.started_at ? (r.completed_at || now) - r.started_at : null;
@@ -202,7 +212,7 @@
     st.dataset.status = j.status;
     const rec = $("d-record");
     clear(rec);
-    const fields = [["handler", j.handler || "(coroutine)"], ["attempt", j.attempt + " of " + (j.max_retries + 1)],
+    const fields = [["handler", j.handler || "(coroutine)"], ["attempt", attempts(j)],
       ["session", j.session_id], ["priority", j.priority], ["created", when(j.created_at)], ["started", when(j.started_at)],
       ["finished", when(j.completed_at)], ["ran for", seconds(j.started_at ? (j.completed_at || Date.now() / 1000) - j.started_at : null)],
       ["run at", when(j.run_at)], ["timeout", j.timeout === null ? "none" : seconds(j.timeout)], ["owner", j.owner],
