@@ -78,8 +78,7 @@ def produce(path: str, ready: threading.Event, stop: threading.Event) -> None:
             await service.submit("resize", {"image": "later.jpg", "size": 10}, delay=600)
             await asyncio.sleep(2.0)
             ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.1)
+            await asyncio.to_thread(stop.wait)
             await service.close(drain_timeout=0)
 
     asyncio.run(run())
