@@ -111,3 +111,11 @@ def bench(session: nox.Session) -> None:
         session.run("python", f"bench/{args[0]}.py", *args[1:])
         return
     session.run("python", "bench/run.py", *args)
+
+
+@nox.session
+def screenshot(session: nox.Session) -> None:
+    """Redraw docs/img/web.png and web-job.png from headless Chromium (needs chromium and
+    chromedriver on PATH, e.g. Debian's chromium and chromium-driver)."""
+    session.install("-e", ".[web,test]")
+    session.run("python", "docs/img/web_screenshot.py")
