@@ -1,4 +1,5 @@
-"""``list``, ``show`` and the control commands (``cancel``, ``pause``, ``resume``, ``stop``).
+"""``list``, ``show`` and the control commands (``cancel``, ``pause``, ``resume``, ``stop``,
+``retry``).
 
 ``list`` and ``show`` read the file through a :class:`~jobqueue.store.readonly.ReadOnlyStore`
 and never write to it; the controls change jobs through a service.
@@ -38,6 +39,7 @@ CONTROLS = {
     "pause": "pause a job (a running one stops at its next checkpoint)",
     "resume": "resume a paused job",
     "stop": "stop a job gracefully (its current step finishes, then it ends stopped)",
+    "retry": "run a failed, cancelled or stopped job again (a new attempt under its id)",
 }
 #: What a control request does when the job still shows as running in another process.
 _PENDING_NOTE = {
@@ -106,7 +108,8 @@ def _detail(job: Job, now: float, beats: Mapping[str, float] | None = None) -> s
     request = f"; {job.control} requested" if job.control else ""
     if status is TaskStatus.PENDING:
         due = f"due {fmt_age(job.run_at, now)}" if job.run_at > now else "due now"
-        return due + (f" (retry after {job.reason})" if job.reason else "") + request
+        why = "retried by request" if job.reason == "retried" else f"retry after {job.reason}"
+        return due + (f" ({why})" if job.reason else "") + request
     if status is TaskStatus.RUNNING:
         since = f"for {fmt_duration(now - job.started_at)}" if job.started_at else "running"
         if not job.owner:
@@ -300,6 +303,8 @@ def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
 def _control_line(svc: JobQueueService, cmd: str, job: Job, shown: str) -> str:
     """``"<id> <status>"``, plus what happens next when the request is not applied yet."""
     line = f"{shown} {job.status}"
+    if cmd == "retry":
+        return line + f" (attempt {_attempt(job)}; a worker with its handler runs it)"
     if cmd == "resume" and job.status == "paused":
         return line + (
             " (resume requested: a worker with its handler claims it like a due pending job "

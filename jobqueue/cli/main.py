@@ -1,16 +1,18 @@
 """``python -m jobqueue`` (also installed as ``jobqueue``): the command line.
 
 Subcommands: ``demo``, ``worker``, ``list``, ``show``, ``cancel``, ``pause``,
-``resume``, ``stop``, ``stats``, ``check``, ``metrics``. Data goes to stdout,
-notes, progress and logs to stderr.
+``resume``, ``stop``, ``retry``, ``stats``, ``check``, ``metrics``. Data goes to
+stdout, notes, progress and logs to stderr.
 
 Exit codes:
 
 * ``0``: done (for ``check``: the file is healthy).
 * ``1``: the command could not do what was asked: an unknown or ambiguous job id, a change
-  the status table does not allow, ``check`` found problems, the metrics port
-  is taken.
-* ``2``: bad usage (unknown option, missing ``--db``, bad ``MODULE:ATTR``) or a
+  the status table does not allow (a retry of a job that has not ended), ``check``
+  found problems, the metrics port is taken, a bulk ``retry``/``cancel`` declined at
+  its prompt.
+* ``2``: bad usage (unknown option, missing ``--db``, bad ``MODULE:ATTR``, a bulk
+  ``retry``/``cancel`` without ``--yes`` and no terminal to ask on) or a
   database file that cannot be used: missing, a directory, damaged, not a
   SQLite file, another program's database, a newer schema, locked, read-only.
 * ``130``: interrupted by Ctrl-C (``stats --watch`` and ``metrics`` treat
@@ -27,6 +29,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jobqueue import __version__
+from jobqueue.cli.bulk import BULK, add_bulk_options, bulk_command, wants_bulk
 from jobqueue.cli.jobs import CONTROLS, not_found
 from jobqueue.cli.render import Output, log_to_stderr
 from jobqueue.cli.web import add_web_parser
@@ -162,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_ in CONTROLS.items():
         c = cmd(name, help_)
-        c.add_argument("job", metavar="JOB", nargs="+", help="job id(s)")
+        if name in BULK:
+            c.add_argument("job", metavar="JOB", nargs="*", help="job id(s), or a filter:")
+            add_bulk_options(c, name, _statuses)
+        else:
+            c.add_argument("job", metavar="JOB", nargs="+", help="job id(s)")
         c.add_argument(
             "--busy-timeout",
             type=_non_negative,
@@ -296,7 +303,14 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         from jobqueue.cli.web import web_command
 
         return web_command(args, out)
+    if args.cmd in BULK and wants_bulk(args):
+        return bulk_command(args, out)
     if args.cmd in CONTROLS:
+        if not args.job:
+            out.error(
+                f"{args.cmd} needs JOB (a job id) or a filter: --status, --handler, --session"
+            )
+            return EXIT_USAGE
         return asyncio.run(_control(args, out))
     return _read_only(args, out)
 
