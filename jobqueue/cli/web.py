@@ -77,6 +77,11 @@ def web_command(args: argparse.Namespace, out: Output) -> int:
             "drop --no-token (sign in with the printed URL) or bind 127.0.0.1"
         )
         return EXIT_USAGE
+    # The diagnosis every command gives (a damaged file, another program's, a newer
+    # schema) before anything listens; the dashboard's own service migrates an older one.
+    from jobqueue.store.readonly import ReadOnlyStore
+
+    ReadOnlyStore(args.db, command="web", allow_older=True).close()
     try:
         import uvicorn
 

@@ -35,6 +35,17 @@ def test_no_token_is_refused_off_loopback(db: str, capsys: pytest.CaptureFixture
     assert "--no-token" in capsys.readouterr().err
 
 
+def test_a_damaged_file_is_refused_before_serving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not sqlite " * 300)
+    assert main(["web", "--db", str(bad), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a SQLite database" in err
+    assert bad.read_bytes() == b"not sqlite " * 300
+
+
 def test_a_missing_file_is_not_created(tmp_path: Path) -> None:
     missing = tmp_path / "nope.db"
     assert main(["web", "--db", str(missing), "--port", "0"]) == 2
