@@ -202,6 +202,8 @@ def _why_not(current: str, target: str, allowed: list[str]) -> str:
 
 def _instead(current: str, allowed: list[str]) -> str:
     if not allowed:
+        if current in ("failed", "cancelled", "stopped"):
+            return "retry it to run it again under its id (retry), or submit a new job"
         return "submit a new job to run it again"
     words = [_PAST.get(a, a) for a in allowed]
     said = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
