@@ -51,7 +51,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the library."""
-    session.install("-e", ".[cli,celery,redis,web]", "mypy>=1.10")  # rich's, redis's and kombu's types
+    session.install("-e", ".[cli,celery,redis,web]", "mypy>=1.10", "pytest>=8")  # rich's, redis's and kombu's types
     session.run("mypy", "--strict", "jobqueue")
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from jobqueue import codec
+from jobqueue.clock import SYSTEM, Clock
 from jobqueue.errors import Interrupt, InvalidArgumentError, StepError
 from jobqueue.events.manager import EventManager
 from jobqueue.status import stronger
@@ -34,6 +34,7 @@ class JobContext:
 
     __slots__ = (
         "_checkpoints",
+        "_clock",
         "_effects",
         "_events",
         "_manager_factory",
@@ -57,6 +58,7 @@ class JobContext:
         *,
         writer: Writer | None = None,
         max_result: int = codec.DEFAULT_MAX_BYTES,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.job_id = job_id
         self.handler = handler
@@ -71,6 +73,7 @@ class JobContext:
         self._workflow: Workflow | None = None
         self._on_failure: list[FailureCallback] = []
         self._wakeup: asyncio.Event | None = None
+        self._clock = clock
 
     @property
     def events(self) -> EventManager:
@@ -256,6 +259,11 @@ class JobContext:
         return self._workflow
 
     @property
+    def clock(self) -> Clock:
+        """The service's clock (a ``TestClock`` in tests): ``ctx.clock.time()``."""
+        return self._clock
+
+    @property
     def checkpoints_seen(self) -> int:
         """How many times the handler called :meth:`checkpoint` in this run."""
         return self._checkpoints
@@ -274,9 +282,7 @@ class JobContext:
             return
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
+        await self._clock.sleep(seconds, self._wakeup)
 
     def request(self, kind: str) -> None:
         """Ask the handler to ``stop`` or ``pause`` at its next checkpoint (runner's call)."""

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from jobqueue import codec
+from jobqueue.clock import SYSTEM, Clock, check_clock
 from jobqueue.controls import Controller
 from jobqueue.errors import JobCancelledError, JobFailedError, WorkerAppError
 from jobqueue.events import stream
@@ -83,6 +83,9 @@ class JobQueueService(LangflowCompat):
         locks: the lock manager behind ``handler(..., lock_key=...)``; by default a
             ``KeyedWorkerLockManager`` in ``<path>.locks/`` (works across processes),
             or a ``KeyedMemoryLockManager`` for an in-memory service.
+        clock: where delays, retry backoffs, timeouts, rate-limit windows and durable
+            sleeps read the time. The machine's clock by default; tests pass a
+            :class:`jobqueue.testing.TestClock` so that they take no real time.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class JobQueueService(LangflowCompat):
         stop_timeout: float = 10.0,
         metrics: JobMetrics | bool = False,
         locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None,
+        clock: Clock | None = None,
     ) -> None:
         settings = Settings.make(
             path,
@@ -136,7 +140,11 @@ class JobQueueService(LangflowCompat):
             strict_events=settings.strict_events,
         )
         self.runtime = Runtime(
-            settings, handlers=self._handlers, registry=self.registry, hooks=self.hooks
+            settings,
+            handlers=self._handlers,
+            registry=self.registry,
+            hooks=self.hooks,
+            clock=SYSTEM if clock is None else check_clock(clock),
         )
         self._handlers.on_change = self.runtime.want_claim
         self._submitter = Submitter(self.runtime, self._handlers)
@@ -409,7 +417,7 @@ class JobQueueService(LangflowCompat):
             idempotency_key=idempotency_key,
             session_id=session_id,
             description=description,
-            now=time.time(),
+            now=self.runtime.clock.time(),
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
         )
@@ -422,7 +430,7 @@ class JobQueueService(LangflowCompat):
 
         ``job_id`` and ``idempotency_key`` are per job and cannot be given here.
         """
-        rows = self._submitter.rows(handler, payloads, options, time.time())
+        rows = self._submitter.rows(handler, payloads, options, self.runtime.clock.time())
         return await self._submitter.insert(rows, payloads) if rows else []
 
     async def get(self, job_id: str) -> Job:

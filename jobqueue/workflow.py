@@ -17,13 +17,13 @@ import asyncio
 import inspect
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from jobqueue import codec
+from jobqueue.clock import Clock
 from jobqueue.errors import (
     Cancel,
     DuplicateStepError,
@@ -65,6 +65,9 @@ class StepHost(Protocol):
 
     @property
     def job_id(self) -> str: ...
+
+    @property
+    def clock(self) -> Clock: ...
 
     async def checkpoint(self) -> None: ...
 
@@ -116,6 +119,9 @@ class Workflow:
         self._used: set[str] = set()
         self._next_seq = 0
 
+    def _now(self) -> float:
+        return self._ctx.clock.time()  # the service's clock: a TestClock in tests
+
     # -- steps -------------------------------------------------------------------------
 
     async def step(
@@ -149,7 +155,7 @@ class Workflow:
         while True:
             await self._ctx.checkpoint()  # stop/pause take effect before a step (re)starts
             attempt += 1
-            self._later(steps.start_step, job, name, seq, time.time())
+            self._later(steps.start_step, job, name, seq, self._now())
             limit = asyncio.timeout(timeout)
             try:
                 async with limit:
@@ -158,7 +164,7 @@ class Workflow:
                         value = await value
             except (Retry, Cancel) as exc:  # the step steers its job: no step retry
                 self._later(
-                    steps.mark_step, job, name, seq, "failed", None, _text(exc), time.time()
+                    steps.mark_step, job, name, seq, "failed", None, _text(exc), self._now()
                 )
                 raise
             except Exception as exc:
@@ -170,31 +176,31 @@ class Workflow:
                 last = attempt > retries
                 status = "failed" if last else "pending"
                 self._later(
-                    steps.mark_step, job, name, seq, status, None, _text(error), time.time()
+                    steps.mark_step, job, name, seq, status, None, _text(error), self._now()
                 )
                 if last:
                     if timed_out:
                         raise error from exc
                     raise
                 log.info("step %r of job %r failed (%s); retrying", name, job, _text(error))
-                await asyncio.sleep(min(backoff * 2 ** (attempt - 1), _BACKOFF_MAX))
+                await self._ctx.clock.sleep(min(backoff * 2 ** (attempt - 1), _BACKOFF_MAX))
                 continue
             except BaseException:  # cancelled, or a control-flow unwind inside the step
-                self._later(steps.mark_step, job, name, seq, "pending", None, None, time.time())
+                self._later(steps.mark_step, job, name, seq, "pending", None, None, self._now())
                 raise
             break
         try:
             text = codec.encode(value, f"result of step {name!r}", self._max_result)
         except PayloadError as exc:
             err = StepResultError(job, name, str(exc))
-            self._later(steps.mark_step, job, name, seq, "failed", None, _text(err), time.time())
+            self._later(steps.mark_step, job, name, seq, "failed", None, _text(err), self._now())
             raise err from None
         try:
             await self._writer.write(
-                steps.mark_step, job, name, seq, "completed", text, None, time.time()
+                steps.mark_step, job, name, seq, "completed", text, None, self._now()
             )
         except BaseException:  # cancelled before the commit: the step did not finish
-            self._later(steps.mark_step, job, name, seq, "pending", None, None, time.time())
+            self._later(steps.mark_step, job, name, seq, "pending", None, None, self._now())
             raise
         stored[name] = StepRow(seq, "step", "completed", text, None)
         return codec.decode(text)  # the same value a replay returns
@@ -217,18 +223,18 @@ class Workflow:
         else:
             await self._ctx.checkpoint()  # a new sleep is a new step: stop/pause apply here
             seq = row.seq if row is not None else self._new_seq()
-            now = time.time()
+            now = self._now()
             wake_at = await self._writer.write(
                 steps.start_sleep, job, name, seq, now + seconds, now
             )
             stored[name] = StepRow(seq, "sleep", "sleeping", None, wake_at)
-        remaining = wake_at - time.time()
+        remaining = wake_at - self._now()
         if remaining > SLEEP_IN_PLACE_MAX:
             raise Suspend(wake_at, name)
         if remaining > 0:
             await self._ctx.nap(remaining)  # returns early on stop()/pause()
             await self._ctx.checkpoint()
-        self._later(steps.end_sleep, job, name, time.time())
+        self._later(steps.end_sleep, job, name, self._now())
         old = stored[name]
         stored[name] = StepRow(old.seq, "sleep", "completed", None, wake_at)
 

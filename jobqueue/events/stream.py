@@ -123,10 +123,17 @@ async def _memory(
         if created and entry.task is None and registry.get(job_id) is entry:
             del registry.entries[job_id]
         raise
+    queue = entry.queue
     if job.done and not entry.ended:
         end_stream_with(entry.manager, job.status, job.result, job.error, job.reason)
         entry.finished = True
-    queue = entry.queue
+    elif job.done and queue.qsize() == 0:
+        # Another reader took the finished run's items (a live queue is read once and
+        # nothing is logged): what is left to tell is how the job ended, from its record.
+        event_type, data = final_event(job.status, job.result, job.error, job.reason)
+        put = job.completed_at or job.updated_at
+        yield Event(f"{event_type}-0", event_type, data, put, time.time(), 0)
+        return
     # What get() does when an item is there, in one call and with no coroutine.
     take = queue.take_event if isinstance(queue, EventQueue) else _nothing
     terminal = TERMINAL_EVENTS

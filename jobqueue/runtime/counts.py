@@ -8,7 +8,6 @@ never reported below zero.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 from jobqueue.status import TaskStatus
@@ -32,11 +31,11 @@ class JobCounts:
     def __getitem__(self, status: str) -> int:
         return max(0, self.by_status[status])
 
-    async def refresh(self, db: Database) -> None:
-        """Re-read counts and lag from the store."""
-        read = await db.run(jobs.counts, time.time())
+    async def refresh(self, db: Database, now: float) -> None:
+        """Re-read counts and lag (as of ``now``, the service clock's time) from the store."""
+        read = await db.run(jobs.counts, now)
         self.by_status, self.pending = Counter(read.by_status), Counter(read.pending_by_handler)
-        self.lag = 0.0 if read.oldest_due is None else max(0.0, time.time() - read.oldest_due)
+        self.lag = 0.0 if read.oldest_due is None else max(0.0, now - read.oldest_due)
 
     def submitted(self, handler: str | None, count: int = 1) -> None:
         self.by_status["pending"] += count

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from jobqueue import codec
+from jobqueue.clock import SYSTEM, Clock, Timer
 from jobqueue.context import JobContext
 from jobqueue.errors import (
     Cancel,
@@ -66,7 +67,7 @@ class Run:
     released: bool = False
     #: It ignored cancellation past ``cancel_grace``: recorded failed, task left behind.
     abandoned: bool = False
-    timer: asyncio.TimerHandle | None = None
+    timer: Timer | None = None
     watchdog: asyncio.TimerHandle | None = None
     #: Seconds from due (``run_at``) to start; carried on the end-of-run records.
     wait: float = 0.0
@@ -96,8 +97,10 @@ class Runner:
         backoff: float,
         backoff_max: float,
         cancel_grace: float,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._writer = writer
+        self._clock = clock
         self._handlers = handlers
         self._hooks = hooks
         self._manager_for = manager_for
@@ -125,7 +128,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         run.task = loop.create_task(self._execute(run), name=f"jobqueue-job-{claimed.id}")
         if claimed.timeout:
-            run.timer = loop.call_later(claimed.timeout, self.cancel, claimed.id, "timeout")
+            run.timer = self._clock.call_later(claimed.timeout, self.cancel, claimed.id, "timeout")
         return run.task
 
     def cancel(self, job_id: str, reason: str) -> asyncio.Task[None] | None:
@@ -220,7 +223,7 @@ class Runner:
 
     def _record(self, run: Run, out: Outcome, value: Any) -> None:
         # The task ends here; the commit callback finishes the job's bookkeeping.
-        now, ran = time.time(), time.monotonic() - run.mono
+        now, ran = self._clock.time(), time.monotonic() - run.mono
         try:
             self._writer.then(
                 FINISH,
@@ -333,6 +336,7 @@ class Runner:
             self._manager_for,
             writer=self._writer,
             max_result=self._max_result,
+            clock=self._clock,
         )
         try:
             value = await fn(ctx, codec.decode(c.payload))
@@ -370,7 +374,10 @@ class Runner:
         reason = run.cancel_reason
         if reason == "shutdown":  # close() ran out of drain time: run it again next start
             return Outcome(
-                TaskStatus.PENDING, reason="shutdown", run_at=time.time(), count_attempt=False
+                TaskStatus.PENDING,
+                reason="shutdown",
+                run_at=self._clock.time(),
+                count_attempt=False,
             )
         if reason == "timeout":
             exc = TimeoutError(f"job exceeded its timeout of {run.claimed.timeout:g}s")
@@ -408,7 +415,7 @@ class Runner:
                 error_type=etype,
                 traceback=tb,
                 reason=reason,
-                run_at=time.time() + max(0.0, delay),
+                run_at=self._clock.time() + max(0.0, delay),
             )
         if reason == "retry":
             reason = "retries_exhausted"

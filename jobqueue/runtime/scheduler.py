@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from jobqueue.clock import SYSTEM, Clock, Timer
 from jobqueue.limits import Limiter
 from jobqueue.store.claim import claim
 from jobqueue.store.jobs import Claimed
@@ -39,7 +39,9 @@ class Scheduler:
         poll_interval: float,
         limiter: Limiter,
         event_seq: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
+        self.clock = clock
         self._writer = writer
         self._handlers = handlers
         self.capacity = concurrency
@@ -53,7 +55,8 @@ class Scheduler:
         self._want = True
         self._next_at: float | None = None
         self._rate_wake: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
+        self._timer_at = 0.0  # when _timer fires, on the clock
         self._poller: asyncio.Task[None] | None = None
         self.closing = False
         self.idle = asyncio.Event()
@@ -89,6 +92,13 @@ class Scheduler:
     # -- ClaimPlanner ---------------------------------------------------------
 
     @property
+    def quiet(self) -> bool:
+        """No claim wanted or in flight (a test clock waits for this before moving)."""
+        if self._reserved:
+            return False
+        return not self._want or self.running >= self.capacity or not self._handlers()
+
+    @property
     def reserved(self) -> int:
         """Jobs the claim planned last may take (the writer runs a small one on the loop)."""
         return self._reserved
@@ -102,7 +112,9 @@ class Scheduler:
         if self.closing or not self._want or free <= 0 or not names:
             return None
         self._want = False
-        req, wake = self.limiter.request(names, free, self._owner, time.time(), self._event_seq)
+        req, wake = self.limiter.request(
+            names, free, self._owner, self.clock.time(), self._event_seq
+        )
         if wake is not None:
             self._wake_at(wake)  # a rate window frees up then
             self._rate_wake = wake
@@ -123,7 +135,7 @@ class Scheduler:
         self._next_at = next_at
         if next_at is not None:
             self._wake_at(next_at)
-        now = time.time()
+        now = self.clock.time()
         for row in rows:
             self.limiter.started(row.handler, row.concurrency_key, now)
             self._start(row)
@@ -133,18 +145,17 @@ class Scheduler:
         """The claim's batch was rolled back: give the slots back, retry later."""
         self.running -= self._reserved
         self._reserved = 0
-        self._wake_at(time.time() + self.poll_interval)
+        self._wake_at(self.clock.time() + self.poll_interval)
 
     # -- timers -----------------------------------------------------------------
 
     def _wake_at(self, when: float) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, when - time.time())
         if self._timer is not None:
-            if self._timer.when() <= loop.time() + delay:
+            if self._timer_at <= when:
                 return
             self._timer.cancel()
-        self._timer = loop.call_later(delay, self._timer_fired)
+        self._timer_at = when
+        self._timer = self.clock.call_later(when - self.clock.time(), self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None

@@ -234,6 +234,7 @@ class Writer:
         self._turn_ends = 0.0
         # A claim planned for a batch that could not run it: the next batch runs it.
         self._carry: Callable[[sqlite3.Connection], Any] | None = None
+        self._in_batch = False
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
@@ -241,6 +242,16 @@ class Writer:
             self._task = asyncio.get_running_loop().create_task(
                 self._loop(), name="jobqueue-writer"
             )
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing queued and no batch running (a test clock waits for this)."""
+        return (
+            not self._ops
+            and self._carry is None
+            and not self._in_batch
+            and not (self._wake.is_set())
+        )
 
     def kick(self) -> None:
         """Wake the writer (for example because the planner now wants to claim)."""
@@ -457,6 +468,7 @@ class Writer:
                     self._committed(ops, outcomes, claim, claimed)
                     continue
             batch = asyncio.ensure_future(self._db.run(_run_batch, pairs, claim))
+            self._in_batch = True
             try:
                 # Shielded: the transaction always ends (commit or rollback) on its thread.
                 outcomes, claimed = await asyncio.shield(batch)
@@ -482,6 +494,8 @@ class Writer:
             except Exception as exc:
                 self._failed(ops, claim, exc)
                 continue
+            finally:
+                self._in_batch = False
             self._committed(ops, outcomes, claim, claimed)
 
     def _failed(

@@ -32,7 +32,7 @@ EXPECT = {
         'jobqueue_queue_length{handler="resize"} 1',
         "scrape_configs:",
     ],
-    "testing_handlers.py": ["8 passed"],
+    "testing_handlers.py": ["10 passed"],
     "celery_scale_out.py": [
         "celery: thumbnail img3.png -> [128, 128] in a worker process",
         "failed as expected: ValueError: cannot decode 'blob'",

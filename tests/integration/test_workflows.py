@@ -33,6 +33,7 @@ from jobqueue.errors import InvalidArgumentError, InvalidTransition
 from jobqueue.store.claim import ClaimRequest, claim
 from jobqueue.store.recovery import sweep
 from jobqueue.store.schema import apply_migrations
+from jobqueue.testing import TestClock
 
 S = TaskStatus
 FAST = {"poll_interval": 0.05, "retry_backoff": 0.01}
@@ -312,9 +313,9 @@ async def test_a_step_timeout_leaves_the_job_retry_to_max_retries(make_service) 
 # -- durable sleep -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
 async def test_a_long_sleep_gives_the_slot_back_and_wakes_at_its_deadline(make_service) -> None:
-    svc = await make_service(concurrency=1, **FAST)
+    clock = TestClock()
+    svc = await make_service(concurrency=1, clock=clock, **FAST)
     calls: Counter[str] = Counter()
     woke: list[float] = []
     other_ran: list[float] = []
@@ -322,13 +323,13 @@ async def test_a_long_sleep_gives_the_slot_back_and_wakes_at_its_deadline(make_s
     @svc.handler("wf")
     async def wf(ctx: JobContext, payload: Any) -> str:
         await ctx.step("before", lambda: calls.update(["before"]))
-        await ctx.sleep("nap", 1.5)
-        woke.append(time.time())
+        await ctx.sleep("nap", 3600)
+        woke.append(clock.time())
         return await ctx.step("after", lambda: calls.update(["after"]) or "done")
 
     @svc.handler("other")
     async def other(ctx: JobContext, payload: Any) -> None:
-        other_ran.append(time.time())
+        other_ran.append(clock.time())
 
     job = await svc.submit("wf")
     sleeping = await _until(svc, job.id, "pending")
@@ -341,9 +342,12 @@ async def test_a_long_sleep_gives_the_slot_back_and_wakes_at_its_deadline(make_s
     o = await svc.submit("other")  # the only slot is free while the workflow sleeps
     await svc.wait(o.id, timeout=5)
     assert other_ran[0] < nap.wake_at
-    assert await svc.wait(job.id, timeout=10) == "done"
+    await clock.advance(3599)
+    assert (await svc.get(job.id)).status == "pending"  # not a second early
+    await svc.run_until_idle(timeout=5)  # moves the clock to the deadline
+    assert await svc.wait(job.id, timeout=5) == "done"
     assert calls == {"before": 1, "after": 1}
-    assert nap.wake_at <= woke[0] < nap.wake_at + 0.5
+    assert woke == [nap.wake_at]
     done = await svc.get(job.id)
     assert (done.attempt, done.reason) == (0, None)
     nap = {s.name: s for s in await svc.get_steps(job.id)}["nap"]
@@ -368,19 +372,19 @@ async def test_a_short_sleep_waits_in_place(make_service) -> None:
     assert [s.status for s in await svc.get_steps(job.id)] == ["completed", "completed"]
 
 
-@pytest.mark.slow
 async def test_a_sleep_survives_a_restart_and_ends_at_the_original_deadline(db_path) -> None:
     calls: Counter[str] = Counter()
     woke: list[float] = []
+    clock = TestClock()
 
     def make() -> JobQueueService:
-        svc = JobQueueService(db_path, **FAST)
+        svc = JobQueueService(db_path, clock=clock, **FAST)
 
         @svc.handler("wf")
         async def wf(ctx: JobContext, payload: Any) -> str:
             await ctx.step("before", lambda: calls.update(["before"]))
-            await ctx.sleep("nap", 2.0)
-            woke.append(time.time())
+            await ctx.sleep("nap", 7200)
+            woke.append(clock.time())
             return "done"
 
         return svc
@@ -389,22 +393,26 @@ async def test_a_sleep_survives_a_restart_and_ends_at_the_original_deadline(db_p
         job = await svc.submit("wf")
         await _until(svc, job.id, "pending")
         wake_at = (await svc.get_steps(job.id))[1].wake_at
-    await asyncio.sleep(0.5)  # down for a while: the deadline does not move
+    await clock.advance(1800)  # down for half an hour: the deadline does not move
     async with make() as svc:
-        assert await svc.wait(job.id, timeout=10) == "done"
+        await clock.advance(5399)
+        assert (await svc.get(job.id)).status == "pending"
+        await svc.run_until_idle(timeout=5)
+        assert await svc.wait(job.id, timeout=5) == "done"
     assert calls == {"before": 1}
     assert wake_at is not None
-    assert wake_at <= woke[0] < wake_at + 0.5
+    assert woke == [wake_at]
 
 
-@pytest.mark.slow
 async def test_a_sleep_whose_deadline_passed_while_down_ends_at_once(db_path) -> None:
+    clock = TestClock()
+
     def make() -> JobQueueService:
-        svc = JobQueueService(db_path, **FAST)
+        svc = JobQueueService(db_path, clock=clock, **FAST)
 
         @svc.handler("wf")
         async def wf(ctx: JobContext, payload: Any) -> str:
-            await ctx.sleep("nap", 1.2)
+            await ctx.sleep("nap", 3600)
             return "done"
 
         return svc
@@ -412,11 +420,10 @@ async def test_a_sleep_whose_deadline_passed_while_down_ends_at_once(db_path) ->
     async with make() as svc:
         job = await svc.submit("wf")
         await _until(svc, job.id, "pending")
-    await asyncio.sleep(1.4)
-    t0 = time.monotonic()
+    await clock.advance(7200)  # down past the deadline
     async with make() as svc:
-        assert await svc.wait(job.id, timeout=10) == "done"
-    assert time.monotonic() - t0 < 1.0
+        # wait() does not move the clock: it ends because the job is due now.
+        assert await svc.wait(job.id, timeout=5) == "done"
 
 
 async def test_sleep_and_step_names_share_one_namespace(make_service) -> None:
@@ -435,9 +442,8 @@ async def test_sleep_and_step_names_share_one_namespace(make_service) -> None:
     assert "keep step names and kinds stable" in (done.error or "")
 
 
-@pytest.mark.slow
 async def test_effects_before_a_long_sleep_are_written_once(make_service, db_path) -> None:
-    svc = await make_service(**FAST)
+    svc = await make_service(clock=TestClock(), **FAST)
 
     def ledger(conn: sqlite3.Connection, job_id: str) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS ledger (job_id TEXT)")
@@ -446,10 +452,11 @@ async def test_effects_before_a_long_sleep_are_written_once(make_service, db_pat
     @svc.handler("wf")
     async def wf(ctx: JobContext, payload: Any) -> None:
         ctx.effect(ledger, ctx.job_id)  # every run adds it; only the completing run commits it
-        await ctx.sleep("nap", 1.1)
+        await ctx.sleep("nap", 3600)
 
     job = await svc.submit("wf")
-    await svc.wait(job.id, timeout=10)
+    await svc.run_until_idle(timeout=5)
+    await svc.wait(job.id, timeout=5)
     with closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 1
 
