@@ -18,7 +18,7 @@ from jobqueue.cli.render import Column, Output, fmt_age, fmt_attempt, fmt_durati
 from jobqueue.errors import JobNotFoundError, JobQueueError, StoreError
 from jobqueue.service import JobQueueService
 from jobqueue.status import TaskStatus
-from jobqueue.store import eventlog, jobs, lookup, recovery, steps
+from jobqueue.store import eventlog, jobs, lookup, recovery, retry, steps
 from jobqueue.store.jobs import Job
 from jobqueue.store.readonly import ReadOnlyStore
 
@@ -268,16 +268,18 @@ def _record_fields(job: Job, now: float, shown: str) -> list[tuple[str, str]]:
 
 
 def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) -> int:
-    """``show JOB``: the record, its workflow steps and its last persisted events."""
+    """``show JOB``: the record, its workflow steps, runs before a retry and last events."""
     if store.empty:
         raise JobNotFoundError(args.job)
     job = store.read(jobs.fetch, store.read(lookup.resolve_id, args.job))
     found = _steps(store, job.id)
     events = _last_events(store, job.id, args.events)
+    earlier = store.read(retry.list_retries, job.id)
     if args.json:
         data = job_dict(job)
         data["steps"] = found
         data["events"] = events
+        data["retries"] = [dataclasses.asdict(r) for r in earlier]
         out.json(data, indent=2)
         return 0
     now = time.time()
@@ -289,6 +291,22 @@ def show_command(store: ReadOnlyStore, args: argparse.Namespace, out: Output) ->
     else:
         out.line("steps: none recorded")
     out.line("")
+    if earlier:  # runs that ended before a retry: their errors stay readable here
+        rows = [
+            [
+                fmt_time(r.retried_at),
+                str(r.attempt + 1),
+                r.status,
+                _short(r.error or r.reason or ""),
+            ]
+            for r in earlier
+        ]
+        out.table(
+            ["RETRIED", "ATTEMPT", "ENDED", "ERROR"],
+            rows,
+            title=f"runs before a retry ({len(earlier)})",
+        )
+        out.line("")
     if events:
         rows = [
             [str(e["seq"]), fmt_time(e["created_at"]), e["type"], _short(e["data"], 70)]

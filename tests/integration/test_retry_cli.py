@@ -8,6 +8,7 @@ command line retried.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import shutil
@@ -242,3 +243,19 @@ def test_bulk_retry_asks_on_a_terminal(db: Path) -> None:
     assert code == 0
     assert out.splitlines() == ["sms-s1-a pending"]
     assert rows(db)["sms-s1-a"] == ("pending", 1)
+
+
+def test_show_lists_the_runs_before_a_retry(db: Path) -> None:
+    proc = cli("show", "mail-s1-a", "--db", db, "--json")
+    assert json.loads(proc.stdout)["retries"] == []
+    assert "runs before a retry" not in cli("show", "mail-s1-a", "--db", db).stdout
+    assert cli("retry", "mail-s1-a", "--db", db).returncode == 0
+    data = json.loads(cli("show", "mail-s1-a", "--db", db, "--json").stdout)
+    (earlier,) = data["retries"]
+    assert (earlier["seq"], earlier["attempt"], earlier["status"]) == (1, 0, "failed")
+    assert earlier["error"] == "ValueError: bad input \x1b[2J"
+    assert data["status"] == "pending"
+    text = cli("show", "mail-s1-a", "--db", db).stdout
+    assert "runs before a retry (1)" in text
+    assert "ValueError: bad input \\x1b[2J" in text  # shown escaped, never run
+    assert "\x1b" not in text
