@@ -37,6 +37,13 @@ class CancelsAndOwners(MemoryJobQueueService):
         _polling_stale_threshold_s: float
         _cancel_stats: dict[str, int]
         _bridge_tasks: dict[str, asyncio.Task[None]]
+        worker_id: str
+        lease_s: float
+        _dispatcher_ready: asyncio.Event
+        _polling_watchdog_interval_s: float
+        _job_start_times: dict[str, float]
+        _DISPATCHER_RECONNECT_INITIAL_BACKOFF_S: float
+        _DISPATCHER_RECONNECT_MAX_BACKOFF_S: float
 
         def _unavailable(self, exc: BaseException) -> BusUnavailableError: ...
         def _spawn_background(self, coro: Any) -> asyncio.Task[Any]: ...

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 from jobqueue.redis.keys import CANCEL_CHANNEL_PREFIX, LEASE_PREFIX, Keys, raise_if_cancelling
 
 if TYPE_CHECKING:
-    from jobqueue.redis.service import RedisJobQueueService
+    from jobqueue.redis.control import CancelsAndOwners
 
 __all__ = ["cancel_dispatcher", "heartbeat", "polling_watchdog"]
 
 log = logging.getLogger("jobqueue.redis")
 
 
-async def heartbeat(svc: RedisJobQueueService) -> None:
+async def heartbeat(svc: CancelsAndOwners) -> None:
     """Renew the worker's lease; refresh the owner keys of running jobs."""
     lease_key = LEASE_PREFIX + svc.worker_id
     every = svc.lease_s / 6
@@ -56,7 +56,7 @@ async def heartbeat(svc: RedisJobQueueService) -> None:
         await asyncio.sleep(wait)
 
 
-async def _refresh_owners(svc: RedisJobQueueService) -> None:
+async def _refresh_owners(svc: CancelsAndOwners) -> None:
     for job_id in list(svc._queues):
         user_id = svc._job_owners.get(job_id)
         entry = svc._queues.get(job_id)
@@ -67,7 +67,7 @@ async def _refresh_owners(svc: RedisJobQueueService) -> None:
             await svc._set_owner_key(job_id, user_id)
 
 
-async def cancel_dispatcher(svc: RedisJobQueueService) -> None:
+async def cancel_dispatcher(svc: CancelsAndOwners) -> None:
     """Apply every cancel published for a job running here; reconnect when the link drops."""
     pattern = f"{CANCEL_CHANNEL_PREFIX}*"
     backoff = svc._DISPATCHER_RECONNECT_INITIAL_BACKOFF_S
@@ -104,7 +104,7 @@ async def cancel_dispatcher(svc: RedisJobQueueService) -> None:
         backoff = min(backoff * 2, svc._DISPATCHER_RECONNECT_MAX_BACKOFF_S)
 
 
-async def polling_watchdog(svc: RedisJobQueueService) -> None:
+async def polling_watchdog(svc: CancelsAndOwners) -> None:
     """Cancel owned jobs whose activity heartbeat is older than the threshold."""
     interval = max(svc._polling_watchdog_interval_s, 0.05)
     threshold = svc._polling_stale_threshold_s
