@@ -30,6 +30,7 @@ __all__ = [
     "Filters",
     "Overview",
     "Page",
+    "data_version",
     "detail",
     "overview",
     "page",
@@ -294,3 +295,10 @@ def detail(conn: sqlite3.Connection, job_id: str) -> tuple[jobs.Job, list[steps.
     finally:
         if own:
             conn.execute("COMMIT")
+
+
+def data_version(conn: sqlite3.Connection) -> tuple[int, int]:
+    """What moves on every commit: ``PRAGMA data_version`` (commits of other
+    connections) and this connection's own changes (an in-memory service's)."""
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version), conn.total_changes

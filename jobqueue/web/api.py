@@ -166,6 +166,15 @@ class Api:
             headers={"x-accel-buffering": "no"},
         )
 
+    async def changes(self, request: Request) -> Response:
+        """An SSE message whenever the database file changed (the page then refetches)."""
+        await self._opened()
+        return StreamingResponse(
+            self.hub.changes.follow(),
+            media_type="text/event-stream",
+            headers={"x-accel-buffering": "no"},
+        )
+
     # -- changes -------------------------------------------------------------------------
 
     async def control(self, request: Request) -> Response:

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from jobqueue.errors import InvalidArgumentError, JobQueueError, ServiceClosedError
 from jobqueue.service import JobQueueService
+from jobqueue.store import listing
 from jobqueue.web.api import Api
 from jobqueue.web.reader import Reader
 from jobqueue.web.security import Authorize, Guard
@@ -44,7 +45,7 @@ class Dashboard:
         self.service = service
         self.own = own
         self.reader = Reader(service)
-        self.hub = Hub(service, heartbeat)
+        self.hub = Hub(service, heartbeat, self._version)
         self._lock = asyncio.Lock()
 
     async def opened(self) -> None:
@@ -59,6 +60,10 @@ class Dashboard:
         if service.state in ("new", "closing", "closed"):
             raise ServiceClosedError(f"the dashboard's job queue service is {service.state}")
         await service.runtime.ready()
+
+    async def _version(self) -> tuple[int, int]:
+        await self.opened()
+        return await self.reader.read(listing.data_version)
 
     async def aclose(self) -> None:
         """End the event streams, close the read connection, and the service if it is ours."""
@@ -134,6 +139,7 @@ def create_app(
         Route("/", index),
         Route("/api/me", api.me),
         Route("/api/overview", api.overview),
+        Route("/api/changes", api.changes),
         Route("/api/jobs", api.list_jobs),
         Route("/api/jobs/{job_id}", api.job),
         Route("/api/jobs/{job_id}/events", api.events),

@@ -20,16 +20,17 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from jobqueue.errors import JobQueueError
 from jobqueue.events.manager import TERMINAL_EVENTS, Event
+from jobqueue.web.changes import Changes
 
 if TYPE_CHECKING:
     from jobqueue.service import JobQueueService
 
-__all__ = ["KEPT", "Feed", "Hub", "frame"]
+__all__ = ["KEPT", "Changes", "Feed", "Hub", "frame"]
 
 #: Events a feed keeps for viewers that join or fall behind.
 KEPT: Final = 2_000
@@ -101,12 +102,19 @@ class Feed:
 class Hub:
     """The feeds of one dashboard app, by job id."""
 
-    def __init__(self, service: JobQueueService, heartbeat: float) -> None:
+    def __init__(
+        self,
+        service: JobQueueService,
+        heartbeat: float,
+        version: Callable[[], Awaitable[Any]],
+    ) -> None:
         self.service = service
         self.heartbeat = heartbeat
         self.feeds: dict[str, Feed] = {}
         self.closed = False
         self._closing = asyncio.Event()
+        #: The stream that tells pages the file changed (``api/changes``).
+        self.changes = Changes(version, heartbeat, self._closing)
 
     async def follow(self, job_id: str, after: int) -> AsyncIterator[bytes]:
         """A viewer's stream: SSE messages of the job's events with seq > ``after``."""
@@ -173,6 +181,7 @@ class Hub:
         """End every stream now (the app shuts down)."""
         self.closed = True
         self._closing.set()
+        await self.changes.close()
         feeds, self.feeds = list(self.feeds.values()), {}
         for feed in feeds:
             await feed.close()

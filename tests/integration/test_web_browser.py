@@ -27,7 +27,7 @@ from jobqueue import JobQueueService
 pytest.importorskip("selenium", reason="the browser tests need selenium (the test extra)")
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -134,6 +134,17 @@ def seqs(driver: WebDriver) -> list[int]:
     return [int(li.get_attribute("data-seq") or 0) for li in items]
 
 
+def click(driver: WebDriver, selector: str) -> None:
+    """Click the element, found again if the page redrew it in between."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{selector} kept being redrawn")
+
+
 def status_of(driver: WebDriver) -> str:
     return driver.find_element(By.ID, "d-status").get_attribute("data-status") or ""
 
@@ -155,6 +166,8 @@ async def test_the_list_shows_submitted_jobs_after_signing_in(
     rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
     assert [r.get_attribute("data-id") for r in rows] == ids[::-1]
     assert browser.find_element(By.ID, "mode").text == "full"
+    later = await setup.service.submit("hold", {"seconds": 30})  # shows up without a reload
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-id='{later.id}']"), 2.0)
     browser.get(url)  # the token is spent: a second use is refused
     assert "already used" in browser.page_source
 
@@ -170,11 +183,11 @@ async def test_events_appear_live_and_cancel_and_retry_work_from_the_page(
     wait_for(browser, lambda d: len(seqs(d)) >= first + 10)  # still coming: live
     assert status_of(browser) == "running"
 
-    browser.find_element(By.CSS_SELECTOR, "#d-actions button[data-action=cancel]").click()
+    click(browser, "#d-actions button[data-action=cancel]")
     wait_for(browser, lambda d: status_of(d) == "cancelled", timeout=1.0)
     await until_status(setup.service, job.id, "cancelled")
 
-    browser.find_element(By.CSS_SELECTOR, "#d-actions button[data-action=retry]").click()
+    click(browser, "#d-actions button[data-action=retry]")
     wait_for(browser, lambda d: status_of(d) in ("pending", "running"), timeout=1.0)
     await until_status(setup.service, job.id, "running")
     wait_for(browser, lambda d: status_of(d) == "running", timeout=3.0)
@@ -190,7 +203,7 @@ async def test_bulk_cancel_asks_first(setup: Setup, browser: WebDriver) -> None:
     browser.get(url)
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")) == 4)
     browser.find_element(By.NAME, "session").send_keys("b")
-    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    click(browser, "#filters button[type=submit]")
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")) == 3)
     browser.find_element(By.ID, "bulk-cancel").click()
     assert "session = b" in browser.find_element(By.ID, "confirm-text").text
@@ -254,10 +267,10 @@ async def test_mounted_at_jobs_in_a_host_app(setup: Setup, browser: WebDriver) -
     browser.get(url)
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")) == 1)
     assert browser.find_element(By.ID, "who").text == "tester"
-    browser.find_element(By.CSS_SELECTOR, "#jobs tbody tr").click()
+    click(browser, "#jobs tbody tr")
     wait_for(browser, lambda d: len(seqs(d)) >= 5)
     assert browser.current_url.startswith(url)
-    browser.find_element(By.CSS_SELECTOR, "#d-actions button[data-action=stop]").click()
+    click(browser, "#d-actions button[data-action=stop]")
     wait_for(browser, lambda d: status_of(d) == "stopped", timeout=3.0)
     browser.get(url.removesuffix("jobs/"))
     assert "host app" in browser.page_source

@@ -202,3 +202,31 @@ async def test_events_need_the_log_and_a_known_job(make_service: MakeService, se
         assert (await c.get(f"{served.url}/api/jobs/nope/events")).status_code == 404
         bad = await c.get(f"{served.url}/api/jobs/{job.id}/events", headers={"last-event-id": "x"})
         assert bad.status_code == 400
+
+
+async def test_pages_hear_of_every_change_to_the_file(
+    make_service: MakeService, serve: Any
+) -> None:
+    service = await make_service(persist_events=True)
+    service.declare("x")
+    app = create_app(service, authorize=lambda r: "full", heartbeat=0.2)
+    served = await serve(app)
+    seen: list[dict[str, str]] = []
+    async with (
+        httpx.AsyncClient(timeout=10) as c,
+        c.stream("GET", f"{served.url}/api/changes") as r,
+    ):
+        assert r.headers["content-type"].startswith("text/event-stream")
+
+        async def read() -> None:
+            async for m in messages(r):
+                seen.append(m)
+
+        reading = asyncio.create_task(read())
+        await until(lambda: any(m.get("comment") == "ping" for m in seen))  # quiet: heartbeats
+        before = sum(1 for m in seen if "data" in m)
+        await service.submit("x")
+        await until(lambda: sum(1 for m in seen if "data" in m) > before, timeout=2.0)
+        await served.stop()
+        await reading
+    assert app.state.dashboard.hub.changes.listeners == 0

@@ -154,6 +154,10 @@
   async function loadList() {
     const page = await api("api/jobs?" + query({ cursor: state.cursor }));
     const tbody = $("jobs").tBodies[0];
+    const key = JSON.stringify(page);
+    if (tbody.dataset.key === key && tbody.dataset.age && Date.now() - tbody.dataset.age < 5000) return;
+    tbody.dataset.key = key;  // unchanged rows are left alone (a click on one is not lost)
+    tbody.dataset.age = Date.now();
     clear(tbody);
     const now = Date.now() / 1000;
     for (const r of page.rows) {
@@ -225,7 +229,13 @@
     showText($("d-traceback"), d.traceback);
     drawSteps(d.steps);
     const actions = $("d-actions");
-    clear(actions);
+    const allowed = j.id + ":" + d.actions.join(",");
+    if (actions.dataset.key !== allowed) {  // the same buttons stay (a click on one is not lost)
+      actions.dataset.key = allowed;
+      clear(actions);
+    } else {
+      d.actions = [];
+    }
     for (const a of d.actions) {
       const b = el("button", { type: "button", "data-action": a, class: a === "cancel" ? "danger" : "" }, a[0].toUpperCase() + a.slice(1));
       b.addEventListener("click", () => control(j.id, a));
@@ -343,7 +353,10 @@
     $("confirm-no").addEventListener("click", () => { $("confirm").hidden = true; });
     window.addEventListener("hashchange", route);
     route();
-    state.timer = setInterval(refresh, 1000);
+    // The server says when the file changed; the slow timer keeps run times current.
+    const changes = new EventSource("api/changes");
+    changes.onmessage = () => refresh();
+    state.timer = setInterval(refresh, 5000);
   }
   start();
 })();
