@@ -25,6 +25,7 @@ from jobqueue.errors import (
     ServiceClosedError,
     UnknownHandlerError,
 )
+from jobqueue.testing import TestClock
 
 S = TaskStatus
 
@@ -236,21 +237,23 @@ async def test_priority_order(make_service) -> None:
 
 
 async def test_delay(make_service) -> None:
-    svc = await make_service()
+    clock = TestClock()
+    svc = await make_service(clock=clock)
     started = []
 
     @svc.handler("later")
     async def later(ctx, payload):
-        started.append(time.time())
+        started.append(clock.time())
 
-    t0 = time.time()
-    job = await svc.submit("later", None, delay=0.3)
-    assert job.run_at >= t0 + 0.3
-    await asyncio.sleep(0.1)
+    t0 = clock.time()
+    job = await svc.submit("later", None, delay=3600)
+    assert job.run_at == t0 + 3600
+    await clock.advance(3599.9)
     assert started == []
     assert (await svc.get(job.id)).status is S.PENDING
+    await clock.advance(0.1)
     await svc.wait(job.id, timeout=10)
-    assert started[0] >= t0 + 0.3
+    assert started == [t0 + 3600]
 
 
 async def test_idempotency_key(make_service) -> None:

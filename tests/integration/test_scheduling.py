@@ -14,6 +14,7 @@ import pytest
 
 from jobqueue import TaskStatus
 from jobqueue.errors import InvalidArgumentError
+from jobqueue.testing import TestClock
 
 S = TaskStatus
 
@@ -113,29 +114,31 @@ async def test_key_concurrency_holds_across_processes_rows(make_service, db_path
 
 
 async def test_rate_limit_per_handler(make_service) -> None:
-    svc = await make_service(concurrency=8)
+    clock = TestClock()
+    svc = await make_service(concurrency=8, clock=clock)
     starts: list[float] = []
 
-    @svc.handler("api", rate_limit=(3, 0.2))
+    @svc.handler("api", rate_limit=(3, 60))
     async def api(ctx: Any, payload: Any) -> None:
-        starts.append(time.monotonic())
+        starts.append(clock.time())
 
     await svc.submit_many("api", list(range(9)))
-    await svc.run_until_idle(timeout=10)
+    await svc.run_until_idle(timeout=10)  # the clock moves to each window's end
     assert len(starts) == 9
-    # No window of 0.2 s holds more than 3 starts (small slack for timer precision).
+    # No minute holds more than 3 starts, and the next window is not wasted.
     for i in range(len(starts) - 3):
-        assert starts[i + 3] - starts[i] >= 0.19
-    assert starts[-1] - starts[0] >= 0.38  # 9 starts at 3 per 0.2 s need two waits
+        assert starts[i + 3] - starts[i] >= 60
+    assert starts[-1] - starts[0] == pytest.approx(120)  # 9 starts at 3 a minute
 
 
 async def test_rate_limit_per_key(make_service) -> None:
-    svc = await make_service(concurrency=8)
+    clock = TestClock()
+    svc = await make_service(concurrency=8, clock=clock)
     starts: dict[str, list[float]] = {"a": [], "b": []}
 
-    @svc.handler("fetch", key_rate_limit=(1, 0.15), key_concurrency=10)
+    @svc.handler("fetch", key_rate_limit=(1, 60), key_concurrency=10)
     async def fetch(ctx: Any, payload: Any) -> None:
-        starts[payload].append(time.monotonic())
+        starts[payload].append(clock.time())
 
     for key in ["a", "a", "a", "b", "b", "b"]:
         await svc.submit("fetch", key, concurrency_key=key)
@@ -143,8 +146,8 @@ async def test_rate_limit_per_key(make_service) -> None:
     for key in "ab":
         times = starts[key]
         assert len(times) == 3
-        assert all(t2 - t1 >= 0.14 for t1, t2 in itertools.pairwise(times))
-    assert abs(starts["a"][0] - starts["b"][0]) < 0.1  # keys do not hold each other back
+        assert all(t2 - t1 >= 60 for t1, t2 in itertools.pairwise(times))
+    assert starts["a"][0] == starts["b"][0]  # keys do not hold each other back
 
 
 @pytest.mark.parametrize(
