@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,9 @@ async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():  # noqa: ASYNC110 (a condition on another task's state)
             await asyncio.sleep(0.01)
+
+
+WORKER = Path(__file__).resolve().parent.parent / "procs" / "_web_worker.py"
 
 
 class Served:
@@ -230,3 +235,53 @@ async def test_pages_hear_of_every_change_to_the_file(
         await served.stop()
         await reading
     assert app.state.dashboard.hub.changes.listeners == 0
+
+
+async def test_a_worker_killed_mid_stream_and_restarted_leaves_no_gap(
+    tmp_path: Any, serve: Any
+) -> None:
+    path = str(tmp_path / "jobs.db")
+    async with JobQueueService(path) as producer:
+        producer.declare("ticker")
+        job = await producer.submit("ticker", {"n": 60, "pace": 0.02}, max_retries=2)
+    worker_script = str(WORKER)
+
+    async def worker() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, worker_script, path, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert (await proc.stdout.readline()).strip() == b"ready"
+        return proc
+
+    first = await worker()
+    app = create_app(path, authorize=lambda r: "full")  # a service of its own, on the file
+    served = await serve(app)
+    seqs: list[int] = []
+    types: list[str] = []
+    second = None
+    try:
+        async with (
+            httpx.AsyncClient(timeout=20) as c,
+            c.stream("GET", f"{served.url}/api/jobs/{job.id}/events") as r,
+        ):
+            async for m in messages(r):
+                if m.get("event") == "done":
+                    break
+                if "data" not in m:
+                    continue
+                event = json.loads(m["data"])
+                seqs.append(event["seq"])
+                types.append(event["type"])
+                if len(seqs) == 15 and second is None:
+                    first.kill()  # SIGKILL mid-run: its job goes back to pending
+                    await first.wait()
+                    second = await worker()  # sweeps the dead owner and runs it again
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
+    assert types[-1] == "end"
+    assert types.count("tick") >= 15 + 60  # the first run's ticks, then all of the second's
