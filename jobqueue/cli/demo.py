@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
-from jobqueue.cli.render import Output, fmt_attempt, rich_console, rich_text, safe_text
+from jobqueue.cli.render import Column, Output, fmt_attempt, rich_console, rich_text, safe_text
 from jobqueue.context import JobContext
 from jobqueue.ids import short_id
 from jobqueue.service import JobQueueService
@@ -38,6 +38,15 @@ WORDS = [
     "SQLite",
 ]
 FINAL_HEADER = "final statuses read back from the database file"
+#: The final table on an 80-column terminal: EVENTS goes first, RESULT takes what is left.
+DEMO_COLUMNS = [
+    Column("ID"),
+    Column("HANDLER"),
+    Column("STATUS"),
+    Column("ATTEMPT"),
+    Column("EVENTS", drop=1),
+    Column("RESULT", flex=True),
+]
 
 
 class Display(Protocol):
@@ -189,7 +198,7 @@ async def _demo(db: Path, out: Output, show: Display, *, temporary: bool = False
         ]
         for row in rows
     ]
-    out.table(["ID", "HANDLER", "STATUS", "ATTEMPT", "EVENTS", "RESULT"], table, title=FINAL_HEADER)
+    out.table(DEMO_COLUMNS, table, title=FINAL_HEADER)
     return 0
 
 

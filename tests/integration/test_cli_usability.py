@@ -496,6 +496,22 @@ def test_the_rich_list_fits_the_terminal(wide: Path) -> None:
     assert any("while fetching" in line for line in lines)  # the whole detail
 
 
+def test_the_demo_fits_the_terminal(tmp_path: Path) -> None:
+    narrow = on_terminal("demo", "--db", tmp_path / "demo.db", columns=80)
+    lines = narrow.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["ID", "HANDLER"])
+    assert lines[head].split() == ["ID", "HANDLER", "STATUS", "ATTEMPT", "RESULT"]  # no EVENTS
+    rows = lines[head + 2 : head + 7]
+    assert all(len(line) <= 80 for line in lines[head:]), narrow
+    assert sum(line.split()[1] in ("summarize", "flaky") for line in rows) == 5  # one line each
+    assert any('{"summary":"jobs survive' in line and line.endswith("…") for line in rows)
+    wide = on_terminal("demo", "--db", tmp_path / "demo2.db", columns=200)
+    lines = wide.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["ID", "HANDLER"])
+    assert "EVENTS" in lines[head].split()
+    assert any("events=end:1" in line for line in lines[head + 2 :])
+
+
 # -- 11: the demo says its database is temporary ------------------------------------------------
 
 
