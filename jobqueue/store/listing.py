@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobqueue.status import TaskStatus
-from jobqueue.store import eventlog, jobs, steps
+from jobqueue.store import eventlog, jobs, retry, steps
 from jobqueue.store.rows import by_name
 
 __all__ = [
     "RECENT_ROWS",
     "ROW_COLUMNS",
     "WINDOW",
+    "Detail",
     "Filters",
     "Overview",
     "Page",
@@ -69,6 +70,16 @@ class Page:
 
     rows: list[dict[str, Any]]
     next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """One job as its page shows it."""
+
+    job: jobs.Job
+    steps: list[steps.Step]
+    runs: list[retry.RetryRecord]  # how the runs a retry followed had ended
+    last_seq: int  # its newest logged event (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +288,8 @@ def _recent(rows: Iterable[Sequence[Any]]) -> list[tuple[float, float]]:
     return sorted((r[1], max(r[1] - r[0], 0.0)) for r in rows)
 
 
-def detail(conn: sqlite3.Connection, job_id: str) -> tuple[jobs.Job, list[steps.Step], int]:
-    """The job, its workflow steps and its newest logged event's seq, in one snapshot.
+def detail(conn: sqlite3.Connection, job_id: str) -> Detail:
+    """The job, its steps, its earlier runs and its newest event's seq, in one snapshot.
 
     Raises:
         JobNotFoundError: no such job.
@@ -287,9 +298,10 @@ def detail(conn: sqlite3.Connection, job_id: str) -> tuple[jobs.Job, list[steps.
     if own:
         conn.execute("BEGIN")
     try:
-        return (
+        return Detail(
             jobs.fetch(conn, job_id),
             steps.list_steps(conn, job_id),
+            retry.list_retries(conn, job_id),
             eventlog.max_seq(conn, job_id),
         )
     finally:

@@ -119,7 +119,7 @@ class Api:
             found = await self.reader.read(listing.detail, request.path_params["job_id"])
         except JobNotFoundError as exc:
             return _error(exc, 404)
-        job, job_steps, last = found
+        job, last = found.job, found.last_seq
         record = {
             k: v for k, v in asdict(job).items() if k not in ("payload", "result", "traceback")
         }
@@ -130,7 +130,9 @@ class Api:
                 "payload": _shown(job.payload),
                 "result": _shown(job.result),
                 "traceback": _cut(job.traceback),
-                "steps": [{**asdict(s), "duration": s.duration} for s in job_steps],
+                "steps": [{**asdict(s), "duration": s.duration} for s in found.steps],
+                # Earlier runs (before a retry), without their tracebacks: kept short.
+                "runs": [{**asdict(r), "traceback": None} for r in found.runs],
                 "actions": _actions(job.status),
                 "events": {
                     "available": self.service.settings.persist_events and job.handler is not None,

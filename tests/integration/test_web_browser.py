@@ -191,6 +191,8 @@ async def test_events_appear_live_and_cancel_and_retry_work_from_the_page(
     wait_for(browser, lambda d: status_of(d) in ("pending", "running"), timeout=1.0)
     await until_status(setup.service, job.id, "running")
     wait_for(browser, lambda d: status_of(d) == "running", timeout=3.0)
+    ended = browser.find_element(By.ID, "d-runs").text  # the cancelled run, before the retry
+    assert "cancelled" in ended
     await setup.service.cancel(job.id)
 
 

@@ -302,6 +302,8 @@ async def test_controls_and_bulk_actions(make_service: MakeService, app_of: Any)
         again = await c.post(f"/api/jobs/{ids[0]}/cancel", headers=h)
         assert again.status_code == 409
         assert (await c.post(f"/api/jobs/{ids[0]}/retry", headers=h)).json()["status"] == "pending"
+        runs = (await c.get(f"/api/jobs/{ids[0]}")).json()["runs"]
+        assert [(r["seq"], r["status"]) for r in runs] == [(1, "cancelled")]
         assert (await c.post(f"/api/jobs/{ids[0]}/explode", headers=h)).status_code == 404
         assert (await c.post("/api/bulk/cancel", headers=h, json={})).status_code == 400
         r = await c.post("/api/bulk/cancel", headers=h, json={"handler": "email", "session": "s1"})

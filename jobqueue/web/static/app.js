@@ -228,6 +228,15 @@
     $("d-error").textContent = j.error ? (j.error_type ? j.error_type + ": " : "") + j.error : "";
     showText($("d-traceback"), d.traceback);
     drawSteps(d.steps);
+    $("d-runs-box").hidden = !d.runs.length;
+    const runs = $("d-runs").tBodies[0];
+    clear(runs);
+    for (const r of d.runs) {
+      const tr = el("tr");
+      for (const v of [r.attempt + 1, r.status, r.reason || "", (r.error_type ? r.error_type + ": " : "") + (r.error || ""),
+        when(r.started_at), when(r.completed_at), when(r.retried_at)]) tr.appendChild(el("td", {}, v));
+      runs.appendChild(tr);
+    }
     const actions = $("d-actions");
     const allowed = j.id + ":" + d.actions.join(",");
     if (actions.dataset.key !== allowed) {  // the same buttons stay (a click on one is not lost)
