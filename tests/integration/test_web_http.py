@@ -6,6 +6,7 @@ real service on a temp file.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -384,3 +385,34 @@ async def test_old_pending_jobs_past_the_window_are_listed(
                     break
                 cursor = page["next"]
             assert [r["id"] for r in rows] == [made[i] for i in range(11, -1, -1) if keep(i)], query
+
+
+async def test_a_workflow_job_shows_its_steps_and_wake_time(
+    make_service: MakeService, app_of: Any
+) -> None:
+    service = await make_service()
+
+    @service.handler("flow")
+    async def flow(ctx: Any, payload: Any) -> None:
+        async def fetch() -> int:
+            return 7
+
+        await ctx.step("fetch", fetch)
+        await ctx.sleep("nap", 3600)
+
+    job = await service.submit("flow", {})
+    async with asyncio.timeout(10):
+        while not (steps := await service.get_steps(job.id)) or steps[-1].status != "sleeping":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    app = app_of(service, authorize=lambda request: "full")
+    async with client(app) as c:
+        d = (await c.get(f"/api/jobs/{job.id}")).json()
+    fetch_step, nap = d["steps"]
+    assert (fetch_step["name"], fetch_step["status"], fetch_step["result"]) == (
+        "fetch",
+        "completed",
+        7,
+    )
+    assert fetch_step["duration"] >= 0
+    assert (nap["kind"], nap["status"]) == ("sleep", "sleeping")
+    assert nap["wake_at"] > d["job"]["created_at"] + 3500

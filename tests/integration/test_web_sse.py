@@ -285,3 +285,19 @@ async def test_a_worker_killed_mid_stream_and_restarted_leaves_no_gap(
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate
     assert types[-1] == "end"
     assert types.count("tick") >= 15 + 60  # the first run's ticks, then all of the second's
+
+
+async def test_streams_end_when_the_service_closes(make_service: MakeService, serve: Any) -> None:
+    service, release = await producer(make_service)
+    job = await service.submit("talk", {"n": 5, "wait_at": 2})
+    served = await serve(create_app(service, authorize=lambda r: "full"))
+    async with httpx.AsyncClient(timeout=10) as c:
+        reading = asyncio.create_task(read_events(c, f"{served.url}/api/jobs/{job.id}/events", {}))
+        await until(lambda: bool(served.app.state.dashboard.hub.feeds))
+        await until(lambda: served.app.state.dashboard.hub.feeds[job.id].last >= 3)
+        await service.close(drain_timeout=0)
+        async with asyncio.timeout(5):
+            events, _, done = await reading
+    assert not done  # no end event: the browser reconnects and resumes after the last seq
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    release.set()
