@@ -35,6 +35,12 @@ and then its outcome awaited by its own submitter.
 
 * ``wait_limit``: the limit. The same jobs through ``submit_many`` (1,000 per
   call) and ``run_until_idle()``: no per-job caller, so nothing to wake.
+* ``wait_floor``: what any gathered submit-then-wait costs in asyncio itself, with no
+  queue: ``--jobs`` coroutines gathered, each awaiting two futures that are resolved
+  a batch at a time (a commit, then an outcome). A gathered ``submit()`` + ``wait()``
+  can at best take the limit's time plus this floor's, so the best ratio to the limit
+  any library could reach here is ``limit / (limit + floor)`` (the summary's
+  ``wait_best_possible_vs_wait_limit``).
 * ``wait_jobqueue``: ``--jobs`` coroutines gathered, each ``job = await
   service.submit(...)`` then ``await service.wait(job.id)``.
 * ``wait_jobqueue_later``: the ``--jobs`` submits gathered first, then one
@@ -110,6 +116,7 @@ SYSTEMS: Final = (
     "seq_litequeue",
     "seq_persistqueue",
     "wait_limit",
+    "wait_floor",
     "wait_jobqueue",
     "wait_jobqueue_later",
     "wait_tasks",
@@ -129,7 +136,10 @@ ALIASES: Final[dict[str, tuple[str, ...]]] = {
 #: Each path's limit and the systems measured against it.
 PATHS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "seq": ("seq_sqlite3", tuple(s for s in ALIASES["seq"] if s != "seq_sqlite3")),
-    "wait": ("wait_limit", tuple(s for s in ALIASES["wait"] if s != "wait_limit")),
+    "wait": (
+        "wait_limit",
+        tuple(s for s in ALIASES["wait"] if s not in ("wait_limit", "wait_floor")),
+    ),
 }
 PEER_MODULES: Final = {"huey": "huey", "litequeue": "litequeue", "persistqueue": "persistqueue"}
 
@@ -380,6 +390,41 @@ async def _wait_jobqueue(cfg: Cfg, path: str, variant: str) -> dict[str, Any]:
     }
 
 
+async def _wait_floor(n: int) -> float:
+    loop = asyncio.get_running_loop()
+    commits: list[asyncio.Future[None]] = []
+    outcomes: list[asyncio.Future[int]] = []
+
+    def settle(futures: list[Any], value: Any) -> None:
+        for f in futures:
+            f.set_result(value)
+
+    async def one(i: int) -> int:
+        done: asyncio.Future[None] = loop.create_future()
+        commits.append(done)
+        if len(commits) == n:  # the last submit of the pass: one commit for all
+            loop.call_soon(settle, commits, None)
+        await done
+        out: asyncio.Future[int] = loop.create_future()
+        outcomes.append(out)
+        if len(outcomes) == n:
+            loop.call_soon(lambda: [f.set_result(k) for k, f in enumerate(outcomes)])
+        return await out
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - started
+    if results != list(range(n)):
+        raise RuntimeError("the floor's futures returned the wrong results")
+    return elapsed
+
+
+def wait_floor(cfg: Cfg) -> dict[str, Any]:
+    asyncio.run(_wait_floor(200))  # warm-up, as the others
+    elapsed = asyncio.run(_wait_floor(cfg.jobs))
+    return {"jobs": cfg.jobs, "jobs_per_s": _rate(cfg.jobs, elapsed), "seconds": round(elapsed, 4)}
+
+
 def wait_jobqueue(cfg: Cfg, variant: str) -> dict[str, Any]:
     with temp_db() as path:
         fields = asyncio.run(_wait_jobqueue(cfg, path, variant))
@@ -538,6 +583,8 @@ def run_child(cfg: Cfg, system: str) -> None:
             fields = seq_jobqueue(cfg, local=system.endswith("_local"))
         elif system.startswith("seq_"):
             fields = seq_peer(cfg, system)
+        elif system == "wait_floor":
+            fields = wait_floor(cfg)
         elif system in ("wait_limit", "wait_jobqueue", "wait_jobqueue_later", "wait_tasks"):
             fields = wait_jobqueue(cfg, system.removeprefix("wait_"))
         elif system.startswith("wait_"):
@@ -610,6 +657,15 @@ def summarize(results: list[dict[str, Any]], args: argparse.Namespace) -> dict[s
     seq = by_rep("seq_jobqueue", "jobs_per_s")
     ratios["seq_jobqueue_vs_seq_sqlite3_min"] = med(
         [seq[r] / seq_min[r] for r in seq if seq_min.get(r)]
+    )
+    # The best a gathered submit+wait could reach: the limit's time plus asyncio's floor.
+    limit, floor, waited = (
+        by_rep(s, "jobs_per_s") for s in ("wait_limit", "wait_floor", "wait_jobqueue")
+    )
+    best = {r: 1 / (1 / limit[r] + 1 / floor[r]) for r in limit if floor.get(r)}
+    ratios["wait_best_possible_vs_wait_limit"] = med([best[r] / limit[r] for r in best])
+    ratios["wait_jobqueue_vs_wait_best_possible"] = med(
+        [waited[r] / best[r] for r in waited if best.get(r)]
     )
     claims = {s: med(by_rep(s, "ms_per_claim")) for s in ALIASES["claim"]}
     seq_ratio = ratios.get("seq_jobqueue_vs_seq_sqlite3")

@@ -269,6 +269,13 @@ class Report:
         ]
         return found[-1] if found else None
 
+    def best_possible_wait(self, field: str) -> dict[int, float]:
+        """Per repeat: the limit's time plus asyncio's floor for gathered waiters, as a
+        ratio to the limit (the best any gathered submit+wait could reach)."""
+        limit = self.by_repeat(("paths", "wait_limit", None), field)
+        floor = self.by_repeat(("paths", "wait_floor", None), field)
+        return {r: floor[r] / (limit[r] + floor[r]) for r in limit if floor.get(r)}
+
     def paired(self, num: Source, den: Source, field: str) -> dict[int, float]:
         a, b = self.by_repeat(num, field), self.by_repeat(den, field)
         return {r: a[r] / b[r] for r in a if b.get(r)}
@@ -372,6 +379,16 @@ class Report:
             ),
             tasks=_med(
                 self.paired(("paths", "wait_tasks", None), ("paths", "wait_limit", None), f)
+            ),
+            best_possible=_med(self.best_possible_wait(f)),
+            vs_best_possible=_med(
+                {
+                    r: v / best
+                    for r, v in self.paired(
+                        ("paths", "wait_jobqueue", None), ("paths", "wait_limit", None), f
+                    ).items()
+                    if (best := self.best_possible_wait(f).get(r))
+                }
             ),
         )
         ratios = (ev or {}).get("ratios") or {}
@@ -531,6 +548,7 @@ PATH_ROWS: Final[dict[str, list[tuple[str, str]]]] = {
     ],
     "wait": [
         ("wait_limit", "**jobqueue** `submit_many` (1,000 a call) + `run_until_idle` (the limit)"),
+        ("wait_floor", "asyncio alone: gathered coroutines, each awaiting two batch-set futures"),
         ("wait_jobqueue", "**jobqueue** gathered: each `await submit()` then `await wait()`"),
         ("wait_jobqueue_later", "**jobqueue** all `submit()` gathered, then each `wait()`"),
         ("wait_tasks", "**jobqueue** `TaskService.launch_and_await_task`, gathered"),
@@ -725,6 +743,14 @@ def render_targets(rep: Report) -> list[str]:
                 f"- jobqueue ÷ huey with huey's own defaults (`synchronous=FULL`): "
                 f"{t.get('vs_huey_defaults')}; per-job `submit` ÷ huey (same settings): "
                 f"{t.get('submit_gather')}."
+            )
+        if t["system"] == "submit_wait_vs_submit_many" and t.get("best_possible") is not None:
+            notes.append(
+                f"- The best a gathered `submit`+`wait` could reach here: the limit's time plus "
+                f"asyncio's own floor for gathered waiters (`wait_floor`: a coroutine awaiting "
+                f"two futures resolved a batch at a time, no queue) gives "
+                f"**{t['best_possible']}** of the limit; jobqueue reaches "
+                f"{t.get('vs_best_possible')} of that best."
             )
         if t["meets_target"] is False and t.get("limited_by"):
             context = _context(rep, t["system"])
