@@ -18,6 +18,7 @@ __all__ = [
     "BusUnavailableError",
     "Cancel",
     "CancelNotConfirmedError",
+    "ControlNotConfirmedError",
     "DuplicateJobError",
     "DuplicateStepError",
     "EventCallbackError",
@@ -465,6 +466,22 @@ class CancelNotConfirmedError(JobQueueError, TimeoutError):
             f"({receivers} worker(s) got the signal); the job may not have started yet, "
             "or its worker is busy: call wait_end(job_id) to wait longer, or check that a "
             "worker with cancel_channel_enabled=True runs it"
+        )
+
+
+class ControlNotConfirmedError(JobQueueError, TimeoutError):
+    """No service on the Redis bus answered a control request (``RemoteJobs``) in time."""
+
+    def __init__(self, job_id: str, op: str, timeout: float, receivers: int) -> None:
+        self.job_id = job_id
+        self.op = op
+        self.timeout = timeout
+        self.receivers = receivers
+        super().__init__(
+            f"job {job_id!r}: no service answered {op!r} within {timeout:g} s "
+            f"({receivers} service(s) on the bus got it); the job's service must run a "
+            "RedisBus on this Redis: attach one (async with RedisBus(service, url)), "
+            "or pass a longer timeout"
         )
 
 

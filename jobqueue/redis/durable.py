@@ -1,0 +1,398 @@
+"""``RedisBus``: a durable ``JobQueueService`` on the Redis bus.
+
+Attached to a service opened with ``persist_events=True``, it publishes, for
+every job this service runs:
+
+* its persisted event log to ``langflow:queue:{job}``, entry ``0-<seq>`` for
+  event ``seq`` (the log's own numbers: republishing is idempotent, and a
+  reader resumes with ``after=seq`` anywhere), then the end entry with the
+  job's final status as ``outcome``;
+* its record (status, handler, attempt, result or error) to the hash
+  ``jobqueue:job:{job}``, at every change this service makes.
+
+The log is the outbox: each job's cursor is the last seq Redis acknowledged.
+After a Redis error the publisher reads the log again from there; after Redis
+restarted empty (the bus's ``jobqueue:epoch`` key is gone) it republishes the
+recent jobs from seq 0. Control requests of :class:`~jobqueue.redis.remote.RemoteJobs`
+(cancel, stop, pause, resume) arrive on ``jobqueue:control`` and are answered
+on ``jobqueue:reply:{request}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Final
+
+from jobqueue.errors import InvalidArgumentError, JobNotFoundError, JobQueueError
+from jobqueue.hooks import HookKind, Lifecycle
+from jobqueue.redis.keys import SENTINEL, Keys, is_connection_error, raise_if_cancelling
+
+if TYPE_CHECKING:
+    from jobqueue.events.manager import Event
+    from jobqueue.service import JobQueueService
+    from jobqueue.store.jobs import Job
+
+__all__ = [
+    "CONTROL_CHANNEL",
+    "EPOCH_PREFIX",
+    "JOB_PREFIX",
+    "REPLY_PREFIX",
+    "RedisBus",
+    "job_fields",
+]
+
+log = logging.getLogger("jobqueue.redis")
+
+JOB_PREFIX: Final = "jobqueue:job:"
+CONTROL_CHANNEL: Final = "jobqueue:control"
+REPLY_PREFIX: Final = "jobqueue:reply:"
+#: ``jobqueue:epoch:{bus}``: set by each bus; gone means Redis restarted empty.
+EPOCH_PREFIX: Final = "jobqueue:epoch:"
+_OPS: Final = frozenset({"cancel", "stop", "pause", "resume"})
+#: Jobs finished here whose streams are republished after Redis restarted empty.
+_RECENT: Final = 1000
+
+
+def job_fields(job: Job) -> dict[str, str]:
+    """The hash fields of a job's record (``RemoteJobs.get`` reads them back)."""
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "handler": job.handler or "",
+        "attempt": str(job.attempt),
+        "max_retries": str(job.max_retries),
+        "result": json.dumps(job.result),
+        "error": job.error or "",
+        "reason": job.reason or "",
+        "owner": job.owner or "",
+        "updated_at": repr(job.updated_at),
+    }
+
+
+class RedisBus:
+    """Publishes a durable service's jobs on Redis and applies controls sent there.
+
+    ``async with RedisBus(service, url):`` (or ``await bus.start()`` / ``await bus.close()``).
+
+    Args:
+        service: a :class:`~jobqueue.JobQueueService` with ``persist_events=True``.
+        url: the Redis URL.
+        ttl: seconds a job's stream and hash live after their last write.
+        socket_timeout: seconds a Redis command may take before it counts as failed.
+    """
+
+    def __init__(
+        self, service: JobQueueService, url: str, *, ttl: int = 3600, socket_timeout: float = 5.0
+    ) -> None:
+        if not service.settings.persist_events:
+            raise InvalidArgumentError(
+                "RedisBus publishes the persisted event log: open the service with "
+                "JobQueueService(path, persist_events=True)"
+            )
+        from redis.asyncio import Redis
+
+        self.service = service
+        self.url = url
+        self._ttl = ttl
+        self._client: Any = Redis.from_url(url, socket_timeout=socket_timeout)
+        self._dirty: dict[str, int] = {}  # records to write: job -> change number
+        self._changes = 0
+        self._applying: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # every record written
+        self._publishers: dict[str, asyncio.Task[None]] = {}
+        self._cursors: dict[str, int] = {}  # job -> last seq Redis acknowledged
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unsubscribe: Any = None
+        self._epoch_key = EPOCH_PREFIX + uuid.uuid4().hex
+        self._fresh: set[str] = set()  # jobs whose stream is written again from seq 1
+        #: Counters: events and records written, errors, republished jobs.
+        self.stats = dict.fromkeys(("events", "records", "errors", "republished", "controls"), 0)
+
+    async def __aenter__(self) -> RedisBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Subscribe to the service's lifecycle and start the writer and control loops."""
+        kinds = (HookKind.SUBMITTED, HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING)
+        self._unsubscribe = self.service.hooks.subscribe(self._on_change, kinds)
+        with contextlib.suppress(Exception):
+            await self._client.set(self._epoch_key, 1)
+        self._tasks = [
+            asyncio.create_task(self._write_records()),
+            asyncio.create_task(self._serve_controls()),
+            asyncio.create_task(self._watch_epoch()),
+        ]
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Finish publishing what can be published within ``timeout``, then stop."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        pending = [t for t in self._publishers.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        if self._dirty:
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        for task in [*self._tasks, *self._publishers.values()]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self._client.delete(self._epoch_key)
+        await self._client.aclose()
+
+    def published(self, job_id: str) -> int:
+        """The last seq of ``job_id`` Redis acknowledged (0: none)."""
+        return self._cursors.get(job_id, 0)
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _on_change(self, record: Lifecycle) -> None:
+        job_id = record.job_id
+        if job_id is None:
+            return
+        self._mark(job_id)
+        if record.kind is HookKind.STARTED and job_id not in self._publishers:
+            self._publish(job_id)
+
+    def _mark(self, job_id: str) -> None:
+        self._changes += 1
+        self._dirty[job_id] = self._changes
+        self._idle.clear()
+        self._wake.set()
+
+    async def _write_records(self) -> None:
+        delay = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                job_id, change = next(iter(self._dirty.items()))
+                try:
+                    job = await self.service.get(job_id)
+                    key = JOB_PREFIX + job_id
+                    pipe = self._client.pipeline(transaction=False)
+                    pipe.hset(key, mapping=job_fields(job))
+                    pipe.expire(key, self._ttl)
+                    await pipe.execute()
+                except JobNotFoundError:
+                    self._dirty.pop(job_id, None)
+                    continue
+                except Exception as exc:
+                    raise_if_cancelling()
+                    self.stats["errors"] += 1
+                    log.warning(
+                        "publishing job %s failed (%s); again in %.2f s", job_id, exc, delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                delay = 0.05
+                self.stats["records"] += 1
+                if self._dirty.get(job_id) == change:  # else it changed again meanwhile
+                    del self._dirty[job_id]
+                else:
+                    self._dirty[job_id] = self._dirty.pop(job_id)  # behind the others
+            self._idle.set()
+
+    # -- event logs -----------------------------------------------------------------------------
+
+    def _publish(self, job_id: str) -> None:
+        task = asyncio.create_task(self._publish_log(job_id))
+        self._publishers[job_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._publishers.get(job_id) is task:
+                del self._publishers[job_id]
+
+        task.add_done_callback(done)
+
+    async def _publish_log(self, job_id: str) -> None:
+        """Copy the job's log to its stream from the cursor on; again after an error."""
+        stream = Keys(job_id).stream
+        delay = 0.05
+        while True:
+            try:
+                await self._copy(job_id, stream)
+                self._recent[job_id] = None
+                while len(self._recent) > _RECENT:
+                    self._recent.popitem(last=False)
+                return
+            except asyncio.CancelledError:
+                raise
+            except _Restarted:
+                continue  # from seq 1 again, into a new stream
+            except Exception as exc:
+                raise_if_cancelling()
+                if not is_connection_error(exc):
+                    log.exception("publishing the events of %s failed", job_id)
+                    return
+                self.stats["errors"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _copy(self, job_id: str, stream: str) -> None:
+        """The log from the cursor on, in batches of what is there when Redis is free."""
+        taken: asyncio.Queue[Any] = asyncio.Queue(1024)
+
+        async def feed() -> None:
+            try:
+                async for event in self.service.events(job_id, after=self.published(job_id)):
+                    await taken.put(event)
+                await taken.put(None)
+            except Exception as exc:
+                await taken.put(exc)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            while True:
+                batch: list[Any] = []
+                item = await taken.get()
+                while True:
+                    if item is None:
+                        if batch:
+                            await self._write(job_id, stream, batch)
+                        return
+                    if isinstance(item, Exception):
+                        raise item
+                    batch.append(_entry(item))
+                    if item.type in ("end", "error"):
+                        end = {"event_id": SENTINEL, "data": SENTINEL, "ts": repr(time.time())}
+                        batch.append((item.seq + 1, {**end, "outcome": _outcome(item)}))
+                        await self._write(job_id, stream, batch)
+                        return
+                    if len(batch) >= 256 or taken.empty():
+                        break
+                    item = taken.get_nowait()
+                await self._write(job_id, stream, batch)
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+
+    async def _write(self, job_id: str, stream: str, batch: list[Any]) -> None:
+        fresh = job_id in self._fresh
+        pipe = self._client.pipeline(transaction=False)
+        pipe.exists(self._epoch_key)
+        if fresh:  # after a restart: entries of the new stream may be ahead of ours
+            pipe.delete(stream)
+        for seq, fields in batch:
+            pipe.xadd(stream, fields, id=f"0-{seq}")
+        pipe.expire(stream, self._ttl)
+        replies = await pipe.execute(raise_on_error=False)
+        if replies[0] == 0:  # Redis lost everything since our last write
+            await self._restarted()
+            raise _Restarted
+        for reply in replies:
+            if isinstance(reply, Exception) and "equal or smaller" not in str(reply):
+                raise reply  # a resent entry is refused as already there: that is fine
+        self._fresh.discard(job_id)
+        self._cursors[job_id] = max(self._cursors.get(job_id, 0), batch[-1][0])
+        self.stats["events"] += len(batch)
+
+    async def _watch_epoch(self) -> None:
+        """Republish recent jobs when Redis comes back empty (our epoch key is gone)."""
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                if not await self._client.exists(self._epoch_key):
+                    await self._restarted()
+            except Exception:
+                raise_if_cancelling()
+
+    async def _restarted(self) -> None:
+        if await self._client.set(self._epoch_key, 1, nx=True):
+            self._republish()
+
+    def _republish(self) -> None:
+        """Every recent job's log again from seq 1 into a new stream, and its record."""
+        me = asyncio.current_task()
+        jobs = {*self._recent, *self._publishers, *self._cursors}
+        for job_id in jobs:
+            self._cursors[job_id] = 0
+            self._fresh.add(job_id)
+            self._mark(job_id)
+            running = self._publishers.get(job_id)
+            if running is not me:  # the caller starts over by itself (_Restarted)
+                if running is not None:
+                    running.cancel()
+                self._publish(job_id)
+        self.stats["republished"] += len(jobs)
+
+    # -- controls -------------------------------------------------------------------------------
+
+    async def _serve_controls(self) -> None:
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(CONTROL_CHANNEL)
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    raise_if_cancelling()
+                    if msg is not None and msg.get("type") == "message":
+                        task = asyncio.create_task(self._apply(msg["data"]))
+                        self._applying.add(task)
+                        task.add_done_callback(self._applying.discard)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+                raise
+            except Exception as exc:
+                raise_if_cancelling()
+                log.warning("control subscription lost (%s); again in 0.5 s", exc)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), 1.0)
+            await asyncio.sleep(0.5)
+
+    async def _apply(self, raw: bytes) -> None:
+        try:
+            request = json.loads(raw)
+            op, job_id, reply_to = request["op"], request["job"], request["id"]
+            if op not in _OPS:
+                return
+            job = await getattr(self.service, op)(job_id)
+        except JobNotFoundError:
+            return  # another service's job: it answers
+        except (JobQueueError, ValueError, KeyError, TypeError) as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            self.stats["controls"] += 1
+            answer = {"status": job.status.value}
+            self._mark(job_id)
+        key = REPLY_PREFIX + str(reply_to)
+        with contextlib.suppress(Exception):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.rpush(key, json.dumps(answer))
+            pipe.expire(key, 60)
+            await pipe.execute()
+
+
+class _Restarted(Exception):
+    """Redis restarted empty while this job was being published: start over."""
+
+
+def _entry(event: Event) -> tuple[int, dict[str, Any]]:
+    """``(seq, fields)`` of an event's stream entry, in Langflow's format."""
+    body = json.dumps({"event": event.type, "data": event.data})
+    return event.seq, {"event_id": event.id, "data": body + "\n\n", "ts": repr(event.put_time)}
+
+
+def _outcome(event: Event) -> str:
+    if event.type == "error":
+        return "failed"
+    status = event.data.get("status") if isinstance(event.data, dict) else None
+    return str(status) if status else "completed"
