@@ -8,56 +8,57 @@ Each job's events are also numbered 1, 2, 3, ... (:attr:`Event.seq`, the
 persisted log's ids): an :class:`EventQueue` keeps each item's number beside
 it, so the Langflow item itself stays as Langflow makes it.
 
-Full-queue policy of :class:`EventQueue` (bounded, 10,000 items by default):
-
-* ``token`` events are coalesced into the newest queued token event (their
-  ``chunk`` strings are joined), ``progress`` events replace the newest
-  queued progress event: nothing is lost, the item count stays bounded;
-* ``end``, ``error`` and the end sentinel are always admitted, so a consumer
-  never hangs waiting for an end that was dropped;
-* any other event raises :class:`EventQueueFull` from the synchronous
-  ``send_event``; ``await manager.asend(...)`` (and ``ctx.emit``) instead
-  waits for room, which applies back-pressure to the producer.
-
-A queue whose events are also in the persisted event log (``backed``) never
-coalesces: when it is full the live copy of a non-terminal event is dropped
-(and counted), and ``service.events()`` reads it from the log instead, so
-every event keeps its own id and nothing is lost or merged.
+The queue and its full-queue policy are in :mod:`jobqueue.events.queue`, the
+items and :class:`Event` in :mod:`jobqueue.events.items`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import functools
 import inspect
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from jobqueue import codec
-from jobqueue.errors import EventCallbackError, EventError, JobQueueError, PayloadError
+from jobqueue.errors import EventCallbackError, EventError
+from jobqueue.events.items import (
+    DEFAULT_QUEUE_SIZE,
+    EMPTY,
+    NOT_KEPT,
+    TERMINAL_EVENTS,
+    Empty,
+    Event,
+    EventQueueFull,
+    QueueItem,
+    decode_item,
+    encode_event,
+    seq_of,
+)
+from jobqueue.events.queue import EventQueue, kept_data
 from jobqueue.ids import UUID4_MADE, uuid4_text
 from jobqueue.status import TaskStatus
 
 if TYPE_CHECKING:
     from jobqueue.store.eventlog import JobLog
 
+# Re-exported: the names Langflow's event module has, and what the stream reads.
 __all__ = [
     "DEFAULT_EVENTS",
     "DEFAULT_QUEUE_SIZE",
+    "EMPTY",
     "STREAM_TOKENS_EVENTS",
+    "TERMINAL_EVENTS",
+    "Empty",
     "Event",
     "EventCallback",
     "EventManager",
     "EventQueue",
     "EventQueueFull",
     "PartialEventCallback",
+    "QueueItem",
     "create_default_event_manager",
     "create_stream_tokens_event_manager",
     "decode_item",
@@ -68,8 +69,6 @@ __all__ = [
 
 log = logging.getLogger("jobqueue.events")
 
-DEFAULT_QUEUE_SIZE: Final = 10_000
-#: Langflow's default events (in its order) plus ``on_progress``: attribute name -> event type.
 DEFAULT_EVENTS: Final[dict[str, str]] = {
     "on_token": "token",
     "on_vertices_sorted": "vertices_sorted",
@@ -94,383 +93,8 @@ STREAM_TOKENS_EVENTS: Final[dict[str, str]] = {
     "on_build_end": "build_end",
     "on_log": "log",
 }
-TERMINAL_EVENTS: Final = frozenset({"end", "error"})
-QueueItem = tuple[str | None, bytes | None, float]
-
-
-class EventQueueFull(JobQueueError, asyncio.QueueFull):
-    """A bounded event queue is full and the event cannot be coalesced."""
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event as a durable-layer consumer (``service.events()``) sees it.
-
-    ``id`` is ``"<type>-<seq>"`` (the persisted log's id, what ``after=``
-    takes); the Langflow queue item of the same event has a UUID instead.
-    """
-
-    id: str
-    type: str
-    data: Any
-    put_time: float
-    get_time: float
-    #: The event's number within its job (1, 2, 3, ...; 0 when not known).
-    seq: int = 0
-
-    @property
-    def time_in_queue(self) -> float:
-        """Seconds the event waited in the queue (get - put)."""
-        return self.get_time - self.put_time
-
-
-def seq_of(event_id: str) -> int:
-    """The sequence number at the end of an event id such as ``"token-42"``.
-
-    Raises:
-        ValueError: the id does not end with ``-<n>``.
-    """
-    return int(event_id.rpartition("-")[2])
-
-
-def decode_item(
-    item: QueueItem, get_time: float | None = None, seq: int | None = None
-) -> Event | None:
-    """Turn a queue item into an :class:`Event`; ``None`` for the end sentinel.
-
-    With ``seq`` (what :attr:`EventQueue.taken_seq` says of the item just
-    taken) the event's id is ``"<type>-<seq>"``; without it, the item's own id.
-    """
-    event_id, raw, put_time = item
-    if event_id is None or raw is None:
-        return None
-    body = codec.decode(raw)
-    event_type = body["event"]
-    got = get_time or time.time()
-    if seq is None:
-        return Event(event_id, event_type, body["data"], put_time, got)
-    return Event(f"{event_type}-{seq}", event_type, body["data"], put_time, got, seq)
-
-
-class _NotKept:
-    """An item whose data is not kept beside it: decode the item's bytes instead."""
-
-
-NOT_KEPT: Final = _NotKept()
-
-
-class Empty:
-    """:meth:`EventQueue.take_event` found nothing queued."""
-
-
-EMPTY: Final = Empty()
-#: Characters after the event type in an item's id: ``"-"`` and a UUID.
-_ID_TAIL: Final = 37
-
-
-def _event(
-    event_id: str, event_type: str, data: Any, put_time: float, get_time: float, seq: int
-) -> Event:
-    """``Event(...)``, each slot set once without the frozen dataclass's ``__init__``.
-
-    That ``__init__`` goes through ``object.__setattr__`` for every field, which
-    is most of what building an event costs on the consumer's side.
-    """
-    event = _new(Event)
-    _set_id(event, event_id)
-    _set_type(event, event_type)
-    _set_data(event, data)
-    _set_put(event, put_time)
-    _set_get(event, get_time)
-    _set_seq(event, seq)
-    return event
-
-
-_new = object.__new__
-# The slots' own setters (``vars``: mypy sees the fields, not the slot descriptors).
-_set_id, _set_type, _set_data, _set_put, _set_get, _set_seq = (
-    vars(Event)[name].__set__ for name in ("id", "type", "data", "put_time", "get_time", "seq")
-)
-
-
-class EventQueue(asyncio.Queue[QueueItem]):
-    """A bounded ``asyncio.Queue`` with the coalescing policy described above."""
-
-    def __init__(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> None:
-        super().__init__(maxsize)
-        # Forced items (end, error, the sentinel) may take the queue past its bound: >=.
-        self._limit = maxsize if maxsize > 0 else sys.maxsize
-        self._force = 0
-        # Event type and data of the newest item, for coalescing (no type: none to merge).
-        self._tail_type: str | None = None
-        self._tail_data: Any = None
-        self.ended = False  # the end sentinel was put
-        self.sentinel_taken = False  # ... and a consumer took it
-        self.on_consume: Callable[[float], None] | None = None
-        self.coalesced = 0
-        #: The events are also in the persisted log: when full, drop instead of coalescing.
-        self.backed = False
-        self.dropped = 0
-        #: A durable stream (``service.events()``) reads this queue: from now on each
-        #: event's data is kept beside its item (a copy taken at send), not decoded again.
-        self.keep = False
-
-    def _init(self, maxsize: int) -> None:
-        self._queue: collections.deque[QueueItem] = collections.deque()
-        # Monotonic put stamps beside the items (whose put_time is wall-clock, as
-        # Langflow's are): time in queue must not jump with the wall clock.
-        self._stamps: collections.deque[float] = collections.deque()
-        self._taken_stamp = 0.0
-        # Each item's event seq (0: put without one) and its data (a copy taken when it
-        # was sent and checked, when decoding the item would give exactly that; NOT_KEPT:
-        # decode the item) beside it, so the item keeps Langflow's shape while the
-        # durable stream knows the event's number and does not decode what this process
-        # has just encoded. Deques of their own, not a tuple per item: nothing more for
-        # the GC to track.
-        self._seqs: collections.deque[int] = collections.deque()
-        self._kept: collections.deque[Any] = collections.deque()
-        self._seq_in = 0  # the seq of the item being put (set by the manager)
-        self._kept_in: Any = NOT_KEPT  # ... and its data, as a consumer may have it
-        #: The seq of the item taken last (read it right after ``get``/``get_nowait``).
-        self.taken_seq = 0
-        self._taken_data: Any = NOT_KEPT
-
-    def _put(self, item: QueueItem) -> None:
-        self._queue.append(item)
-        self._stamps.append(time.monotonic())
-        self._seqs.append(self._seq_in)
-        self._kept.append(self._kept_in)
-        self._seq_in = 0
-        self._kept_in = NOT_KEPT
-
-    def _get(self) -> QueueItem:
-        self._taken_stamp = self._stamps.popleft()
-        self.taken_seq = self._seqs.popleft()
-        self._taken_data = self._kept.popleft()
-        return self._queue.popleft()
-
-    def take_event(self) -> Event | Empty | None:
-        """``get_nowait()`` and :meth:`event` in one step: the next event.
-
-        ``None`` for the end sentinel; :data:`EMPTY` when nothing is queued
-        (then ``await get()``). What the durable stream calls for each event it
-        yields, so the common case costs one call.
-        """
-        queue = self._queue
-        if not queue:
-            return EMPTY
-        item = queue.popleft()
-        stamp = self._stamps.popleft()
-        seq = self.taken_seq = self._seqs.popleft()
-        data = self._kept.popleft()
-        putters = self._putters
-        if putters:  # as get_nowait(): room for a producer waiting in put()
-            self._wakeup_next(putters)
-        if not queue:
-            self._tail_type = None
-        event_id = item[0]
-        if event_id is None:
-            self.sentinel_taken = True
-            return None
-        if self.on_consume is not None:
-            self.on_consume(time.monotonic() - stamp)
-        if data is NOT_KEPT or not seq:
-            return decode_item(item, None, seq or None)
-        event_type = event_id[:-_ID_TAIL]  # "<type>-<uuid4>"
-        event = _new(Event)  # Event(...) without the frozen dataclass's __init__ (see _event)
-        _set_id(event, f"{event_type}-{seq}")
-        _set_type(event, event_type)
-        _set_data(event, data)
-        _set_put(event, item[2])
-        _set_get(event, time.time())
-        _set_seq(event, seq)
-        return event
-
-    def event(self, item: QueueItem, get_time: float | None = None) -> Event | None:
-        """The :class:`Event` of the item just taken (``None`` for the end sentinel).
-
-        Call it right after ``get``/``get_nowait`` returned ``item``: its id is
-        ``"<type>-<seq>"``, and its data is what was kept beside it when it was
-        sent, else what the item's bytes decode to.
-        """
-        data = self._taken_data
-        seq = self.taken_seq
-        event_id = item[0]
-        if data is NOT_KEPT or not seq or event_id is None:
-            return decode_item(item, get_time, seq or None)
-        event_type = event_id[:-_ID_TAIL]  # "<type>-<uuid4>"
-        return _event(
-            f"{event_type}-{seq}", event_type, data, item[2], get_time or time.time(), seq
-        )
-
-    def _append(self, item: QueueItem, seq: int, kept: Any) -> None:
-        """``put_nowait(item)`` of a non-terminal event when there is room, in one call.
-
-        What asyncio's ``put_nowait`` and :meth:`_put` do, inline: this is the
-        hot path of every event.
-        """
-        if self._is_shutdown:  # Python 3.13: let asyncio raise QueueShutDown
-            super().put_nowait(item)
-        self._queue.append(item)
-        self._stamps.append(time.monotonic())
-        self._seqs.append(seq)
-        self._kept.append(kept)
-        if not self._unfinished_tasks:  # else it is cleared already (join() waits)
-            self._finished.clear()
-        self._unfinished_tasks += 1
-        getters = self._getters
-        if getters:
-            self._wakeup_next(getters)
-
-    #: Python 3.13's asyncio.Queue sets its own; before, a queue is never shut down.
-    _is_shutdown = False
-    # asyncio.Queue's own state, which the inline put and take use (set by its __init__).
-    _unfinished_tasks: int
-    _finished: asyncio.Event
-    _getters: collections.deque[asyncio.Future[None]]
-    _putters: collections.deque[asyncio.Future[None]]
-    _wakeup_next: Callable[[collections.deque[asyncio.Future[None]]], None]
-
-    def full(self) -> bool:
-        """Full, unless a terminal item is being forced in."""
-        return self._force == 0 and len(self._queue) >= self._limit
-
-    def has_room(self) -> bool:
-        """A non-terminal item can be put now without waiting or coalescing."""
-        return len(self._queue) < self._limit
-
-    def put_nowait(self, item: QueueItem) -> None:
-        """Put an item; the end sentinel is always admitted."""
-        if item[0] is None:
-            self.ended = True
-            self._force_put(item)
-            return
-        super().put_nowait(item)
-        self._tail_type = None
-
-    def get_nowait(self) -> QueueItem:
-        """Take an item and report its time in queue to ``on_consume``."""
-        item = super().get_nowait()
-        if not self._queue:
-            self._tail_type = None
-        if item[0] is None:
-            self.sentinel_taken = True
-        elif self.on_consume is not None:
-            self.on_consume(time.monotonic() - self._taken_stamp)
-        return item
-
-    def _force_put(self, item: QueueItem) -> None:
-        self._force += 1
-        try:
-            super().put_nowait(item)
-        finally:
-            self._force -= 1
-        self._tail_type = None
-
-    def offer(
-        self, event_type: str, data: Any, item: QueueItem, seq: int = 0, kept: Any = NOT_KEPT
-    ) -> None:
-        """Put event number ``seq``'s item applying the full-queue policy.
-
-        ``kept``: the event's data as decoding ``item`` would give it, or :data:`NOT_KEPT`.
-        """
-        self._seq_in = seq
-        self._kept_in = kept
-        if event_type in TERMINAL_EVENTS:
-            self._force_put(item)
-            return
-        if len(self._queue) < self._limit:
-            self._append(item, seq, kept)
-            self._tail_type, self._tail_data = event_type, data
-            return
-        self._seq_in = 0
-        self._kept_in = NOT_KEPT
-        if self.backed:  # the log holds it; a merge would give two events one id
-            self.dropped += 1
-            return
-        tail = None if self._tail_type is None else (self._tail_type, self._tail_data)
-        merged = _coalesce(tail, event_type, data)
-        if merged is None:
-            raise EventQueueFull(
-                f"event queue is full ({self.maxsize} items) and a {event_type!r} event cannot "
-                "be coalesced; the consumer is too slow. Use `await manager.asend(...)` "
-                "(or ctx.emit) to wait for room, or raise queue_size."
-            )
-        old_id, _, put_time = self._queue[-1]
-        _, raw, plain = _encode(event_type, merged)
-        self._queue[-1] = (old_id, raw, put_time)
-        self._kept[-1] = _kept(self, merged, plain)
-        self._tail_type, self._tail_data = event_type, merged
-        self.coalesced += 1
-
-
-def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
-    if tail is None or tail[0] != event_type:
-        return None
-    old = tail[1]
-    if event_type == "progress":
-        return data
-    if (
-        event_type == "token"
-        and isinstance(old, dict)
-        and isinstance(data, dict)
-        and isinstance(old.get("chunk"), str)
-        and isinstance(data.get("chunk"), str)
-    ):
-        return {**old, **data, "chunk": old["chunk"] + data["chunk"]}
-    return None
-
-
-def _encode(event_type: str, data: Any) -> tuple[str, bytes, bool]:
-    """``(data JSON, queue bytes, plain)``, bytes as ``json.dumps({"event": .., "data": ..})``.
-
-    ``plain``: decoding the bytes would give ``data`` back exactly (a plain
-    value, or a flat dict of plain values), so a copy of it, taken now, can be
-    kept beside the item for a consumer in this process (see :func:`_kept`).
-    """
-    try:
-        text, plain = codec.encode_plain(data, "event data", spaced=True)
-    except PayloadError:  # again, to name the event in the message (the rare path)
-        text, plain = codec.encode_plain(data, f"{event_type!r} event", spaced=True)
-    # Built around the data text so the log stores it without a second encoding.
-    if type(event_type) is not str:
-        raise EventError(
-            f"an event type must be a string such as 'token' or 'progress', got "
-            f"{type(event_type).__name__} {event_type!r}"
-        )
-    return text, f'{{"event": {_head(event_type)}, "data": {text}}}\n\n'.encode(), plain
-
-
-def _kept(queue: asyncio.Queue[Any] | None, data: Any, plain: bool) -> Any:
-    """The data to keep beside an item: only for a queue a durable stream reads."""
-    if plain and isinstance(queue, EventQueue) and queue.keep:
-        return data.copy() if type(data) is dict else data
-    return NOT_KEPT
-
-
-#: Longest event type accepted; types name kinds of events, not carry data.
-MAX_EVENT_TYPE = 200
 #: The parameters a ``register_event`` callback takes (Langflow's ``_validate_callback``).
 _CALLBACK_PARAMS: Final = frozenset({"manager", "event_type", "data"})
-
-
-@functools.lru_cache(maxsize=256)
-def _head(event_type: str) -> str:
-    """The checked, encoded event type; a job emits few distinct types, many times each."""
-    if not event_type or len(event_type) > MAX_EVENT_TYPE:
-        raise EventError(
-            f"an event type must be 1 to {MAX_EVENT_TYPE} characters, got {len(event_type)}"
-        )
-    try:
-        event_type.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventError(
-            f"event type {event_type!r} is not valid text (a lone surrogate?); "
-            "use plain names such as 'token'"
-        ) from None
-    if not event_type.isprintable():
-        raise EventError(f"event type {event_type!r} holds control characters; use a plain name")
-    return codec.encode(event_type, "event type")
 
 
 class EventCallback(Protocol):
@@ -597,8 +221,8 @@ class EventManager:
             EventQueueFull: the :class:`EventQueue` is full and the event cannot be coalesced.
         """
         # Validate in the caller's thread: errors surface there.
-        text, raw, plain = _encode(event_type, data)
-        kept = _kept(self.queue, data, plain)  # now, in the caller's thread
+        text, raw, plain = encode_event(event_type, data)
+        kept = kept_data(self.queue, data, plain)  # now, in the caller's thread
         loop = self._loop
         if loop is not None and threading.get_ident() != self._thread and not loop.is_closed():
             loop.call_soon_threadsafe(self._put, event_type, data, text, raw, kept)
@@ -611,18 +235,18 @@ class EventManager:
         With the persisted log the log is the buffer: this waits while too many
         of the job's events are not committed yet, never for a slow consumer.
         """
-        text, raw, plain = _encode(event_type, data)
+        text, raw, plain = encode_event(event_type, data)
         queue = self.queue
         sink = self._log
         if sink is not None and self._logging:
-            kept = _kept(queue, data, plain)
+            kept = kept_data(queue, data, plain)
             self._put(event_type, data, text, raw, kept)
             limit = queue.maxsize if queue is not None and queue.maxsize > 0 else DEFAULT_QUEUE_SIZE
             if sink.inflight >= limit:
                 await sink.flush()
             return
         if queue is None or event_type in TERMINAL_EVENTS:
-            self._put(event_type, data, text, raw, _kept(queue, data, plain))
+            self._put(event_type, data, text, raw, kept_data(queue, data, plain))
             return
         self._seq += 1
         try:
@@ -642,7 +266,7 @@ class EventManager:
             # asyncio.Queue.put waits (without polling) until a get() makes room,
             # then puts with nothing run in between: the newest item is this one.
             seq = self._seq
-            kept = _kept(queue, data, plain)
+            kept = kept_data(queue, data, plain)
             await queue.put(item)
             queue._seqs[-1] = seq
             queue._kept[-1] = kept
