@@ -567,3 +567,65 @@ async def test_retry_where_while_jobs_finish_leaves_every_job_whole(
     stored = svc.stats()
     for key in ("pending", "failed", "completed", "cancelled"):
         assert live[key] == stored[key], key
+
+
+def _family(registry: Any, name: str) -> dict[str, float]:
+    """``{handler/status: value}`` of one metric family, scraped as Prometheus does."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(registry).decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            for s in family.samples:
+                if not s.name.endswith("_created"):
+                    out["/".join(s.labels[k] for k in sorted(s.labels))] = s.value
+    return out
+
+
+async def test_metrics_count_each_run_and_the_queue_comes_back_to_zero(make_service) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from jobqueue.telemetry import JobMetrics
+
+    live_registry, records_registry = CollectorRegistry(), CollectorRegistry()
+    live = JobMetrics(prometheus_registry=live_registry)  # pending read from the counts
+    records = JobMetrics(prometheus_registry=records_registry)  # pending tallied from hooks
+    try:
+        svc = await make_service(metrics=live)
+        records.attach(svc.hooks)
+        gate = asyncio.Event()
+        failures: list[str] = []
+
+        @svc.handler("h", concurrency=1)  # one slot: a blocker holds it while we look
+        async def h(ctx: JobContext, payload: Any) -> str:
+            if payload == "block":
+                await gate.wait()
+            elif not failures:
+                failures.append(ctx.job_id)
+                raise ValueError("first")
+            return "ok"
+
+        job = await svc.submit("h", "flaky")
+        with pytest.raises(JobFailedError):
+            await svc.wait(job.id)
+        blocker = await svc.submit("h", "block")
+        await _status(svc, blocker.id, S.RUNNING)
+        await svc.retry(job.id)
+        for registry in (live_registry, records_registry):
+            assert _family(registry, "jobqueue_queue_length") == {"h": 1}  # the retried job
+            assert _family(registry, "jobqueue_jobs_active") == {"h": 1}  # the blocker
+        gate.set()
+        assert await svc.wait(job.id) == "ok"
+        await svc.wait(blocker.id)
+        for registry in (live_registry, records_registry):
+            assert _family(registry, "jobqueue_jobs_finished") == {
+                "h/failed": 1,
+                "h/completed": 2,
+            }
+            assert _family(registry, "jobqueue_queue_length") == {"h": 0}
+            assert _family(registry, "jobqueue_jobs_active") == {"h": 0}
+    finally:
+        records.shutdown()
+        live.shutdown()

@@ -247,6 +247,7 @@ def test_bulk_retry_asks_on_a_terminal(db: Path) -> None:
 
 def test_show_lists_the_runs_before_a_retry(db: Path) -> None:
     proc = cli("show", "mail-s1-a", "--db", db, "--json")
+    assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["retries"] == []
     assert "runs before a retry" not in cli("show", "mail-s1-a", "--db", db).stdout
     assert cli("retry", "mail-s1-a", "--db", db).returncode == 0
