@@ -166,12 +166,15 @@ async def test_remote_jobs_of_a_service_in_another_process(
         redis_server.url,
         str(tmp_path / "c.db"),
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env=env,
     )
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        assert line.startswith("JOB "), line
+        if not line.startswith("JOB "):  # it exited: say why
+            assert proc.stderr is not None
+            raise AssertionError((await proc.stderr.read()).decode()[-2000:])
         job_id = line.split()[1]
         async with RemoteJobs(redis_server.url) as remote:
             seen = []
