@@ -69,7 +69,7 @@ class Controller:
         writer = await self._runtime.ready()
         job = await self.get(job_id)
         if job.status is S.PAUSED:
-            if await writer.write(resume_paused, job_id, time.time()):
+            if await writer.write(resume_paused, job_id, self._runtime.clock.time()):
                 self._runtime.want_claim()
             return await self.get(job_id)
         if job.done:
@@ -81,7 +81,7 @@ class Controller:
         rt = self._runtime
         writer = await rt.ready()
         found = await rt.read(lookup.resolve_id, job_id)
-        changed, job = await writer.write(retries.retry_job, found, time.time())
+        changed, job = await writer.write(retries.retry_job, found, self._runtime.clock.time())
         await self._requeued([changed])
         return job  # as the retry stored it: a claim may have started it since
 
@@ -94,7 +94,8 @@ class Controller:
         """Retry every matching job; the ids retried, oldest first."""
         wanted = _statuses("retry_where", status, retries.RETRYABLE, handler, session_id)
         writer = await self._runtime.ready()
-        found = await writer.write(retries.retry_matching, wanted, handler, session_id, time.time())
+        now = self._runtime.clock.time()
+        found = await writer.write(retries.retry_matching, wanted, handler, session_id, now)
         await self._requeued(found)
         return [job.id for job in found]
 
@@ -108,7 +109,7 @@ class Controller:
         wanted = _statuses("cancel_where", status, retries.CANCELLABLE, handler, session_id)
         rt = self._runtime
         writer = await rt.ready()
-        now = time.time()
+        now = self._runtime.clock.time()
         found, waiting = await writer.write(
             retries.cancel_matching, wanted, handler, session_id, now
         )
@@ -166,7 +167,7 @@ class Controller:
                 return await self._await_owner(job, owner, kind)
             if job.status is S.PAUSED and kind == "pause":
                 # A resume() not yet acted on would run it after this pause returned.
-                if await writer.write(keep_paused, job_id, time.time()):
+                if await writer.write(keep_paused, job_id, self._runtime.clock.time()):
                     return await self.get(job_id)
                 continue  # resumed and claimed meanwhile: pause that run
             target = _TARGET[kind]

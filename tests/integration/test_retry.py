@@ -629,3 +629,36 @@ async def test_metrics_count_each_run_and_the_queue_comes_back_to_zero(make_serv
     finally:
         records.shutdown()
         live.shutdown()
+
+
+async def test_retry_and_resume_are_due_on_the_services_clock(make_service) -> None:
+    from jobqueue.testing import TestClock
+
+    clock = TestClock(start=1_000_000.0)  # long before the machine's time
+    svc = await make_service(clock=clock, stop_timeout=5.0)
+    runs: list[int] = []
+    gate = asyncio.Event()
+
+    @svc.handler("h")
+    async def h(ctx: JobContext, payload: Any) -> str:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            raise ValueError("first")
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+            await ctx.checkpoint()
+        return "ok"
+
+    job = await svc.submit("h")
+    with pytest.raises(JobFailedError):
+        await svc.wait(job.id)
+    again = await svc.retry(job.id)
+    assert again.run_at == pytest.approx(clock.time())  # due now on the service's clock
+    await _status(svc, job.id, S.RUNNING)
+    await svc.pause(job.id)
+    resumed = await svc.resume(job.id)
+    assert resumed.run_at == pytest.approx(clock.time())
+    gate.set()
+    await svc.run_until_idle(timeout=10)
+    assert await svc.wait(job.id) == "ok"
+    assert clock.time() < 1_000_001.0  # nothing had to wait for the machine's time
