@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobqueue.status import TaskStatus
-from jobqueue.store import eventlog, jobs, retry, steps
+from jobqueue.store import eventlog, jobs, lookup, retry, steps
 from jobqueue.store.rows import by_name
 
 __all__ = [
@@ -291,13 +291,18 @@ def _recent(rows: Iterable[Sequence[Any]]) -> list[tuple[float, float]]:
 def detail(conn: sqlite3.Connection, job_id: str) -> Detail:
     """The job, its steps, its earlier runs and its newest event's seq, in one snapshot.
 
+    ``job_id`` may also be a unique prefix or suffix of the id (a short id, as
+    the list shows it), as the command line takes.
+
     Raises:
-        JobNotFoundError: no such job.
+        JobNotFoundError: no job's id is, starts or ends with ``job_id``.
+        AmbiguousJobIdError: several do.
     """
     own = not conn.in_transaction
     if own:
         conn.execute("BEGIN")
     try:
+        job_id = lookup.resolve_id(conn, job_id)
         return Detail(
             jobs.fetch(conn, job_id),
             steps.list_steps(conn, job_id),

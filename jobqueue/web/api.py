@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from jobqueue.errors import (
+    AmbiguousJobIdError,
     InvalidArgumentError,
     InvalidTransition,
     JobNotFoundError,
@@ -119,6 +120,8 @@ class Api:
             found = await self.reader.read(listing.detail, request.path_params["job_id"])
         except JobNotFoundError as exc:
             return _error(exc, 404)
+        except AmbiguousJobIdError as exc:
+            return _error(exc, 409)
         job, last = found.job, found.last_seq
         record = {
             k: v for k, v in asdict(job).items() if k not in ("payload", "result", "traceback")

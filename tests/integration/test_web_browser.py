@@ -168,6 +168,10 @@ async def test_the_list_shows_submitted_jobs_after_signing_in(
     assert browser.find_element(By.ID, "mode").text == "full"
     later = await setup.service.submit("hold", {"seconds": 30})  # shows up without a reload
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-id='{later.id}']"), 2.0)
+    browser.find_element(By.NAME, "id").send_keys(ids[1][-8:])  # a short id, as shown
+    click(browser, "#filters button[type=submit]")
+    wait_for(browser, lambda d: d.current_url.endswith(f"#/job/{ids[1]}"), 3.0)
+    wait_for(browser, lambda d: d.find_element(By.ID, "d-id").text == ids[1], 3.0)
     browser.get(url)  # the token is spent: a second use is refused
     assert "already used" in browser.page_source
 

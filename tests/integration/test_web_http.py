@@ -287,10 +287,17 @@ async def test_detail_overview_and_missing_jobs(make_service: MakeService, app_o
         missing = await c.get("/api/jobs/no-such-job")
         assert missing.status_code == 404
         assert "no job" in missing.json()["error"]
+        by_tail = (await c.get(f"/api/jobs/{ids[1][-8:]}")).json()  # the short id the list shows
+        assert by_tail["job"]["id"] == ids[1]
         o = (await c.get("/api/overview")).json()
         assert o["by_status"] == {"pending": 2, "cancelled": 1}
         assert o["by_handler"] == {"email": {"pending": 2, "cancelled": 1}}
         assert o["oldest_due_age"] >= 0
+        await service.submit("email", job_id="report-2026-01")
+        await service.submit("email", job_id="report-2026-02")
+        ambiguous = await c.get("/api/jobs/report-2026")
+        assert ambiguous.status_code == 409
+        assert "report-2026-01" in ambiguous.json()["error"]
 
 
 async def test_controls_and_bulk_actions(make_service: MakeService, app_of: Any) -> None:

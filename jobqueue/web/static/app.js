@@ -153,6 +153,15 @@
   }
   async function loadList() {
     const page = await api("api/jobs?" + query({ cursor: state.cursor }));
+    const typed = state.filters.id;
+    if (typed && !page.rows.length && !state.cursor && typed.length >= 4) {
+      // Not the start of an id: maybe the end of one (the short ids the list shows).
+      try {
+        const found = await api("api/jobs/" + encodeURIComponent(typed));
+        location.hash = "#/job/" + encodeURIComponent(found.job.id);
+        return;
+      } catch (e) { /* nothing ends with it either: the empty list says so */ }
+    }
     const tbody = $("jobs").tBodies[0];
     const key = JSON.stringify(page);
     if (tbody.dataset.key === key && tbody.dataset.age && Date.now() - tbody.dataset.age < 5000) return;
