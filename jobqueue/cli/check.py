@@ -18,7 +18,7 @@ from typing import Any
 from jobqueue.cli.render import Output
 from jobqueue.errors import StoreError
 from jobqueue.status import TaskStatus
-from jobqueue.store import jobs
+from jobqueue.store import overview
 from jobqueue.store.connection import map_sqlite_error
 from jobqueue.store.health import (
     damaged,
@@ -133,12 +133,12 @@ def _check(conn: sqlite3.Connection, path: str, quick: bool) -> dict[str, Any]:
 def _check_rows(conn: sqlite3.Connection, version: int, report: dict[str, Any]) -> None:
     valid = {s.value for s in TaskStatus}
     counts: dict[str, int] = {}
-    for status, n in jobs.count_by_status(conn).items():
+    for status, n in overview.count_by_status(conn).items():
         key = status.lower() if isinstance(status, str) and version < _LOWERCASE_VERSION else status
         if key in valid:
             counts[key] = counts.get(key, 0) + n
             continue
-        example = jobs.example_with_status(conn, status)
+        example = overview.example_with_status(conn, status)
         report["problems"].append(
             f"{n} job(s) have the invalid status {status!r} (e.g. job {example!r}); "
             f"valid statuses are {', '.join(sorted(valid))}. Fix or delete those rows."
@@ -147,7 +147,7 @@ def _check_rows(conn: sqlite3.Connection, version: int, report: dict[str, Any]) 
     fk = foreign_key_violations(conn)
     if fk:
         report["problems"].append(f"{len(fk)} row(s) break a foreign key (first: {fk[0]!r})")
-    running = jobs.running_by_owner(conn)
+    running = overview.running_by_owner(conn)
     beats = heartbeats(conn)  # owners /proc here cannot judge: by their heartbeat
     for owner, n in running.items():
         if owner is not None and not is_alive(owner, beats.get(owner)):

@@ -20,7 +20,7 @@ from jobqueue.cli.render import Column, Output, fmt_attempt, rich_console, rich_
 from jobqueue.context import JobContext
 from jobqueue.ids import short_id
 from jobqueue.service import JobQueueService
-from jobqueue.store import jobs, lookup
+from jobqueue.store import lookup, overview
 
 __all__ = ["run_demo"]
 
@@ -181,7 +181,7 @@ async def _demo(db: Path, out: Output, show: Display, *, temporary: bool = False
     # Read the final statuses straight from the file, on a plain sqlite3 connection.
     conn = sqlite3.connect(db)
     try:
-        rows = jobs.summaries(conn)
+        rows = overview.summaries(conn)
         shown = lookup.short_ids(conn, [row.id for row in rows])  # the random tails
         tries = lookup.attempts(conn, [row.id for row in rows])
     finally:
@@ -202,7 +202,7 @@ async def _demo(db: Path, out: Output, show: Display, *, temporary: bool = False
     return 0
 
 
-def _attempt(row: jobs.JobSummary, tries: lookup.Attempts | None) -> str:
+def _attempt(row: overview.JobSummary, tries: lookup.Attempts | None) -> str:
     """``2 of 3``, as people count attempts (``row.attempt`` alone if the row went away)."""
     if tries is None:
         return str(row.attempt + 1)

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from jobqueue.cli.render import Output, fmt_age, fmt_duration, fmt_time, rich_console, rich_text
-from jobqueue.store import jobs
+from jobqueue.store import overview
 from jobqueue.store.readonly import ReadOnlyStore
 from jobqueue.store.recovery import is_alive, owner_rows
 
@@ -33,12 +33,12 @@ def read_stats(conn: sqlite3.Connection | None, me: str, now: float) -> dict[str
     time and heartbeat. ``conn=None`` is a file with no schema yet: all zero.
     """
     if conn is None:
-        counts = jobs.Counts(by_status={}, pending_by_handler={}, due=0, oldest_due=None)
+        counts = overview.Counts(by_status={}, pending_by_handler={}, due=0, oldest_due=None)
         running_by_owner: dict[str | None, int] = {}
         owners = []
     else:
-        counts = jobs.counts(conn, now)
-        running_by_owner = jobs.running_by_owner(conn)
+        counts = overview.counts(conn, now)
+        running_by_owner = overview.running_by_owner(conn)
         owners = owner_rows(conn)
     by_status = counts.by_status
     processes = [

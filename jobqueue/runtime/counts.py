@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from jobqueue.status import TaskStatus
-from jobqueue.store import jobs
+from jobqueue.store import overview
 from jobqueue.store.connection import Database
 
 __all__ = ["JobCounts"]
@@ -33,7 +33,7 @@ class JobCounts:
 
     async def refresh(self, db: Database, now: float) -> None:
         """Re-read counts and lag (as of ``now``, the service clock's time) from the store."""
-        read = await db.run(jobs.counts, now)
+        read = await db.run(overview.counts, now)
         self.by_status, self.pending = Counter(read.by_status), Counter(read.pending_by_handler)
         self.lag = 0.0 if read.oldest_due is None else max(0.0, now - read.oldest_due)
 

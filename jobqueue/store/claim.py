@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jobqueue.store.jobs import IN_GROUP, Claimed, pending_groups
+from jobqueue.store.groups import IN_GROUP, pending_groups
+from jobqueue.store.jobs import Claimed
 from jobqueue.store.rows import by_name, column, getter, getter_of
 
 __all__ = ["PENDING_ORDER", "ClaimRequest", "claim"]

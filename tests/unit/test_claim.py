@@ -13,7 +13,9 @@ import pytest
 from jobqueue.status import TaskStatus
 from jobqueue.store import jobs
 from jobqueue.store.claim import ClaimRequest, claim
-from jobqueue.store.jobs import NewJob, counts, pending_groups
+from jobqueue.store.groups import pending_groups
+from jobqueue.store.jobs import NewJob
+from jobqueue.store.overview import counts
 from jobqueue.store.schema import apply_migrations
 
 

@@ -20,7 +20,7 @@ from jobqueue.runtime.engine import Runtime
 from jobqueue.runtime.owner import here
 from jobqueue.settings import Settings
 from jobqueue.status import TaskStatus
-from jobqueue.store import jobs
+from jobqueue.store import jobs, overview
 from jobqueue.store.connection import Database
 from jobqueue.store.jobs import Job
 from jobqueue.store.schema import apply_migrations
@@ -194,7 +194,7 @@ async def test_ready_after_close_raises(make: MakeRuntime) -> None:
     with pytest.raises(ServiceClosedError):
         p.runtime.check_usable()
     with pytest.raises(ServiceClosedError):
-        await p.runtime.read(jobs.count_by_status)
+        await p.runtime.read(overview.count_by_status)
     with pytest.raises(ServiceClosedError):
         await p.submit("echo")
     with pytest.raises(ServiceClosedError):
