@@ -24,7 +24,7 @@ __all__ = ["metrics_command", "port_taken"]
 
 def port_taken(exc: MetricsServerError, addr: str, port: int, flag: str) -> MetricsServerError:
     """The error of a port that cannot be served, saying the command line's ``flag 0``."""
-    from jobqueue.telemetry.prometheus import bind_message
+    from jobqueue.telemetry.server import bind_message
 
     return MetricsServerError(exc.errno or 0, bind_message(exc, addr, port, any_port=f"{flag} 0"))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from jobqueue.telemetry.aggregates import HistogramTally, Tally
 from jobqueue.telemetry.metrics import EVENT_BUCKETS, JOB_BUCKETS, JOBQUEUE_METRICS, JobMetrics
-from jobqueue.telemetry.prometheus import MetricsServer, PrometheusReader, serve_metrics
+from jobqueue.telemetry.prometheus import PrometheusReader
 from jobqueue.telemetry.registry import (
     BoundMetrics,
     LabelValueCap,
@@ -21,6 +21,7 @@ from jobqueue.telemetry.registry import (
     MetricSpec,
     MetricType,
 )
+from jobqueue.telemetry.server import MetricsServer, serve_metrics
 
 __all__ = [
     "EVENT_BUCKETS",
