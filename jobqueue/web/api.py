@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final
 
@@ -59,12 +60,12 @@ class Api:
         service: JobQueueService,
         reader: Reader,
         hub: Hub,
-        opened: Any,
+        opened: Callable[[], Awaitable[None]],
     ) -> None:
         self.service = service
         self.reader = reader
         self.hub = hub
-        self._opened = opened  # awaitable factory: the service is open once it returns
+        self._opened = opened  # the service is open (or refused, 503) once it returns
         self._overview: tuple[float, dict[str, Any]] | None = None
 
     # -- reads ---------------------------------------------------------------------------
