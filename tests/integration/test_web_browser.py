@@ -280,3 +280,17 @@ async def test_mounted_at_jobs_in_a_host_app(setup: Setup, browser: WebDriver) -
     wait_for(browser, lambda d: status_of(d) == "stopped", timeout=3.0)
     browser.get(url.removesuffix("jobs/"))
     assert "host app" in browser.page_source
+
+
+async def test_read_only_hides_every_button(setup: Setup, browser: WebDriver) -> None:
+    job = await setup.service.submit("hold", {"seconds": 30})
+    _, url = setup.dashboard(free_port(), "--no-token", "--read-only")
+    browser.get(f"{url}#/job/{job.id}")
+    wait_for(browser, lambda d: status_of(d) == "running")
+    assert browser.find_element(By.ID, "mode").text == "read-only"
+    assert not browser.find_element(By.ID, "d-actions").is_displayed()
+    browser.get(url)
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")) == 1)
+    assert not browser.find_element(By.ID, "bulk-cancel").is_displayed()
+    assert not browser.find_element(By.ID, "bulk-retry").is_displayed()
+    await setup.service.cancel(job.id)
