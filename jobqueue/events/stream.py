@@ -237,6 +237,8 @@ def _poll(
 ) -> tuple[list[Event], bool]:
     """The job's logged events after ``after``; True when they end its stream.
 
+    The stream ends with the job's last run's end: the end of a run that a retry
+    followed is left out (more events follow it, or the job is not done).
     One read transaction: if the job is seen finished, every event sent
     before it finished is in the same snapshot (committed in the same or an
     earlier batch). If the log then ends without a terminal event, one is
@@ -244,10 +246,18 @@ def _poll(
     """
     job, rows, tail = eventlog.read_with_job(conn, job_id, after, limit)
     now = time.time()
-    events = [_from_row(row, now) for row in rows]
-    for i, event in enumerate(events):
-        if event.type in TERMINAL_EVENTS:
-            return events[: i + 1], True
+    events: list[Event] = []
+    for i, row in enumerate(rows):
+        event = _from_row(row, now)
+        if event.type not in TERMINAL_EVENTS:
+            events.append(event)
+        elif i < len(rows) - 1:
+            pass  # a run's end that more events follow: a retry ran the job again
+        elif len(rows) == limit and events:
+            return events, False  # the page ends on it: read again from just before it
+        elif job.done:
+            return [*events, event], True
+        # else the job is pending or running again (retried): this was an earlier run's end
     if len(rows) == limit or not job.done:
         return events, False
     if rows:

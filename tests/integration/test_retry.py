@@ -279,6 +279,37 @@ async def test_persisted_events_continue_after_a_retry(make_service) -> None:
     assert seqs == sorted(set(seqs))  # in order, no seq reused
     assert second[0].seq == last + 1
     assert await svc.wait(job.id) == "fine"
+    # Read from the start: both runs' events, and one end, the last run's.
+    whole = [e async for e in svc.events(job.id)]
+    assert [e.type for e in whole] == ["token", "token", "token", "token", "end"]
+    assert [e.seq for e in whole] == [e.seq for e in first[:2] + second]
+
+
+async def test_a_reader_from_the_start_follows_a_retried_job_to_its_last_end(
+    make_service,
+) -> None:
+    svc = await make_service(persist_events=True)
+    gate = asyncio.Event()
+
+    @svc.handler("talk")
+    async def talk(ctx: JobContext, payload: Any) -> str:
+        await ctx.emit("token", {"chunk": f"attempt {ctx.attempt}"})
+        if ctx.attempt == 0:
+            raise ValueError("first run fails")
+        await gate.wait()
+        return "fine"
+
+    job = await svc.submit("talk")
+    with pytest.raises(JobFailedError):
+        await svc.wait(job.id)
+    await svc.retry(job.id)
+    reader = asyncio.ensure_future(_collect(svc, job.id))
+    await asyncio.sleep(0.3)
+    assert not reader.done()  # the first run's error is not the end: the job runs again
+    gate.set()
+    events = await asyncio.wait_for(reader, 10)
+    assert [e.type for e in events] == ["token", "token", "end"]
+    assert [e.data for e in events[:2]] == [{"chunk": "attempt 0"}, {"chunk": "attempt 1"}]
 
 
 async def test_in_memory_events_follow_the_new_run(make_service) -> None:
@@ -662,3 +693,7 @@ async def test_retry_and_resume_are_due_on_the_services_clock(make_service) -> N
     await svc.run_until_idle(timeout=10)
     assert await svc.wait(job.id) == "ok"
     assert clock.time() < 1_000_001.0  # nothing had to wait for the machine's time
+
+
+async def _collect(svc: JobQueueService, job_id: str) -> list[Any]:
+    return [e async for e in svc.events(job_id)]
