@@ -17,6 +17,10 @@ rotates from round to round:
 ``jobqueue``  ``RedisJobQueueService``: ``await manager.asend("log", ...)`` in a
               job started with ``start_job``; the reader iterates
               ``service.events(job)`` to the end entry.
+``durable``   a ``JobQueueService`` on a file (``persist_events=True``) with a
+              ``RedisBus``: the handler's ``await ctx.emit("log", ...)`` go to the
+              event log, which the bus copies to the stream; the reader iterates
+              ``RemoteJobs(url).events(job)`` to the end entry.
 ``langflow``  Langflow 1.13's ``RedisJobQueueService``: ``manager.on_log(...)``
               in a job, the end sentinel put by the job; the reader takes
               items from ``get_queue_data(job)[0]`` until the sentinel. Runs
@@ -24,7 +28,8 @@ rotates from round to round:
               default ``/work/lfredis/bin/python``): an interpreter where
               langflow-base 1.13.0 imports; skipped, saying why, otherwise.
 
-Ratios are taken within each round (``jobqueue ÷ raw``, ``jobqueue ÷ langflow``)
+Ratios are taken within each round (``jobqueue ÷ raw``, ``jobqueue ÷ langflow``,
+``durable ÷ raw``)
 and their medians reported. One JSON line per run, then a summary line.
 """
 
@@ -50,7 +55,7 @@ try:
 except ImportError:  # imported as bench.redis_bus
     from bench._common import REPO_ROOT, emit, emit_summary, log
 
-SYSTEMS = ("raw", "jobqueue", "langflow")
+SYSTEMS = ("raw", "jobqueue", "durable", "langflow")
 LANGFLOW_PYTHON = os.environ.get("JOBQUEUE_BENCH_LANGFLOW_PYTHON", "/work/lfredis/bin/python")
 
 
@@ -119,6 +124,34 @@ async def jobqueue_reader(url: str, job: str, n: int) -> int:
     async for event in svc.events(job):
         got += event.kind == "event"
     await svc.stop()
+    return got
+
+
+async def durable_producer(url: str, job: str, n: int) -> None:
+    from jobqueue import JobQueueService
+    from jobqueue.redis import RedisBus
+
+    with tempfile.TemporaryDirectory() as folder:
+        service = JobQueueService(os.path.join(folder, "jobs.db"), persist_events=True)
+
+        @service.handler("emit")
+        async def emit_all(ctx: Any, count: int) -> None:
+            print(time.time(), flush=True)
+            for i in range(count):
+                await ctx.emit("log", {"i": i})
+
+        async with service, RedisBus(service, url):
+            await service.submit("emit", n, job_id=job)
+            await service.wait(job, timeout=120)
+
+
+async def durable_reader(url: str, job: str, n: int) -> int:
+    from jobqueue.redis import RemoteJobs
+
+    got = 0
+    async with RemoteJobs(url) as remote:
+        async for event in remote.events(job):
+            got += event.type == "log"
     return got
 
 
@@ -260,10 +293,14 @@ def main() -> int:
         log(f"{name} skipped: {why}")
     server, url, folder = start_redis()
     rates: dict[str, list[float]] = {s: [] for s in SYSTEMS}
-    ratios: dict[str, list[float]] = {"jobqueue_over_raw": [], "jobqueue_over_langflow": []}
+    ratios: dict[str, list[float]] = {
+        "jobqueue_over_raw": [],
+        "jobqueue_over_langflow": [],
+        "durable_over_raw": [],
+    }
     try:
         for rnd in range(args.rounds):
-            order = SYSTEMS[rnd % 3 :] + SYSTEMS[: rnd % 3]
+            order = SYSTEMS[rnd % 4 :] + SYSTEMS[: rnd % 4]
             got: dict[str, float] = {}
             for system in order:
                 if system in skipped:
@@ -276,6 +313,7 @@ def main() -> int:
                 got[system] = result["events_per_s"]
                 rates[system].append(result["events_per_s"])
             ratios["jobqueue_over_raw"].append(got["jobqueue"] / got["raw"])
+            ratios["durable_over_raw"].append(got["durable"] / got["raw"])
             if "langflow" in got:
                 ratios["jobqueue_over_langflow"].append(got["jobqueue"] / got["langflow"])
     finally:
