@@ -51,7 +51,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the library."""
-    session.install("-e", ".[cli,celery,redis,web]", "mypy>=1.10", "pytest>=8")  # rich's, redis's and kombu's types
+    # rich's, redis's, kombu's and starlette's types; pytest's for jobqueue.testing's plugin
+    session.install("-e", ".[cli,celery,redis,web]", "mypy>=1.10", "pytest>=8")
     session.run("mypy", "--strict", "jobqueue")
 
 

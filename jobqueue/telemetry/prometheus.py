@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 __all__ = ["PrometheusReader"]
 
+
 class PrometheusReader(PrometheusMetricReader):
     """A ``PrometheusMetricReader`` that also exports metrics aggregated outside the SDK.
 
