@@ -9,6 +9,7 @@ bridge buffer while Redis is stopped, a typed error for an outage.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -103,6 +104,21 @@ async def test_trimmed_entries_arrive_as_a_gap_event(make: Any) -> None:
     assert seen == list(range(seen[0], 2000))
     assert svc.metrics_snapshot()["bus"]["gaps"] >= 1
     assert events[-1].outcome == "completed"
+
+
+async def test_langflows_queue_wrapper_shows_a_gap_as_an_event(make: Any) -> None:
+    svc = make(maxlen=10)
+    job = await run_logs(svc, 1000)
+    await svc.wait_end(job, 10)
+    queue, *_ = svc.get_queue_data(job)
+    event_id, data, _ts = await asyncio.wait_for(queue.get(), 5)
+    assert event_id.startswith("gap-")
+    body = json.loads(data)
+    assert body["event"] == "gap"
+    assert body["data"]["after"] == 0
+    missed = body["data"]["missed"]
+    event_id, data, _ts = await asyncio.wait_for(queue.get(), 5)
+    assert json.loads(data)["data"] == {"i": missed}  # the first event kept
 
 
 async def test_a_job_of_a_worker_that_stopped_renewing_its_lease_ends_lost(make: Any) -> None:
