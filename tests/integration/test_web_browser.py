@@ -54,6 +54,7 @@ def browser() -> Iterator[WebDriver]:
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(arg)
     options.add_argument("--window-size=1280,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console: CSP reports
     # The driver given by path: Selenium Manager never downloads anything.
     drv = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     try:
@@ -255,6 +256,7 @@ async def test_hostile_text_is_shown_as_text(setup: Setup, browser: WebDriver) -
     job = await setup.service.submit("fail", {"message": XSS, "html": XSS}, session_id=XSS)
     await until_status(setup.service, job.id, "failed")
     _, url = setup.dashboard(free_port(), "--no-token")
+    browser.get_log("browser")  # what earlier tests left (a refused token, a restart)
     browser.get(url)
     wait_for(browser, lambda d: XSS in d.find_element(By.ID, "jobs").text)
     browser.get(f"{url}#/job/{job.id}")
@@ -264,6 +266,9 @@ async def test_hostile_text_is_shown_as_text(setup: Setup, browser: WebDriver) -
     await asyncio.sleep(0.3)
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018 (no dialog opened)
+    # Nothing the page does is refused by its own CSP, and nothing failed to load.
+    severe = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
 
 
 async def test_mounted_at_jobs_in_a_host_app(setup: Setup, browser: WebDriver) -> None:
