@@ -98,11 +98,12 @@ def main() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = subprocess.Popen(
-            [sys.executable, "-m", "jobqueue", "web", "--db", path, "--port", str(port),
+        server = subprocess.Popen(  # in the file's directory: the page names it "jobs.db"
+            [sys.executable, "-m", "jobqueue", "web", "--db", "jobs.db", "--port", str(port),
              "--no-token"],
             stdout=subprocess.PIPE,
             text=True,
+            cwd=tmp,
         )  # fmt: skip
         url = server.stdout.readline().strip() if server.stdout else ""
         options = Options()

@@ -182,7 +182,8 @@
       tr.appendChild(el("td", { title: when(r.created_at) }, seconds(now - r.created_at) + " ago"));
       const ran = r.started_at ? (r.completed_at || now) - r.started_at : null;
       tr.appendChild(el("td", {}, seconds(ran)));
-      tr.appendChild(el("td", { class: "error" }, r.error || r.reason || ""));
+      // An error in red; a reason alone (a sleeping workflow, a retry's wait) is not one.
+      tr.appendChild(el("td", { class: r.error ? "error" : "note muted" }, r.error || r.reason || ""));
       tr.addEventListener("click", () => { location.hash = "#/job/" + encodeURIComponent(r.id); });
       tbody.appendChild(tr);
     }
