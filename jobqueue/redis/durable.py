@@ -29,9 +29,11 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
-from jobqueue.errors import InvalidArgumentError, JobNotFoundError, JobQueueError
+from jobqueue.errors import InvalidArgumentError, JobNotFoundError
 from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.redis.keys import SENTINEL, Keys, is_connection_error, raise_if_cancelling
+from jobqueue.redis.requests import serve_controls
+from jobqueue.status import TaskStatus
 
 if TYPE_CHECKING:
     from jobqueue.events.manager import Event
@@ -39,10 +41,8 @@ if TYPE_CHECKING:
     from jobqueue.store.jobs import Job
 
 __all__ = [
-    "CONTROL_CHANNEL",
     "EPOCH_PREFIX",
     "JOB_PREFIX",
-    "REPLY_PREFIX",
     "RedisBus",
     "job_fields",
 ]
@@ -50,11 +50,8 @@ __all__ = [
 log = logging.getLogger("jobqueue.redis")
 
 JOB_PREFIX: Final = "jobqueue:job:"
-CONTROL_CHANNEL: Final = "jobqueue:control"
-REPLY_PREFIX: Final = "jobqueue:reply:"
 #: ``jobqueue:epoch:{bus}``: set by each bus; gone means Redis restarted empty.
 EPOCH_PREFIX: Final = "jobqueue:epoch:"
-_OPS: Final = frozenset({"cancel", "stop", "pause", "resume"})
 #: Jobs finished here whose streams are republished after Redis restarted empty.
 _RECENT: Final = 1000
 
@@ -103,7 +100,8 @@ class RedisBus:
         self._client: Any = Redis.from_url(url, socket_timeout=socket_timeout)
         self._dirty: dict[str, int] = {}  # records to write: job -> change number
         self._changes = 0
-        self._applying: set[asyncio.Task[None]] = set()
+        #: Control requests being applied (strong references until they finish).
+        self.applying: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # every record written
         self._publishers: dict[str, asyncio.Task[None]] = {}
@@ -131,9 +129,29 @@ class RedisBus:
             await self._client.set(self._epoch_key, 1)
         self._tasks = [
             asyncio.create_task(self._write_records()),
-            asyncio.create_task(self._serve_controls()),
+            asyncio.create_task(serve_controls(self)),
             asyncio.create_task(self._watch_epoch()),
         ]
+        if self.service.state == "open":
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """Publish what the open service did before this bus was attached.
+
+        Jobs it runs now, and jobs that changed since it opened (a job swept
+        back to pending at open may have run and ended already). Publishing a
+        job another process ran is harmless: the same log, the same ids.
+        """
+        svc = self.service
+        since = svc.boot_at or 0.0
+        for job in await svc.list(limit=_RECENT):
+            if job.updated_at < since:
+                continue
+            if job.status is TaskStatus.RUNNING and job.owner != svc.owner:
+                continue  # another process runs it: its bus publishes it
+            self.mark(job.id)
+            if job.id not in self._publishers and job.status is not TaskStatus.PENDING:
+                self._publish(job.id)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Finish publishing what can be published within ``timeout``, then stop."""
@@ -165,11 +183,12 @@ class RedisBus:
         job_id = record.job_id
         if job_id is None:
             return
-        self._mark(job_id)
+        self.mark(job_id)
         if record.kind is HookKind.STARTED and job_id not in self._publishers:
             self._publish(job_id)
 
-    def _mark(self, job_id: str) -> None:
+    def mark(self, job_id: str) -> None:
+        """The job's record changed: write it."""
         self._changes += 1
         self._dirty[job_id] = self._changes
         self._idle.clear()
@@ -325,60 +344,13 @@ class RedisBus:
         for job_id in jobs:
             self._cursors[job_id] = 0
             self._fresh.add(job_id)
-            self._mark(job_id)
+            self.mark(job_id)
             running = self._publishers.get(job_id)
             if running is not me:  # the caller starts over by itself (_Restarted)
                 if running is not None:
                     running.cancel()
                 self._publish(job_id)
         self.stats["republished"] += len(jobs)
-
-    # -- controls -------------------------------------------------------------------------------
-
-    async def _serve_controls(self) -> None:
-        while True:
-            pubsub = self._client.pubsub()
-            try:
-                await pubsub.subscribe(CONTROL_CHANNEL)
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    raise_if_cancelling()
-                    if msg is not None and msg.get("type") == "message":
-                        task = asyncio.create_task(self._apply(msg["data"]))
-                        self._applying.add(task)
-                        task.add_done_callback(self._applying.discard)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 1.0)
-                raise
-            except Exception as exc:
-                raise_if_cancelling()
-                log.warning("control subscription lost (%s); again in 0.5 s", exc)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
-            await asyncio.sleep(0.5)
-
-    async def _apply(self, raw: bytes) -> None:
-        try:
-            request = json.loads(raw)
-            op, job_id, reply_to = request["op"], request["job"], request["id"]
-            if op not in _OPS:
-                return
-            job = await getattr(self.service, op)(job_id)
-        except JobNotFoundError:
-            return  # another service's job: it answers
-        except (JobQueueError, ValueError, KeyError, TypeError) as exc:
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        else:
-            self.stats["controls"] += 1
-            answer = {"status": job.status.value}
-            self._mark(job_id)
-        key = REPLY_PREFIX + str(reply_to)
-        with contextlib.suppress(Exception):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.rpush(key, json.dumps(answer))
-            pipe.expire(key, 60)
-            await pipe.execute()
 
 
 class _Restarted(Exception):

@@ -23,9 +23,10 @@ from jobqueue.errors import (
     JobFailedError,
     JobNotFoundError,
 )
-from jobqueue.redis.durable import CONTROL_CHANNEL, JOB_PREFIX, REPLY_PREFIX
+from jobqueue.redis.durable import JOB_PREFIX
 from jobqueue.redis.keys import is_connection_error, redact_url
 from jobqueue.redis.reader import StreamReader
+from jobqueue.redis.requests import CONTROL_CHANNEL, REPLY_PREFIX
 from jobqueue.status import TERMINAL, TaskStatus
 
 __all__ = ["RemoteJob", "RemoteJobs"]

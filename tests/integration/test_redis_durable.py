@@ -194,6 +194,51 @@ async def test_remote_jobs_of_a_service_in_another_process(
             await proc.wait()
 
 
+async def test_a_stream_goes_on_where_the_job_runs_again(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The owner is SIGKILLed; the service that reopens the file reruns the job on the bus."""
+    path = str(tmp_path / "d.db")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = ROOT / "tests" / "procs" / "_redis_durable.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), redis_server.url, path, stdout=asyncio.subprocess.PIPE, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("JOB "), line
+        job_id = line.split()[1]
+        async with RemoteJobs(redis_server.url) as remote:
+            reader = remote.events(job_id)
+            seen = []
+            async for event in reader:
+                seen.append(event)
+                if len(seen) == 10:
+                    break
+            proc.kill()  # SIGKILL: no end is written
+            await proc.wait()
+            again = JobQueueService(path, persist_events=True)
+
+            @again.handler("loop")
+            async def finish(ctx: JobContext, payload: Any) -> str:
+                for i in range(5):
+                    await ctx.emit("log", {"i": i})
+                return "finished"
+
+            async with again, RedisBus(again, redis_server.url):
+                seen += await collect(reader, timeout=20)
+                assert await remote.wait(job_id, timeout=10) == "finished"
+        assert seen[-1].kind == "end"
+        assert seen[-1].outcome == "completed"
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))  # one stream, no gap
+        assert [e.decoded()["data"]["i"] for e in seen if e.type == "log"][-5:] == [0, 1, 2, 3, 4]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def _status(service: JobQueueService, job_id: str, status: str) -> bool:
     return (await service.get(job_id)).status == status
 

@@ -26,7 +26,7 @@ async def main(url: str, path: str) -> None:
             await asyncio.sleep(0.01)
 
     async with service, RedisBus(service, url):
-        job = await service.submit("loop", None)
+        job = await service.submit("loop", None, max_retries=1)
         print(f"JOB {job.id}", flush=True)
         for _ in range(3000):
             if (await service.get(job.id)).done:
