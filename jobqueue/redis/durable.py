@@ -136,19 +136,30 @@ class RedisBus:
             await self._catch_up()
 
     async def _catch_up(self) -> None:
-        """Publish what the open service did before this bus was attached.
+        """Publish what happened on the file while no bus was attached.
 
-        Jobs it runs now, and jobs that changed since it opened (a job swept
-        back to pending at open may have run and ended already). Publishing a
-        job another process ran is harmless: the same log, the same ids.
+        The file's newest jobs (1,000 at most) whose published status differs
+        from the stored one, or that changed since the service opened: a job
+        that ended during a drain, with the bus already closed, or that was
+        swept back to pending at open and has run since. Publishing a job
+        another process ran is harmless: the same log, the same ids.
         """
         svc = self.service
         since = svc.boot_at or 0.0
-        for job in await svc.list(limit=_RECENT):
-            if job.updated_at < since:
-                continue
+        jobs = await svc.list(limit=_RECENT)
+        pipe = self._client.pipeline(transaction=False)
+        for job in jobs:
+            pipe.hget(JOB_PREFIX + job.id, "status")
+        try:
+            published = await pipe.execute()
+        except Exception:
+            raise_if_cancelling()
+            return
+        for job, status in zip(jobs, published, strict=True):
             if job.status is TaskStatus.RUNNING and job.owner != svc.owner:
                 continue  # another process runs it: its bus publishes it
+            if job.updated_at < since and status == job.status.value.encode():
+                continue  # published as it is
             self.mark(job.id)
             if job.id not in self._publishers and job.status is not TaskStatus.PENDING:
                 self._publish(job.id)

@@ -239,6 +239,23 @@ async def test_a_stream_goes_on_where_the_job_runs_again(
             await proc.wait()
 
 
+async def test_a_job_that_ended_with_no_bus_is_published_by_the_next(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    path = str(tmp_path / "e.db")
+    first = JobQueueService(path, persist_events=True)
+    register(first)
+    async with first:  # no bus attached: nothing published
+        job = await first.submit("words", {"n": 5})
+        assert await first.wait(job.id, timeout=5) == {"sent": 5}
+    later = JobQueueService(path, persist_events=True)  # opened after the job ended
+    async with later, RedisBus(later, redis_server.url), RemoteJobs(redis_server.url) as remote:
+        events = await collect(remote.events(job.id))
+        assert numbers(events) == [0, 1, 2, 3, 4]
+        assert events[-1].outcome == "completed"
+        assert (await remote.get(job.id)).result == {"sent": 5}
+
+
 async def _status(service: JobQueueService, job_id: str, status: str) -> bool:
     return (await service.get(job_id)).status == status
 
