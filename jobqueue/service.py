@@ -46,6 +46,7 @@ from jobqueue.validation import parse_status_arg
 
 if TYPE_CHECKING:
     from jobqueue.locks import KeyedMemoryLockManager, KeyedWorkerLockManager
+    from jobqueue.redis.durable import RedisBus
     from jobqueue.telemetry import JobMetrics
 
 __all__ = ["JobQueueService"]
@@ -86,6 +87,10 @@ class JobQueueService(LangflowCompat):
         clock: where delays, retry backoffs, timeouts, rate-limit windows and durable
             sleeps read the time. The machine's clock by default; tests pass a
             :class:`jobqueue.testing.TestClock` so that they take no real time.
+        bus: a Redis URL: publish the jobs this service runs (their event logs and
+            records) and take controls from any machine (``jobqueue.redis.RemoteJobs``).
+            Needs ``persist_events=True`` and ``pip install 'jobqueue[redis]'``; see
+            docs/scale-out.md.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class JobQueueService(LangflowCompat):
         metrics: JobMetrics | bool = False,
         locks: KeyedMemoryLockManager | KeyedWorkerLockManager | None = None,
         clock: Clock | None = None,
+        bus: str | None = None,
     ) -> None:
         settings = Settings.make(
             path,
@@ -163,6 +169,12 @@ class JobQueueService(LangflowCompat):
                 queue_lengths=self.runtime.queue_lengths,
                 active=self.runtime.active_counts,
             )
+        #: The Redis bus the jobs run here are published on (``bus=``), else ``None``.
+        self.bus: RedisBus | None = None
+        if bus is not None:
+            from jobqueue.redis.durable import RedisBus as _RedisBus
+
+            self.bus = _RedisBus(self, bus)
 
     # -- configuration and state ---------------------------------------------------------
 
@@ -251,6 +263,8 @@ class JobQueueService(LangflowCompat):
         """
         self._langflow.refusing = False  # Langflow's start() reopens (_closed = False)
         self.runtime.start()
+        if self.bus is not None:
+            self.bus.begin()
 
     async def __aenter__(self) -> Self:
         self.start()
@@ -274,6 +288,8 @@ class JobQueueService(LangflowCompat):
         worker's second signal does).
         """
         await self.runtime.close(drain_timeout)
+        if self.bus is not None:  # jobs that end in the drain: the next bus on the file
+            await self.bus.close()
 
     async def run_until_idle(self, timeout: float | None = None) -> None:
         """Return once no job for this process's handlers is pending, delayed or running.

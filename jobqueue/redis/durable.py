@@ -27,22 +27,47 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from jobqueue.errors import InvalidArgumentError, JobNotFoundError
+from jobqueue.errors import InvalidArgumentError, JobNotFoundError, ServiceClosedError
 from jobqueue.hooks import HookKind, Lifecycle
 from jobqueue.redis.keys import SENTINEL, Keys, is_connection_error, raise_if_cancelling
 from jobqueue.redis.requests import serve_controls
 from jobqueue.status import TaskStatus
 
 if TYPE_CHECKING:
+    import builtins
+    from collections.abc import AsyncIterator
+
     from jobqueue.events.manager import Event
-    from jobqueue.service import JobQueueService
+    from jobqueue.hooks import Hooks
+    from jobqueue.settings import Settings
     from jobqueue.store.jobs import Job
+
+
+class DurableService(Protocol):
+    """What a bus uses of :class:`~jobqueue.JobQueueService` (not imported: no cycle)."""
+
+    hooks: Hooks
+    runtime: Any
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def boot_at(self) -> float | None: ...
+    @property
+    def state(self) -> str: ...
+    def events(self, job_id: str, *, after: int | str | None = None) -> AsyncIterator[Event]: ...
+    async def get(self, job_id: str) -> Job: ...
+    async def list(self, *, limit: int = 100) -> builtins.list[Job]: ...
+
 
 __all__ = [
     "EPOCH_PREFIX",
     "JOB_PREFIX",
+    "DurableService",
     "RedisBus",
     "job_fields",
 ]
@@ -85,19 +110,26 @@ class RedisBus:
     """
 
     def __init__(
-        self, service: JobQueueService, url: str, *, ttl: int = 3600, socket_timeout: float = 5.0
+        self, service: DurableService, url: str, *, ttl: int = 3600, socket_timeout: float = 5.0
     ) -> None:
         if not service.settings.persist_events:
             raise InvalidArgumentError(
                 "RedisBus publishes the persisted event log: open the service with "
                 "JobQueueService(path, persist_events=True)"
             )
-        from redis.asyncio import Redis
+        try:
+            from redis.asyncio import Redis
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(
+                f"a Redis bus needs redis-py ({exc}): pip install 'jobqueue[redis]'", name=exc.name
+            ) from exc
 
         self.service = service
         self.url = url
         self._ttl = ttl
-        self._client: Any = Redis.from_url(url, socket_timeout=socket_timeout)
+        self._redis, self._socket_timeout = Redis, socket_timeout
+        self._client: Any = self._connect()
+        self._closed = False
         self._dirty: dict[str, int] = {}  # records to write: job -> change number
         self._changes = 0
         #: Control requests being applied (strong references until they finish).
@@ -108,6 +140,7 @@ class RedisBus:
         self._cursors: dict[str, int] = {}  # job -> last seq Redis acknowledged
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
+        self._attached: asyncio.Task[None] | None = None
         self._unsubscribe: Any = None
         self._epoch_key = EPOCH_PREFIX + uuid.uuid4().hex
         self._fresh: set[str] = set()  # jobs whose stream is written again from seq 1
@@ -121,19 +154,40 @@ class RedisBus:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start(self) -> None:
-        """Subscribe to the service's lifecycle and start the writer and control loops."""
+    def _connect(self) -> Any:
+        return self._redis.from_url(self.url, socket_timeout=self._socket_timeout)
+
+    def begin(self) -> None:
+        """Subscribe to the service's lifecycle and start the loops (needs a running loop).
+
+        What ``JobQueueService(..., bus=url)`` calls from ``start()``: every job
+        the service runs from now on is published. Once the service is open,
+        what happened on the file while no bus was attached is published too.
+        """
+        if self._tasks:
+            return
+        if self._closed:  # a service started again after close()
+            self._client, self._closed = self._connect(), False
         kinds = (HookKind.SUBMITTED, HookKind.STARTED, HookKind.FINISHED, HookKind.RETRYING)
         self._unsubscribe = self.service.hooks.subscribe(self._on_change, kinds)
-        with contextlib.suppress(Exception):
-            await self._client.set(self._epoch_key, 1)
         self._tasks = [
             asyncio.create_task(self._write_records()),
             asyncio.create_task(serve_controls(self)),
             asyncio.create_task(self._watch_epoch()),
         ]
-        if self.service.state == "open":
-            await self._catch_up()
+        self._attached = asyncio.create_task(self._attach())
+
+    async def start(self) -> None:
+        """:meth:`begin`, then wait until the file's past is published (if the service is open)."""
+        self.begin()
+        if self.service.state == "open" and self._attached is not None:
+            await asyncio.shield(self._attached)
+
+    async def _attach(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client.set(self._epoch_key, 1)
+        await self.service.runtime.ready()
+        await self._catch_up()
 
     async def _catch_up(self) -> None:
         """Publish what happened on the file while no bus was attached.
@@ -166,6 +220,9 @@ class RedisBus:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Finish publishing what can be published within ``timeout``, then stop."""
+        if self._closed or not self._tasks:
+            return
+        self._closed = True
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -176,10 +233,12 @@ class RedisBus:
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)
-        for task in [*self._tasks, *self._publishers.values()]:
+        attaching = [self._attached] if self._attached is not None else []
+        for task in [*self._tasks, *attaching, *self._publishers.values()]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._tasks = []
         with contextlib.suppress(Exception):
             await self._client.delete(self._epoch_key)
         await self._client.aclose()
@@ -222,6 +281,9 @@ class RedisBus:
                 except JobNotFoundError:
                     self._dirty.pop(job_id, None)
                     continue
+                except ServiceClosedError:
+                    self._dirty.clear()  # nothing can be read any more: the next bus catches up
+                    break
                 except Exception as exc:
                     raise_if_cancelling()
                     self.stats["errors"] += 1

@@ -13,19 +13,16 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from jobqueue.errors import JobNotFoundError, JobQueueError
 from jobqueue.redis.keys import raise_if_cancelling
-
-if TYPE_CHECKING:
-    from jobqueue.service import JobQueueService
 
 
 class RedisBus(Protocol):
     """What this module uses of :class:`jobqueue.redis.durable.RedisBus`."""
 
-    service: JobQueueService
+    service: Any  # a JobQueueService
     _client: Any
     applying: set[asyncio.Task[None]]
     stats: dict[str, int]

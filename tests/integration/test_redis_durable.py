@@ -153,6 +153,28 @@ async def test_a_bus_needs_the_persisted_log(tmp_path: Path, redis_server: Redis
     async with JobQueueService(str(tmp_path / "b.db")) as service:
         with pytest.raises(InvalidArgumentError, match="persist_events=True"):
             RedisBus(service, redis_server.url)
+    with pytest.raises(InvalidArgumentError, match="persist_events=True"):
+        JobQueueService(str(tmp_path / "b.db"), bus=redis_server.url)
+
+
+async def test_the_bus_option_of_the_service(tmp_path: Path, redis_server: RedisServer) -> None:
+    service = JobQueueService(str(tmp_path / "f.db"), persist_events=True, bus=redis_server.url)
+    register(service)
+    async with service, RemoteJobs(redis_server.url) as remote:
+        assert service.bus is not None
+        job = await service.submit("words", {"n": 3})
+        events = await collect(remote.events(job.id))
+        assert numbers(events) == [0, 1, 2]
+        assert await remote.wait(job.id, timeout=5) == {"sent": 3}
+        late = await service.submit("words", {"n": 2, "pause": 0.2})
+    # It ended in the drain, when the closing service no longer reads its file: the
+    # bus of the next service on the file publishes it.
+    again = JobQueueService(str(tmp_path / "f.db"), persist_events=True, bus=redis_server.url)
+    async with again, RemoteJobs(redis_server.url) as remote:
+        events = await collect(remote.events(late.id))
+        assert numbers(events) == [0, 1]
+        assert events[-1].outcome == "completed"
+        assert (await remote.get(late.id)).status == "completed"
 
 
 async def test_remote_jobs_of_a_service_in_another_process(
