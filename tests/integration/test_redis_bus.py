@@ -216,8 +216,8 @@ async def test_while_redis_is_stopped_the_bridge_buffer_stays_bounded(
     assert text == "".join(f"{i}," for i in range(20_000))  # merged, never lost
 
 
-async def test_an_outage_raises_a_typed_error_naming_the_url() -> None:
-    server = RedisServer().start()
+async def test_an_outage_raises_a_typed_error_naming_the_url(redis_server: RedisServer) -> None:
+    server = RedisServer().start()  # a server of its own, stopped halfway (the fixture: the skip)
     try:
         svc = RedisJobQueueService(url=server.url, outage_s=1.0, lease_s=1.0)
         svc.start()
