@@ -200,3 +200,78 @@ async def _read_tokens(url: str, job: str) -> tuple[str, list[int]]:
         return "".join(chunks), seqs
     finally:
         await svc.stop()
+
+
+#: An interpreter where langflow-base 1.13.0 imports (a venv of its own: its dependencies
+#: are an application's). Without it the interop test is skipped.
+LANGFLOW_PYTHON = os.environ.get("JOBQUEUE_TEST_LANGFLOW_PYTHON", "")
+
+
+@pytest.mark.skipif(
+    not LANGFLOW_PYTHON, reason="set JOBQUEUE_TEST_LANGFLOW_PYTHON to a Python with langflow-base"
+)
+def test_langflow_and_jobqueue_workers_read_each_others_streams(
+    redis_server: RedisServer,
+) -> None:
+    n = 500
+    # Langflow produces, jobqueue reads: every event, then the end (no outcome from Langflow).
+    job = str(uuid.uuid4())
+    producer = subprocess.Popen(
+        [
+            LANGFLOW_PYTHON,
+            str(PROCS / "_redis_langflow.py"),
+            redis_server.url,
+            job,
+            "produce",
+            str(n),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        got = asyncio.run(_read_logs(redis_server.url, job))
+        assert got == ([{"i": i} for i in range(n)], "unknown")
+    finally:
+        producer.wait(60)
+        if producer.stderr is not None:
+            producer.stderr.close()
+    # jobqueue produces, Langflow reads.
+    job = str(uuid.uuid4())
+    reader = subprocess.Popen(
+        [LANGFLOW_PYTHON, str(PROCS / "_redis_langflow.py"), redis_server.url, job, "read"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    asyncio.run(_produce_logs(redis_server.url, job, n))
+    out, _ = reader.communicate(timeout=60)
+    lines = out.splitlines()
+    assert lines[-1] == "END"
+    assert [json.loads(x) for x in lines[:-1]] == [{"i": i} for i in range(n)]
+
+
+async def _read_logs(url: str, job: str) -> tuple[list[Any], str | None]:
+    svc = RedisJobQueueService(url=url)
+    svc.start()
+    try:
+        reader = svc.events(job)
+        data = [e.decoded()["data"] async for e in reader if e.kind == "event"]
+        await svc._client.set(f"done:{job}", 1, ex=60)  # Langflow's producer may stop now
+        return data, reader.outcome
+    finally:
+        await svc.stop()
+
+
+async def _produce_logs(url: str, job: str, n: int) -> None:
+    svc = RedisJobQueueService(url=url)
+    svc.start()
+    _queue, manager = svc.create_queue(job)
+
+    async def body() -> None:
+        for i in range(n):
+            await manager.asend("log", {"i": i})
+
+    svc.start_job(job, body())
+    assert await svc.wait_end(job, 30) == "completed"
+    await asyncio.sleep(0.5)  # let Langflow's reader take the end before the keys go
+    await svc.stop()
