@@ -66,6 +66,11 @@ class EventQueue(asyncio.Queue[QueueItem]):
         # Event type and data of the newest item, for coalescing (no type: none to merge).
         self._tail_type: str | None = None
         self._tail_data: Any = None
+        # Merges into the newest item are noted, not encoded: it is encoded once, when it
+        # is taken or another item follows it (else a stalled consumer costs each token
+        # the whole growing chunk: quadratic). _chunks: the token chunks to join then.
+        self._dirty = False
+        self._chunks: list[str] = []
         self.ended = False  # the end sentinel was put
         self.sentinel_taken = False  # ... and a consumer took it
         self.on_consume: Callable[[float], None] | None = None
@@ -98,6 +103,8 @@ class EventQueue(asyncio.Queue[QueueItem]):
         self._taken_data: Any = NOT_KEPT
 
     def _put(self, item: QueueItem) -> None:
+        if self._dirty:
+            self._settle()
         self._queue.append(item)
         self._stamps.append(time.monotonic())
         self._seqs.append(self._seq_in)
@@ -106,6 +113,8 @@ class EventQueue(asyncio.Queue[QueueItem]):
         self._kept_in = NOT_KEPT
 
     def _get(self) -> QueueItem:
+        if self._dirty and len(self._queue) == 1:
+            self._settle()
         self._taken_stamp = self._stamps.popleft()
         self.taken_seq = self._seqs.popleft()
         self._taken_data = self._kept.popleft()
@@ -121,6 +130,8 @@ class EventQueue(asyncio.Queue[QueueItem]):
         queue = self._queue
         if not queue:
             return EMPTY
+        if self._dirty and len(queue) == 1:
+            self._settle()
         item = queue.popleft()
         stamp = self._stamps.popleft()
         seq = self.taken_seq = self._seqs.popleft()
@@ -173,6 +184,8 @@ class EventQueue(asyncio.Queue[QueueItem]):
         """
         if self._is_shutdown:  # Python 3.13: let asyncio raise QueueShutDown
             super().put_nowait(item)
+        if self._dirty:
+            self._settle()
         self._queue.append(item)
         self._stamps.append(time.monotonic())
         self._seqs.append(seq)
@@ -250,37 +263,50 @@ class EventQueue(asyncio.Queue[QueueItem]):
         if self.backed:  # the log holds it; a merge would give two events one id
             self.dropped += 1
             return
-        tail = None if self._tail_type is None else (self._tail_type, self._tail_data)
-        merged = _coalesce(tail, event_type, data)
-        if merged is None:
+        if not self._merge(event_type, data):
             raise EventQueueFull(
                 f"event queue is full ({self.maxsize} items) and a {event_type!r} event cannot "
                 "be coalesced; the consumer is too slow. Use `await manager.asend(...)` "
                 "(or ctx.emit) to wait for room, or raise queue_size."
             )
-        old_id, _, put_time = self._queue[-1]
-        _, raw, plain = encode_event(event_type, merged)
-        self._queue[-1] = (old_id, raw, put_time)
-        self._kept[-1] = kept_data(self, merged, plain)
-        self._tail_type, self._tail_data = event_type, merged
         self.coalesced += 1
 
+    def _merge(self, event_type: str, data: Any) -> bool:
+        """Note ``data`` merged into the newest item (encoded later, by :meth:`_settle`)."""
+        old = self._tail_data
+        if self._tail_type != event_type:
+            return False
+        if event_type == "progress":
+            self._tail_data = data  # the newest progress replaces the queued one
+            self._chunks = []
+        elif (
+            event_type == "token"
+            and isinstance(old, dict)
+            and isinstance(data, dict)
+            and isinstance(old.get("chunk"), str)
+            and isinstance(data.get("chunk"), str)
+        ):
+            if not self._chunks:
+                self._chunks.append(old["chunk"])
+            self._chunks.append(data["chunk"])
+            self._tail_data = {**old, **data}  # its "chunk" is set from _chunks when settled
+        else:
+            return False
+        self._dirty = True
+        return True
 
-def _coalesce(tail: tuple[str, Any] | None, event_type: str, data: Any) -> Any:
-    if tail is None or tail[0] != event_type:
-        return None
-    old = tail[1]
-    if event_type == "progress":
-        return data
-    if (
-        event_type == "token"
-        and isinstance(old, dict)
-        and isinstance(data, dict)
-        and isinstance(old.get("chunk"), str)
-        and isinstance(data.get("chunk"), str)
-    ):
-        return {**old, **data, "chunk": old["chunk"] + data["chunk"]}
-    return None
+    def _settle(self) -> None:
+        """Encode the newest item once, with every merge noted since it was put."""
+        self._dirty = False
+        data = self._tail_data
+        if self._chunks:
+            data = self._tail_data = {**data, "chunk": "".join(self._chunks)}
+            self._chunks = []
+        assert self._tail_type is not None  # a merge needs one
+        old_id, _, put_time = self._queue[-1]
+        _, raw, plain = encode_event(self._tail_type, data)
+        self._queue[-1] = (old_id, raw, put_time)
+        self._kept[-1] = kept_data(self, data, plain)
 
 
 def kept_data(queue: asyncio.Queue[Any] | None, data: Any, plain: bool) -> Any:

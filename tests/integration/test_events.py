@@ -7,12 +7,14 @@ import json
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from jobqueue import EventManager, create_default_event_manager
 from jobqueue.errors import PayloadError
-from jobqueue.events import DEFAULT_EVENTS, EventQueue, EventQueueFull, decode_item
+from jobqueue.events import DEFAULT_EVENTS, Event, EventQueue, EventQueueFull, decode_item
+from jobqueue.events.items import EMPTY
 
 LANGFLOW_DEFAULTS = {
     "on_token",
@@ -154,6 +156,38 @@ async def test_full_queue_tokens_coalesce() -> None:
     chunks = "".join(b["data"]["chunk"] for b in bodies)
     assert chunks == "0123456789"  # nothing lost, order kept
     assert q.coalesced == 7
+
+
+async def test_merges_are_encoded_once_not_per_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled consumer must not cost each token the whole merged chunk (quadratic)."""
+    import jobqueue.events.queue as queue_module
+
+    encodes: list[str] = []
+    real = queue_module.encode_event
+
+    def counting(event_type: str, data: Any) -> Any:
+        encodes.append(event_type)
+        return real(event_type, data)
+
+    monkeypatch.setattr(queue_module, "encode_event", counting)
+    q = EventQueue(3)
+    q.keep = True  # as when service.events() reads it: kept data must be the merged data
+    em = create_default_event_manager(q)
+    for i in range(1000):
+        em.on_token(data={"chunk": f"{i},", "i": i})
+    assert len(encodes) == 0  # merges noted, nothing encoded yet
+    first = q.take_event()
+    assert isinstance(first, Event)
+    assert len(encodes) == 0  # the merged item is the last one: still open
+    em.on_progress(data={"done": 1})  # another item follows the merged one: encoded now
+    assert encodes == ["token"]
+    events = [q.take_event() for _ in range(3)]
+    assert q.take_event() is EMPTY
+    assert [getattr(e, "type", None) for e in events] == ["token", "token", "progress"]
+    merged = events[1]
+    assert isinstance(merged, Event)
+    assert merged.data == {"chunk": "".join(f"{i}," for i in range(2, 1000)), "i": 999}
+    assert len(encodes) == 1  # one encode for 998 merges
 
 
 async def test_full_queue_progress_replaces() -> None:

@@ -156,7 +156,6 @@ def test_a_sigkilled_owner_ends_its_stream_lost_within_the_lease(
             reader.kill()
 
 
-@pytest.mark.slow  # ~45 s: each token merged into a full queue's tail re-encodes the tail
 def test_redis_stopped_during_100k_events_bounded_and_whole(redis_server: RedisServer) -> None:
     job = str(uuid.uuid4())
     n = 100_000
