@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from jobqueue.errors import InvalidArgumentError
 from jobqueue.status import TaskStatus
 
@@ -48,6 +50,18 @@ def check_number(value: float | None, what: str, *, positive: bool = False) -> N
         raise InvalidArgumentError(f"{what} must be a number, got {value!r}")
     if value < 0 or (positive and value == 0):
         raise InvalidArgumentError(f"{what} must be {'> 0' if positive else '>= 0'}, got {value}")
+
+
+def check_seconds(value: object, what: str) -> float:
+    """``value`` as a float if it is a finite number of seconds >= 0, else a typed error."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidArgumentError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def parse_status_arg(value: TaskStatus | str) -> TaskStatus:

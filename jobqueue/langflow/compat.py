@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
-from jobqueue.errors import InvalidArgumentError
 from jobqueue.events.manager import EventManager, EventQueue, create_default_event_manager
 from jobqueue.events.registry import QueueData
 from jobqueue.langflow.queues import LangflowQueues, QueuesView
+from jobqueue.validation import check_seconds
 
 if TYPE_CHECKING:
     from jobqueue.events.registry import QueueRegistry
@@ -210,15 +209,7 @@ class LangflowCompat:
 
     @CLEANUP_GRACE_PERIOD.setter
     def CLEANUP_GRACE_PERIOD(self, seconds: float) -> None:
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
-            raise InvalidArgumentError(
-                f"CLEANUP_GRACE_PERIOD must be a number of seconds >= 0, got {seconds!r}"
-            )
+        check_seconds(seconds, "CLEANUP_GRACE_PERIOD")
         self.registry.retention = seconds
 
     @property

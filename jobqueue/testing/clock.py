@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jobqueue.errors import InvalidArgumentError
+from jobqueue.validation import check_seconds
 
 __all__ = ["TestClock"]
 
@@ -52,13 +51,7 @@ class TestClock:
     virtual = True
 
     def __init__(self, start: float | None = None) -> None:
-        if start is not None and (
-            isinstance(start, bool)
-            or not isinstance(start, int | float)
-            or not math.isfinite(start)
-        ):
-            raise InvalidArgumentError(f"start must be a finite number of seconds, got {start!r}")
-        self._now = float(time.time() if start is None else start)
+        self._now = time.time() if start is None else check_seconds(start, "start")
         self._timers: list[tuple[float, int, _Timer]] = []
         self._order = itertools.count()
         self._settles: list[Settle] = []
@@ -117,16 +110,7 @@ class TestClock:
 
     async def advance(self, seconds: float) -> None:
         """Move the clock ``seconds`` on, firing every deadline on the way in order."""
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
-            raise InvalidArgumentError(
-                f"advance() takes a finite number of seconds >= 0, got {seconds!r}"
-            )
-        target = self._now + seconds
+        target = self._now + check_seconds(seconds, "advance()'s seconds")
         await self.settle()
         while (when := self.next_deadline) is not None and when <= target:
             self._fire_next()
