@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -51,11 +51,14 @@ from jobqueue.errors import (
     TaskNotFoundError,
     UnknownHandlerError,
 )
+from jobqueue.status import TaskStatus
 from jobqueue.tasks.backend import TaskInfo, poll_until_done
 from jobqueue.tasks.celery_results import STATUS_OF_STATE, info_from_meta, store_unless_done
 from jobqueue.tasks.celery_worker import TASK_NAME, run_handler
+from jobqueue.validation import check_number
 
 if TYPE_CHECKING:
+    from jobqueue.events.manager import Event
     from jobqueue.runtime.runner import Handler
     from jobqueue.service import JobQueueService
 
@@ -90,6 +93,10 @@ class CeleryBackend:
         revoke_wait: seconds ``revoke_task`` waits for a running task to stop
             before recording it revoked anyway.
         result_expires: seconds results and task records are kept.
+        bus: a Redis URL (``True``: the broker's) to put tasks on the Redis bus:
+            a handler's events then go to the task's stream
+            ``langflow:queue:{task_id}``, which :meth:`events` (and any reader
+            of the bus) streams from any machine. ``None``: events are dropped.
     """
 
     name = NAME
@@ -108,6 +115,7 @@ class CeleryBackend:
         revoke_poll: float = 0.2,
         revoke_wait: float = 5.0,
         result_expires: float = 86_400.0,
+        bus: str | bool | None = None,
     ) -> None:
         if isinstance(time_limit_tries, bool) or not isinstance(time_limit_tries, int):
             raise InvalidArgumentError(f"time_limit_tries must be an int, got {time_limit_tries!r}")
@@ -127,6 +135,8 @@ class CeleryBackend:
             app = _make_app(broker, result_backend or broker, queue, key_prefix, self.expires)
         self.app: Any = app
         self.url: str = maybe_sanitize_url(str(app.conf.broker_url or broker))
+        self.bus: str | None = _bus_url(bus, str(app.conf.broker_url or broker))
+        self._bus_client: Any = None
         backend = self
 
         def run(task: Any, name: str, payload: Any, time_limit: float | None = None) -> Any:
@@ -179,6 +189,37 @@ class CeleryBackend:
 
     def _key(self, kind: str, task_id: str) -> str:
         return f"{self.key_prefix}jobqueue-{kind}-{task_id}"
+
+    def end_stream(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """End the task's stream on the bus with ``status`` unless it ended (blocking).
+
+        Returns False without a bus, or when the stream had ended already.
+        """
+        if self.bus is None:
+            return False
+        from jobqueue.redis.tasks import end_task_stream
+
+        if self._bus_client is None:
+            import redis
+
+            self._bus_client = redis.Redis.from_url(self.bus, socket_timeout=5.0)
+        return end_task_stream(
+            self._bus_client,
+            task_id,
+            status,
+            result=result,
+            error=error,
+            reason=reason,
+            ttl=self.expires,
+        )
 
     def is_revoked(self, task_id: str) -> bool:
         """True once :meth:`revoke_task` was called for ``task_id`` (a blocking Redis read)."""
@@ -237,6 +278,40 @@ class CeleryBackend:
         """Poll the result backend until the task is finished."""
         return await poll_until_done(self.get_task, task_id, timeout)
 
+    def events(self, task_id: str, *, after: int | None = None) -> AsyncIterator[Event]:
+        """The task's events after seq ``after``, from the bus, until its end event.
+
+        Raises (when iterated):
+            InvalidArgumentError: the backend has no bus (``CeleryBackend(..., bus=...)``).
+            TaskNotFoundError: unknown id.
+            BusUnavailableError: the bus did not answer for 30 s.
+        """
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
+            raise InvalidArgumentError(f"after must be an event's seq (an int >= 0), got {after!r}")
+        check_number(after, "after")
+        return self._events(task_id, after or 0)
+
+    async def _events(self, task_id: str, after: int) -> AsyncIterator[Event]:
+        if self.bus is None:
+            raise InvalidArgumentError(
+                "this CeleryBackend has no bus, so its workers drop events: create it with "
+                "CeleryBackend(..., bus='redis://...') (or bus=True for the broker's Redis)"
+            )
+        from redis.asyncio import Redis
+
+        from jobqueue.redis.tasks import read_task_events
+
+        await self.get_task(task_id)  # TaskNotFoundError now, not a wait for a stream
+        client = Redis.from_url(self.bus, socket_timeout=5.0)
+        try:
+            where = maybe_sanitize_url(self.bus)
+            async for event in read_task_events(
+                client, task_id, self.get_task, url=where, after=after
+            ):
+                yield event
+        finally:
+            await client.aclose()
+
     async def revoke_task(self, task_id: str) -> TaskInfo:
         """Revoke: flag it, tell the workers, and record ``REVOKED`` unless it is running.
 
@@ -260,8 +335,9 @@ class CeleryBackend:
         with self._reaching():
             self.results.client.set(self._key("revoked", task_id), "1", ex=self.expires)
             self.app.control.revoke(task_id)  # workers drop it if queued or reserved
-            if record:
-                self.record_revoked(task_id)
+            if record and self.record_revoked(task_id):
+                # The worker has not ended the stream (it never ran, or did not stop).
+                self.end_stream(task_id, TaskStatus.CANCELLED, reason="cancelled")
 
     def record_revoked(self, task_id: str) -> bool:
         """Store ``REVOKED`` for ``task_id`` unless it already ended; True if written."""
@@ -281,6 +357,20 @@ class CeleryBackend:
 
     def _close(self) -> None:
         self.results.client.connection_pool.disconnect(inuse_connections=False)
+        if self._bus_client is not None:
+            self._bus_client.connection_pool.disconnect(inuse_connections=False)
+
+
+def _bus_url(bus: str | bool | None, broker: str) -> str | None:
+    if bus is None or bus is False:
+        return None
+    url = broker if bus is True else bus
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidArgumentError(
+            f"bus must be a Redis URL ('redis://host:6379/0') or True for the broker's, "
+            f"got {maybe_sanitize_url(str(url))!r}"
+        )
+    return url
 
 
 def _make_app(broker: str, results: str, queue: str, key_prefix: str, expires: int) -> Any:

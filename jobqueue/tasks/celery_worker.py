@@ -31,6 +31,8 @@ from jobqueue import codec
 from jobqueue.context import JobContext
 from jobqueue.errors import InvalidArgumentError
 from jobqueue.events.manager import EventManager, create_default_event_manager
+from jobqueue.status import TaskStatus
+from jobqueue.tasks.celery_results import _reason
 
 __all__ = ["TASK_NAME", "CeleryJobContext", "HandlerFailed", "run_handler"]
 
@@ -46,6 +48,8 @@ class CeleryBackend(Protocol):
     time_limit_tries: int
     retry_countdown: float
     revoke_poll: float
+    bus: str | None
+    expires: int
 
     def handler_for(self, name: str) -> Callable[[Any, Any], Awaitable[Any]]: ...
 
@@ -54,6 +58,16 @@ class CeleryBackend(Protocol):
     def record_revoked(self, task_id: str) -> bool: ...
 
     def record_started(self, task_id: str, hostname: str | None) -> bool: ...
+
+    def end_stream(
+        self,
+        task_id: str,
+        status: TaskStatus,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> bool: ...
 
 
 #: The one Celery task every handler runs through.
@@ -66,9 +80,10 @@ class CeleryJobContext(JobContext):
     """The ``ctx`` a handler gets on a Celery worker.
 
     ``ctx.job_id`` is the task id, ``ctx.attempt`` counts retries (0 first),
-    ``ctx.checkpoint()`` works. Events (``ctx.events``, ``ctx.progress``) are
-    validated as JSON and then dropped: a Celery worker has no consumer for
-    them. ``ctx.effect()`` needs the SQLite store and raises here.
+    ``ctx.checkpoint()`` works. Events (``ctx.events``, ``ctx.progress``,
+    ``ctx.emit``) go to the task's stream when the backend has a bus, and are
+    validated as JSON and dropped otherwise. ``ctx.effect()`` needs the SQLite
+    store and raises here.
     """
 
     __slots__ = ()
@@ -116,15 +131,8 @@ def run_handler(
         raise Ignore()  # it already ended (revoked before it got here): never run it
     try:
         fn = backend.handler_for(name)
-        ctx = CeleryJobContext(task_id, name, int(task.request.retries or 0), _drop_events)
-        verdict, value = asyncio.run(
-            _supervise(
-                fn(ctx, payload),
-                time_limit,
-                lambda: backend.is_revoked(task_id),
-                backend.revoke_poll,
-            )
-        )
+        attempt = int(task.request.retries or 0)
+        verdict, value = asyncio.run(_run(backend, fn, task_id, name, attempt, payload, time_limit))
         if verdict == "done":
             codec.encode(value, "result")  # PayloadError now, not a serializer error later
     except SoftTimeLimitExceeded:  # Celery's own soft limit (prefork --soft-time-limit)
@@ -133,6 +141,8 @@ def run_handler(
         if backend.is_revoked(task_id):  # a revoke raced the failure: revoke wins
             _record_revoked(task, backend, task_id)
         portable = _portable(exc)
+        kind = type(exc).__name__
+        _end(backend, task_id, TaskStatus.FAILED, error=f"{kind}: {exc}", reason=_reason(kind))
         if portable is exc:
             raise
         raise portable from exc
@@ -140,7 +150,42 @@ def run_handler(
         _record_revoked(task, backend, task_id)
     if verdict == "timeout":
         _retry_timeout(task, backend, name, time_limit)
+    # The stream ends before Celery stores the result: a reader that saw the
+    # end finds the result there a moment later, never an end still to come.
+    _end(backend, task_id, TaskStatus.COMPLETED, result=value)
     return value
+
+
+async def _run(
+    backend: CeleryBackend,
+    fn: Callable[[Any, Any], Awaitable[Any]],
+    task_id: str,
+    name: str,
+    attempt: int,
+    payload: Any,
+    time_limit: float | None,
+) -> tuple[str, Any]:
+    """One try of the handler, its events on the bus if the backend has one."""
+
+    def revoked() -> bool:
+        return backend.is_revoked(task_id)
+
+    if backend.bus is None:
+        ctx = CeleryJobContext(task_id, name, attempt, _drop_events)
+        return await _supervise(fn(ctx, payload), time_limit, revoked, backend.revoke_poll)
+    from jobqueue.redis.tasks import TaskEvents
+
+    async with TaskEvents(backend.bus, task_id, ttl=backend.expires) as events:
+        ctx = CeleryJobContext(task_id, name, attempt, events.manager)
+        return await _supervise(fn(ctx, payload), time_limit, revoked, backend.revoke_poll)
+
+
+def _end(backend: CeleryBackend, task_id: str, status: TaskStatus, **outcome: Any) -> None:
+    """End the task's stream; a bus that cannot be reached costs the stream, not the task."""
+    try:
+        backend.end_stream(task_id, status, **outcome)
+    except Exception:
+        log.warning("task %s: could not end its stream on the bus", task_id, exc_info=True)
 
 
 class HandlerFailed(Exception):
@@ -186,10 +231,19 @@ def _retry_timeout(task: Any, backend: CeleryBackend, name: str, limit: float | 
         + ("; giving up)" if final else "; trying again)")
     )
     log.warning("task %s: %s", task.request.id, exc)
+    if final:
+        _end(
+            backend,
+            task.request.id,
+            TaskStatus.FAILED,
+            error=f"SoftTimeLimitExceeded: {exc}",
+            reason="timeout",
+        )
     raise task.retry(exc=exc, countdown=backend.retry_countdown, max_retries=tries - 1)
 
 
 def _record_revoked(task: Any, backend: CeleryBackend, task_id: str) -> NoReturn:
+    _end(backend, task_id, TaskStatus.CANCELLED, reason="cancelled")  # before the record, see above
     backend.record_revoked(task_id)
     raise Ignore()  # nothing more to store: the result is REVOKED
 

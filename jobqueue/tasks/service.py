@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
+from jobqueue.errors import InvalidArgumentError
 from jobqueue.tasks.backend import TaskBackend, TaskInfo
 from jobqueue.validation import check_id, check_number
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from jobqueue.events.manager import Event
     from jobqueue.service import JobQueueService
 
 __all__ = ["TaskService"]
@@ -136,6 +140,33 @@ class TaskService:
             TaskNotFoundError: no task with this id was launched on this backend.
         """
         return await self.backend.get_task(task_id)
+
+    def events(self, task_id: str, *, after: int | None = None) -> AsyncIterator[Event]:
+        """The task's events after seq ``after``, in order, ending with its ``end``/``error``.
+
+        ``async for event in tasks.events(task_id)``. In process these are the
+        job's events (``service.events``); on Celery they come from the Redis
+        bus (``CeleryBackend(..., bus=...)``), from whichever worker runs the
+        task, numbered on across retries; a revoked task ends with ``end``
+        whose data says ``cancelled``.
+
+        Raises (when iterated):
+            TaskNotFoundError: unknown id (Celery).
+            JobNotFoundError: unknown id (in process).
+            InvalidArgumentError: the backend does not stream events.
+        """
+        from jobqueue.tasks.inprocess import InProcessBackend
+
+        backend = self.backend
+        if isinstance(backend, InProcessBackend):
+            return backend.service.events(task_id, after=after)
+        stream = getattr(backend, "events", None)
+        if stream is None:
+            raise InvalidArgumentError(
+                f"the {backend.name!r} backend does not stream events; use the in-process "
+                "backend or CeleryBackend(..., bus='redis://...')"
+            )
+        return cast("AsyncIterator[Event]", stream(task_id, after=after))
 
     async def revoke_task(self, task_id: str) -> TaskInfo:
         """Cancel a task: a queued one never runs, a running one is cancelled.

@@ -1,0 +1,156 @@
+"""Handlers whose events go to the Redis bus, the Celery app a test worker runs, and the worker.
+
+The worker subprocess runs ``celery -A _redis_celery:celery_app worker`` (threads
+pool) with this directory on ``PYTHONPATH``. The bus, broker and results are one
+real redis-server whose URL is ``JOBQUEUE_TEST_BUS`` (set by the test before the
+worker starts); keys and the queue carry a prefix unique to the test run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from jobqueue import JobContext, JobQueueService
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+PREFIX = os.environ.setdefault("JOBQUEUE_TEST_BUS_PREFIX", f"jqbus-{uuid.uuid4().hex[:12]}:")
+
+
+async def add(ctx: JobContext, payload: dict[str, Any]) -> int:
+    return int(payload["a"]) + int(payload["b"])
+
+
+async def count(ctx: JobContext, payload: dict[str, Any]) -> dict[str, int]:
+    """``n`` events, alternately ``progress`` and ``log``, ``pause`` seconds apart."""
+    n = int(payload["n"])
+    for i in range(n):
+        if i % 2:
+            await ctx.emit("log", {"i": i, "attempt": ctx.attempt})
+        else:
+            ctx.progress(i, n, f"step {i}")
+        if payload.get("pause"):
+            await asyncio.sleep(payload["pause"])
+        await ctx.checkpoint()
+    return {"n": n}
+
+
+async def count_then_boom(ctx: JobContext, payload: dict[str, Any]) -> None:
+    for i in range(int(payload["n"])):
+        await ctx.emit("log", {"i": i, "attempt": ctx.attempt})
+    raise ValueError(f"boom after {payload['n']}")
+
+
+async def count_forever(ctx: JobContext, payload: Any) -> None:
+    """Sends a ``log`` event every 10 ms until cancelled (a revoke), for 60 s at most."""
+    for i in range(6000):
+        await ctx.emit("log", {"i": i, "attempt": ctx.attempt})
+        await asyncio.sleep(0.01)
+
+
+async def count_slow_until(ctx: JobContext, payload: dict[str, Any]) -> dict[str, int]:
+    """``n`` events per try; tries before ``fast_on`` then overrun any short time limit."""
+    for i in range(int(payload["n"])):
+        await ctx.emit("log", {"i": i, "attempt": ctx.attempt})
+    if ctx.attempt < payload["fast_on"]:
+        await asyncio.sleep(30)
+    return {"attempt": ctx.attempt}
+
+
+HANDLERS = {
+    "add": add,
+    "count": count,
+    "count_then_boom": count_then_boom,
+    "count_forever": count_forever,
+    "count_slow_until": count_slow_until,
+}
+
+#: Never opened: on a Celery worker it is only the handler registry.
+service = JobQueueService()
+for _name, _fn in HANDLERS.items():
+    service.register(_name, _fn)
+
+
+def make_backend(url: str, *, queue: str = "queue", bus: str | bool | None = True) -> Any:
+    """The CeleryBackend of this test run on ``url`` (broker, results and bus)."""
+    from jobqueue.tasks import CeleryBackend
+
+    return CeleryBackend(
+        service,
+        broker=url,
+        queue=f"{PREFIX}{queue}",
+        key_prefix=PREFIX,
+        retry_countdown=0.0,
+        revoke_poll=0.05,
+        result_expires=600,
+        bus=bus,
+    )
+
+
+celery_app: Any = None
+if os.environ.get("JOBQUEUE_TEST_BUS_WORKER"):  # set for the worker subprocess only
+    celery_app = make_backend(os.environ["JOBQUEUE_TEST_BUS"]).app
+
+
+class BusWorker:
+    """``celery -A _redis_celery:celery_app worker --pool=threads`` as a subprocess."""
+
+    def __init__(self, url: str, log_path: Path, concurrency: int = 4) -> None:
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            "JOBQUEUE_TEST_BUS": url,
+            "JOBQUEUE_TEST_BUS_WORKER": "1",
+            "PYTHONPATH": os.pathsep.join(
+                [str(HERE), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+        }
+        cmd = [sys.executable, "-m", "celery", "-A", "_redis_celery:celery_app", "worker"]
+        cmd += ["--pool=threads", f"--concurrency={concurrency}", "--without-gossip"]
+        cmd += ["--without-mingle", "--without-heartbeat", "--loglevel=WARNING"]
+        cmd += [f"--hostname=jqbus-{uuid.uuid4().hex[:8]}@%h"]
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def wait_ready(self, backend: Any, timeout: float = 60.0) -> None:
+        """Round-trip one task through the worker.
+
+        Raises:
+            RuntimeError: the worker exited, or no result came back in time.
+        """
+        start = time.monotonic()
+        task_id = uuid.uuid4().hex
+        backend._launch("add", {"a": 1, "b": 1}, task_id, None)
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"celery worker exited ({self.proc.returncode}):\n{self.log_tail()}"
+                )
+            if backend._get(task_id).done:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM); SIGKILL if it takes more than 10 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
