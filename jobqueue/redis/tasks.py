@@ -218,7 +218,13 @@ class TaskEvents:
             self._wake.clear()
             while self._pending:
                 batch = self._pending[:BATCH]
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception:
+                    # The handler goes on without its stream rather than fail for it.
+                    log.exception("task %s: writing events to the bus failed", self.task_id)
+                    self.ended = True
+                    self.stats["dropped"] += len(batch)
                 del self._pending[: len(batch)]
                 self._written = batch[-1][0]
                 self._progress.set()

@@ -321,6 +321,8 @@ class CeleryBackend:
         """
         info = await self.get_task(task_id)
         if info.done:
+            if info.status is TaskStatus.CANCELLED:  # revoked by Celery's own revoke, say
+                await asyncio.to_thread(self._end_revoked, task_id)
             return info
         started = info.state == "STARTED"
         await asyncio.to_thread(self._revoke, task_id, not started)
@@ -335,8 +337,18 @@ class CeleryBackend:
         with self._reaching():
             self.results.client.set(self._key("revoked", task_id), "1", ex=self.expires)
             self.app.control.revoke(task_id)  # workers drop it if queued or reserved
-            if record and self.record_revoked(task_id):
-                # The worker has not ended the stream (it never ran, or did not stop).
+            if record:
+                self.record_revoked(task_id)
+                self._end_revoked(task_id)
+
+    def _end_revoked(self, task_id: str) -> None:
+        """End a revoked task's stream, which its worker did not (it never ran, or did not stop).
+
+        Whoever recorded ``REVOKED``: a Celery worker that hears the revoke
+        broadcast records it for a task it has not started, maybe before we do.
+        """
+        if self.bus is not None and self._get(task_id).status is TaskStatus.CANCELLED:
+            with self._reaching():
                 self.end_stream(task_id, TaskStatus.CANCELLED, reason="cancelled")
 
     def record_revoked(self, task_id: str) -> bool:

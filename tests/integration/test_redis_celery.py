@@ -180,6 +180,45 @@ async def test_revoke_of_a_task_no_worker_took(redis_server: RedisServer, worker
     ]
 
 
+async def test_a_task_revoked_by_celery_itself(redis_server: RedisServer, worker: Any) -> None:
+    """Celery's own revoke: the worker records REVOKED; ``revoke_task`` then ends the stream."""
+    async with TaskService(make_backend(redis_server.url, queue="nobody")) as tasks:
+        task_id = await tasks.launch_task("count", {"n": 3})
+        backend: Any = tasks.backend
+        await asyncio.to_thread(backend.app.control.revoke, task_id)
+        # The worker hears the broadcast and records REVOKED.
+        assert (await backend.wait_task(task_id, 30)).state == "REVOKED"
+        assert (await tasks.revoke_task(task_id)).status.value == "cancelled"
+    async with RemoteJobs(redis_server.url) as remote:
+        items = [i async for i in remote.events(task_id)]
+    assert [(i.kind, i.seq, i.outcome) for i in items] == [
+        ("event", 1, None),
+        ("end", 2, "cancelled"),
+    ]
+
+
+async def test_a_revoke_the_worker_is_late_for_ends_the_stream_once(
+    redis_server: RedisServer, worker: Any
+) -> None:
+    """The client records the revoke and ends the stream; the worker's later events are refused."""
+    async with TaskService(make_backend(redis_server.url, revoke_wait=0.2)) as tasks:
+        task_id = await tasks.launch_task("stubborn", None)
+        events: list[Event] = []
+        async with asyncio.timeout(60):
+            async for event in tasks.events(task_id):
+                events.append(event)
+                if len(events) == 10:
+                    assert (await tasks.revoke_task(task_id)).status.value == "cancelled"
+        assert_contiguous(events)
+        assert events[-1].data == {"status": "cancelled", "reason": "cancelled"}
+        assert [e.data["i"] for e in events[:-1]] == list(range(len(events) - 1))
+        await asyncio.sleep(1.5)  # the worker's 100 late events are sent and refused meanwhile
+        async with RemoteJobs(redis_server.url) as remote:
+            items = [i async for i in remote.events(task_id)]
+        assert [i.seq for i in items] == [e.seq for e in events] + [events[-1].seq + 1]
+        assert (items[-1].kind, items[-1].outcome) == ("end", "cancelled")
+
+
 async def test_seqs_go_on_across_a_celery_retry(tasks: TaskService) -> None:
     # Try 0 sends 4 events then overruns its 1 s soft limit; Celery retries; try 1 finishes.
     task_id = await tasks.launch_task("count_slow_until", {"n": 4, "fast_on": 1}, time_limit=1.0)
@@ -189,8 +228,8 @@ async def test_seqs_go_on_across_a_celery_retry(tasks: TaskService) -> None:
         (a, i) for a in (0, 1) for i in range(4)
     ]
     assert events[-1].data == {"status": "completed", "result": {"attempt": 1}}
-    info = await tasks.get_task(task_id)
-    assert info.status.value == "completed"
+    # The stream ends just before Celery stores the result: wait for that.
+    assert await tasks.wait_task(task_id, 10) == {"attempt": 1}
 
 
 async def test_time_limit_on_every_try_fails_with_reason_timeout(tasks: TaskService) -> None:

@@ -65,12 +65,28 @@ async def count_slow_until(ctx: JobContext, payload: dict[str, Any]) -> dict[str
     return {"attempt": ctx.attempt}
 
 
+async def stubborn(ctx: JobContext, payload: Any) -> None:
+    """Ignores the first cancel: sends 100 more events (for a revoke the worker is late for)."""
+    i = 0
+    try:
+        while True:
+            await ctx.emit("log", {"i": i, "attempt": ctx.attempt})
+            i += 1
+            await asyncio.sleep(0.01)
+    except asyncio.CancelledError:
+        for _ in range(100):
+            await ctx.emit("log", {"i": i, "attempt": ctx.attempt})
+            i += 1
+            await asyncio.sleep(0.005)
+
+
 HANDLERS = {
     "add": add,
     "count": count,
     "count_then_boom": count_then_boom,
     "count_forever": count_forever,
     "count_slow_until": count_slow_until,
+    "stubborn": stubborn,
 }
 
 #: Never opened: on a Celery worker it is only the handler registry.
@@ -79,7 +95,9 @@ for _name, _fn in HANDLERS.items():
     service.register(_name, _fn)
 
 
-def make_backend(url: str, *, queue: str = "queue", bus: str | bool | None = True) -> Any:
+def make_backend(
+    url: str, *, queue: str = "queue", bus: str | bool | None = True, **opts: Any
+) -> Any:
     """The CeleryBackend of this test run on ``url`` (broker, results and bus)."""
     from jobqueue.tasks import CeleryBackend
 
@@ -92,6 +110,7 @@ def make_backend(url: str, *, queue: str = "queue", bus: str | bool | None = Tru
         revoke_poll=0.05,
         result_expires=600,
         bus=bus,
+        **opts,
     )
 
 
