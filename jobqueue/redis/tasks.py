@@ -150,7 +150,16 @@ class TaskEvents:
         self.stats = dict.fromkeys(("written", "dropped", "errors"), 0)
 
     async def __aenter__(self) -> TaskEvents:
-        top = await self._client.xrevrange(self._stream, count=1)
+        try:
+            top = await self._client.xrevrange(self._stream, count=1)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            # Without the stream's last seq this try cannot number its events: it runs
+            # without them (a bus outage costs the stream, not the task).
+            where = redact_url(self.url)
+            log.warning("task %s: bus %s unreachable (%s); no events", self.task_id, where, exc)
+            top, self.ended = [], True
         if top:
             raw_id, fields = top[0]
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)

@@ -21,11 +21,15 @@ from _redis_celery import HERE, ROOT, BusWorker, make_backend
 
 from jobqueue.errors import InvalidArgumentError, TaskNotFoundError
 from jobqueue.events.manager import Event
+from jobqueue.status import TaskStatus
 from jobqueue.tasks import TaskService
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, free_port, redis_server
 
 pytest.importorskip("celery", reason="Celery is not installed: pip install -e '.[celery]'")
-from jobqueue.redis import RemoteJobs
+import redis
+
+from jobqueue.redis import Keys, RemoteJobs
+from jobqueue.redis.tasks import TaskEvents, end_task_stream
 
 __all__ = ["redis_server"]
 
@@ -253,3 +257,57 @@ async def test_events_need_a_bus_and_a_known_task(redis_server: RedisServer) -> 
             tasks.events("x", after=-1)
     with pytest.raises(InvalidArgumentError, match="Redis URL"):
         make_backend(redis_server.url, bus="http://example.com")
+
+
+async def test_publisher_numbers_on_and_stops_at_the_end(redis_server: RedisServer) -> None:
+    """The worker side alone: tries number on from the stream; nothing goes after the end."""
+    task_id = uuid.uuid4().hex
+    for attempt in range(2):
+        async with TaskEvents(redis_server.url, task_id) as events:
+            manager = events.manager(task_id)
+            assert events.first_seq == 3 * attempt
+            for i in range(3):
+                await manager.asend("log", {"i": i, "attempt": attempt})
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        assert end_task_stream(client, task_id, TaskStatus.COMPLETED, result=7)
+        assert not end_task_stream(client, task_id, TaskStatus.FAILED, error="late")
+        async with TaskEvents(redis_server.url, task_id) as late:  # a try after the end
+            late.manager(task_id).on_log(data={"i": 99})
+        assert late.ended
+        assert late.stats["dropped"] == 1
+        ids = [raw.decode() for raw, _ in client.xrange(Keys(task_id).stream)]
+        assert ids == [f"0-{n}" for n in range(1, 9)]
+    finally:
+        client.close()
+    async with RemoteJobs(redis_server.url) as remote:
+        items = [i async for i in remote.events(task_id)]
+    assert [i.decoded()["data"].get("attempt") for i in items[:6]] == [0, 0, 0, 1, 1, 1]
+    assert items[6].decoded() == {"event": "end", "data": {"status": "completed", "result": 7}}
+    assert (items[7].kind, items[7].outcome) == ("end", "completed")
+
+
+async def test_publisher_without_redis_drops_events_not_the_run() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    async with TaskEvents(url, "t", outage_s=1.0) as events:
+        manager = events.manager("t")
+        await manager.asend("log", {"i": 0})
+        manager.on_progress(data={"done": 1})
+    assert events.ended
+    assert events.stats["dropped"] == 2
+
+
+async def test_taskservice_events_in_process(make_service: Any) -> None:
+    service = await make_service(persist_events=True)
+
+    @service.handler("two")
+    async def two(ctx: Any, payload: Any) -> str:
+        await ctx.emit("log", {"i": 0})
+        await ctx.emit("log", {"i": 1})
+        return "ok"
+
+    tasks = TaskService(service)
+    task_id = await tasks.launch_task("two")
+    events = await read_all(tasks, task_id)
+    assert [(e.seq, e.type) for e in events] == [(1, "log"), (2, "log"), (3, "end")]
+    assert [e.id for e in await read_all(tasks, task_id, after=1)] == ["log-2", "end-3"]
