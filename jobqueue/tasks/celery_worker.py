@@ -13,6 +13,10 @@ that loop enforces the soft time limit and watches for a revoke:
 * revoke: the backend's revoke flag is read every ``revoke_poll`` seconds;
   once set, the handler is cancelled and the task recorded ``REVOKED``.
 
+With a bus (``CeleryBackend(..., bus=...)``), each try's events go to the
+task's Redis stream (:mod:`jobqueue.redis.tasks`), and the worker ends the
+stream with the outcome before Celery records it.
+
 This module needs Celery; it is imported only by :mod:`jobqueue.tasks.celery`.
 """
 
@@ -243,7 +247,7 @@ def _retry_timeout(task: Any, backend: CeleryBackend, name: str, limit: float | 
 
 
 def _record_revoked(task: Any, backend: CeleryBackend, task_id: str) -> NoReturn:
-    _end(backend, task_id, TaskStatus.CANCELLED, reason="cancelled")  # before the record, see above
+    _end(backend, task_id, TaskStatus.CANCELLED, reason="cancelled")  # first, as in run_handler
     backend.record_revoked(task_id)
     raise Ignore()  # nothing more to store: the result is REVOKED
 
