@@ -25,6 +25,9 @@ from jobqueue.events.manager import EventManager
 from tests.redis_server import RedisServer, free_port, redis_server
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
+from redis.asyncio.retry import Retry  # noqa: E402
+from redis.backoff import NoBackoff  # noqa: E402
+
 from jobqueue.redis import (  # noqa: E402 - after the skip: needs redis-py
     _STREAM_SENTINEL_DATA,
     RedisJobQueueService,
@@ -124,7 +127,11 @@ async def test_wrapper_buffer_is_bounded(client: Any) -> None:
 async def test_a_failed_read_raises_instead_of_ending_the_stream() -> None:
     """Langflow hands out the sentinel after a persistent Redis error; jobqueue raises."""
     port = free_port()  # nothing listens there
-    client = redis_asyncio.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    # No retries inside redis-py (its default backs off ~3 s per call): the wrapper's own
+    # outage_s (here startup_grace_s, 0.5 s) is what decides when to give up.
+    client = redis_asyncio.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     wrapper = RedisQueueWrapper(new_id(), client, ttl=60, startup_grace_s=0.5)
     with pytest.raises(BusUnavailableError, match=f"127.0.0.1:{port}") as caught:
         await asyncio.wait_for(wrapper.get(), 30)
