@@ -21,6 +21,7 @@ to the thread (:attr:`Database.quiet`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -31,7 +32,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import aiosqlite
 
-from jobqueue.errors import StoreError
+from jobqueue.errors import StoreCorruptedError, StoreError
 from jobqueue.store.health import diagnose
 from jobqueue.store.rows import by_name
 from jobqueue.store.schema import refuse_foreign, user_version
@@ -117,6 +118,7 @@ class Database:
             raise StoreError(f"{spath} is a directory; pass a file path such as jobs.db", spath)
         # No Python open() of the file here: on POSIX, closing any descriptor of a file
         # drops every lock this process holds on it, SQLite's included.
+        had = {s: os.path.exists(spath + s) for s in _SIDE_FILES}  # noqa: ASYNC240 - stats
         try:
             # check_same_thread off: run_now() uses it from the loop's thread, never while
             # the connection's own thread holds a call (see `idle`).
@@ -128,8 +130,10 @@ class Database:
             await db.run(_configure, busy_timeout, synchronous, check, spath)
             if not autocheckpoint:  # a Checkpointer does it off the commit path
                 await db.run(_no_autocheckpoint)
-        except BaseException:
+        except BaseException as exc:
             await db.close()
+            if isinstance(exc, StoreCorruptedError) and spath != MEMORY:
+                _remove_new_side_files(spath, had)
             raise
         db._busy_pragma = f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
         # A commit that cannot sync the disk: WAL (a rollback journal syncs at NORMAL too)
@@ -277,6 +281,26 @@ class Database:
                 ResourceWarning,
                 stacklevel=2,
             )
+
+
+#: What SQLite puts beside a database in WAL mode.
+_SIDE_FILES = ("-wal", "-shm")
+
+
+def _remove_new_side_files(path: str, had: dict[str, bool]) -> None:
+    """Remove the empty ``-wal`` and the ``-shm`` that opening a refused file made.
+
+    A damaged header can say "WAL" (its read version byte is 2): the read-only
+    probe then creates both before it finds the damage. A refused file must be
+    left as it was found, side files included; ones that were there stay.
+    """
+    for suffix in _SIDE_FILES:
+        side = path + suffix
+        if had.get(suffix, True):
+            continue
+        with contextlib.suppress(OSError):
+            if suffix == "-shm" or os.path.getsize(side) == 0:
+                os.unlink(side)
 
 
 def _configure(

@@ -159,6 +159,13 @@ def _header_then_garbage(path: Path) -> None:
     path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096 - 16))
 
 
+def _wal_header_then_garbage(path: Path) -> None:
+    """A header whose read version byte says WAL: opening it makes -wal and -shm files."""
+    garbage = bytearray(os.urandom(4096 - 16))
+    garbage[2:4] = b"\x02\x02"  # bytes 18 and 19 of the file: write and read versions
+    path.write_bytes(b"SQLite format 3\x00" + bytes(garbage))
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -166,8 +173,9 @@ def _header_then_garbage(path: Path) -> None:
         _text_file,
         _foreign_db,
         _header_then_garbage,
+        _wal_header_then_garbage,
     ],
-    ids=["random", "text", "foreign-db", "header-then-garbage"],
+    ids=["random", "text", "foreign-db", "header-then-garbage", "wal-header-then-garbage"],
 )
 async def test_damaged_file_is_refused_untouched(db_path: Path, damage) -> None:
     damage(db_path)
