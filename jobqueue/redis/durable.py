@@ -365,7 +365,9 @@ class RedisBus:
                     if item.type in ("end", "error"):
                         end = {"event_id": SENTINEL, "data": SENTINEL, "ts": repr(time.time())}
                         batch.append((item.seq + 1, {**end, "outcome": _outcome(item)}))
-                        await self._write(job_id, stream, batch)
+                        # The final record goes first, in the same round trip: a reader
+                        # that saw the end then asks get() must not find it running.
+                        await self._write(job_id, stream, batch, await self._record(job_id))
                         return
                     if len(batch) >= 256 or taken.empty():
                         break
@@ -376,10 +378,23 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
 
-    async def _write(self, job_id: str, stream: str, batch: list[Any]) -> None:
+    async def _record(self, job_id: str) -> Job | None:
+        """The job as stored now, or None when it cannot be read (closing, gone)."""
+        try:
+            return await self.service.get(job_id)
+        except (JobNotFoundError, ServiceClosedError):
+            return None
+
+    async def _write(
+        self, job_id: str, stream: str, batch: list[Any], record: Job | None = None
+    ) -> None:
         fresh = job_id in self._fresh
         pipe = self._client.pipeline(transaction=False)
         pipe.exists(self._epoch_key)
+        if record is not None:
+            key = JOB_PREFIX + job_id
+            pipe.hset(key, mapping=job_fields(record))
+            pipe.expire(key, self._ttl)
         if fresh:  # after a restart: entries of the new stream may be ahead of ours
             pipe.delete(stream)
         for seq, fields in batch:
