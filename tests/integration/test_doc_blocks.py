@@ -33,6 +33,9 @@ from pathlib import Path
 
 import pytest
 
+# Slow (an interpreter per documentation block): in the whole suite (3.11), not the quick one.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TIMEOUT = 30.0

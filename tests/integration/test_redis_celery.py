@@ -34,6 +34,10 @@ from jobqueue.redis.tasks import TaskEvents, end_task_stream
 __all__ = ["redis_server"]
 
 
+# Slow (a Celery worker process and a redis-server): in the whole suite (3.11), not the quick one.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def worker(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One Celery worker (threads pool) for the module, on the module's redis-server."""

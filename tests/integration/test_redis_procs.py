@@ -32,6 +32,9 @@ from jobqueue.redis import RedisJobQueueService
 
 __all__ = ["redis_server"]
 
+# Slow (several processes on a redis-server): in the whole suite (3.11), not the quick one.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PROCS = ROOT / "tests" / "procs"
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(90)
 def test_bench_web_quick() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "bench/web.py", "--quick", "--jobs", "3000"]
+    cmd = [sys.executable, "bench/web.py", "--quick", "--jobs", "3000", "--seconds", "0.5"]
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=85, check=False
     )

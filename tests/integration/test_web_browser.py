@@ -38,7 +38,8 @@ PROCS = Path(__file__).resolve().parent.parent / "procs"
 ROOT = PROCS.parent.parent
 XSS = "<img src=x onerror=alert(1)>"
 
-pytestmark = pytest.mark.timeout(120)
+# Slow (a real Chromium and a server per test): in the whole suite (3.11), not the quick one.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
