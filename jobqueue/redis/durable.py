@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from jobqueue.events.manager import Event
+    from jobqueue.events.registry import QueueRegistry
     from jobqueue.hooks import Hooks
     from jobqueue.settings import Settings
     from jobqueue.store.jobs import Job
@@ -50,6 +51,7 @@ class DurableService(Protocol):
 
     hooks: Hooks
     runtime: Any
+    registry: QueueRegistry
 
     @property
     def settings(self) -> Settings: ...
@@ -388,6 +390,12 @@ class RedisBus:
     async def _write(
         self, job_id: str, stream: str, batch: list[Any], record: Job | None = None
     ) -> None:
+        # A job running here is streamed live, before its events are committed. Publish
+        # none that a crash could still take back: after one, the rerun numbers on from
+        # the log's last committed seq, and Redis would refuse its event as a resend.
+        entry = self.service.registry.get(job_id)
+        if entry is not None:
+            await entry.manager.flush()
         fresh = job_id in self._fresh
         pipe = self._client.pipeline(transaction=False)
         pipe.exists(self._epoch_key)
