@@ -39,12 +39,20 @@ def redis_answers(host: str = REDIS_HOST, port: int = REDIS_PORT, timeout: float
 class CeleryWorker:
     """``celery -A _celery_app:celery_app worker`` as a subprocess (threads pool)."""
 
-    def __init__(self, log_path: Path, concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        log_path: Path,
+        concurrency: int = 4,
+        *,
+        app: str = "_celery_app:celery_app",
+        env: dict[str, str] | None = None,
+        name: str = "jqtest",
+    ) -> None:
         self.log_path = log_path
-        self.hostname = f"jqtest-{uuid.uuid4().hex[:8]}@%h"
+        self.hostname = f"{name}-{uuid.uuid4().hex[:8]}@%h"
         env = {
             **os.environ,
-            "JOBQUEUE_TEST_CELERY_WORKER": "1",
+            **(env if env is not None else {"JOBQUEUE_TEST_CELERY_WORKER": "1"}),
             "PYTHONPATH": os.pathsep.join(
                 [str(HERE), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
@@ -54,7 +62,7 @@ class CeleryWorker:
             "-m",
             "celery",
             "-A",
-            "_celery_app:celery_app",
+            app,
             "worker",
             "--pool=threads",
             f"--concurrency={concurrency}",
@@ -73,7 +81,7 @@ class CeleryWorker:
         """The end of the worker's log (for failure messages)."""
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def wait_ready(self, backend: Any, timeout: float = 30.0) -> float:
+    def wait_ready(self, backend: Any, timeout: float = 60.0) -> float:
         """Round-trip one task through the worker; returns the seconds it took.
 
         Raises:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from _celery_worker import CeleryWorker
 
 from jobqueue import JobContext, JobQueueService
 
@@ -119,57 +117,14 @@ if os.environ.get("JOBQUEUE_TEST_BUS_WORKER"):  # set for the worker subprocess 
     celery_app = make_backend(os.environ["JOBQUEUE_TEST_BUS"]).app
 
 
-class BusWorker:
+class BusWorker(CeleryWorker):
     """``celery -A _redis_celery:celery_app worker --pool=threads`` as a subprocess."""
 
     def __init__(self, url: str, log_path: Path, concurrency: int = 4) -> None:
-        self.log_path = log_path
-        env = {
-            **os.environ,
-            "JOBQUEUE_TEST_BUS": url,
-            "JOBQUEUE_TEST_BUS_WORKER": "1",
-            "PYTHONPATH": os.pathsep.join(
-                [str(HERE), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-        }
-        cmd = [sys.executable, "-m", "celery", "-A", "_redis_celery:celery_app", "worker"]
-        cmd += ["--pool=threads", f"--concurrency={concurrency}", "--without-gossip"]
-        cmd += ["--without-mingle", "--without-heartbeat", "--loglevel=WARNING"]
-        cmd += [f"--hostname=jqbus-{uuid.uuid4().hex[:8]}@%h"]
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        super().__init__(
+            log_path,
+            concurrency,
+            app="_redis_celery:celery_app",
+            env={"JOBQUEUE_TEST_BUS": url, "JOBQUEUE_TEST_BUS_WORKER": "1"},
+            name="jqbus",
         )
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def wait_ready(self, backend: Any, timeout: float = 60.0) -> None:
-        """Round-trip one task through the worker.
-
-        Raises:
-            RuntimeError: the worker exited, or no result came back in time.
-        """
-        start = time.monotonic()
-        task_id = uuid.uuid4().hex
-        backend._launch("add", {"a": 1, "b": 1}, task_id, None)
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"celery worker exited ({self.proc.returncode}):\n{self.log_tail()}"
-                )
-            if backend._get(task_id).done:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"celery worker not ready after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM); SIGKILL if it takes more than 10 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
